@@ -1,0 +1,85 @@
+// Package claims is the registry of runbook claims (../shared/CLAIMS.md).
+// Specs label themselves through it, so a misspelt claim id fails when the
+// spec tree is built instead of silently filtering nothing.
+package claims
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Claim is one runbook claim.
+type Claim struct {
+	ID      string
+	Summary string
+	// Targets the claim must pass on.
+	InProc, SSH bool
+}
+
+// All lists every claim in CLAIMS.md order.
+var All = []Claim{
+	{"quorum-start", "three nodes started together form a quorum; healthz 200 with the full posture on every node", true, true},
+	{"no-self-serve", "a lone node never serves: healthz 503 naming quorum, no bucket, no client", true, true},
+	{"staggered-start", "start one, then a second: both converge within the bootstrap budget; the third catches up", true, true},
+	{"cold-start-fixes", "the running binary reports route pooling off, no-advertise and the KV-open retry", true, true},
+	{"r3", "all six control-plane buckets are R3 with 2/2 followers current", true, true},
+	{"r1-to-r3", "buckets created at R1 are raised to R3 in place with every key still readable", true, true},
+	{"first-admin", "the first admin is seeded through the live cluster and present on every node", true, true},
+	{"bootstrap-orphan", "the old loopback bootstrap's bucket is never adopted and is deleted as orphaned", true, false},
+	{"user-add-live", "user add --store kv on a live cluster prints the user and followers_current=2/2", true, true},
+	{"user-add-idempotent", "re-adding a key fails with already registered and changes nothing", true, true},
+	{"user-add-one-down", "user add --store kv commits with the KV leader down", true, true},
+	{"user-revoke", "revoke keeps the row, denies both planes and closes live connections within 2 s", true, true},
+	{"two-down-fail-closed", "with two nodes down the survivor denies everything within 2 s and loses nothing", true, true},
+	{"failover-zero-loss", "a client whose node stops mid-stream fails over with every acked message received once, in order", true, true},
+	{"acl", "a member reaches only its own rooms", true, true},
+	{"route-ca", "the route port takes only route-CA certificates; the client port demands a valid client certificate over TLS", true, true},
+	{"anti-replay", "replayed or stale signed control-plane requests are rejected", true, true},
+	{"e2e", "room messages are stored as ciphertext only members can decrypt", true, true},
+	{"rollback-sqlite", "a node restarted without --store kv runs standalone on SQLite; the KV stays on disk", true, false},
+	{"migrate-to-kv", "migrate-to-kv copies SQLite rows into the live KV, idempotently, loopback only without --ca", true, false},
+	{"deploy-dry-run", "deploy without --yes prints the plan and changes nothing; placeholders are refused", false, true},
+	{"deploy-apply", "deploy --yes stages everything atomically with secrets 0600 and is idempotent", false, true},
+	{"rolling-upgrade", "the rollout goes one node at a time and stops at the first unhealthy node", false, true},
+	{"certs", "route CA separate from client CA; per-node route and data-plane certs; --force rotates the route CA", true, true},
+}
+
+// LabelPrefix starts every claim label.
+const LabelPrefix = "claim:"
+
+var byID = func() map[string]Claim {
+	m := make(map[string]Claim, len(All))
+	for _, c := range All {
+		m[c.ID] = c
+	}
+	return m
+}()
+
+// Lookup finds a claim by id.
+func Lookup(id string) (Claim, bool) {
+	c, ok := byID[id]
+	return c, ok
+}
+
+// Label returns the label for a claim id, or an error naming the known ids.
+func Label(id string) (string, error) {
+	if _, ok := byID[id]; !ok {
+		ids := make([]string, 0, len(All))
+		for _, c := range All {
+			ids = append(ids, c.ID)
+		}
+		return "", fmt.Errorf("unknown claim %q (known: %s)", id, strings.Join(ids, ", "))
+	}
+	return LabelPrefix + id, nil
+}
+
+// FromLabels returns the claim ids among a spec's labels.
+func FromLabels(labels []string) []string {
+	var out []string
+	for _, l := range labels {
+		if id, ok := strings.CutPrefix(l, LabelPrefix); ok {
+			out = append(out, id)
+		}
+	}
+	return out
+}

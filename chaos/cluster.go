@@ -1,0 +1,70 @@
+// Package chaos is the test-and-chaos framework: the cluster targets the
+// specs run against (sub-packages inproc, process, ...), health probes and
+// wait helpers. Faults, workloads, checkers and reports live in their own
+// sub-packages.
+package chaos
+
+import (
+	"context"
+	"time"
+)
+
+// Node is one cluster member as a spec sees it: from outside.
+type Node interface {
+	Name() string
+	// Start starts a stopped node on its existing data and ports.
+	Start(ctx context.Context) error
+	// Stop stops the node gracefully (raft leaders step down first).
+	Stop(ctx context.Context) error
+	// Running says whether the target believes the node is running.
+	Running() bool
+	// ClientURL is the TLS data-plane URL; HealthzURL the HTTPS health URL.
+	ClientURL() string
+	HealthzURL() string
+}
+
+// TLSFiles are the files a client of the cluster needs.
+type TLSFiles struct {
+	ClientCA     string // verifies data-plane and HTTPS server certs
+	RouteCA      string // verifies route certs
+	OperatorCert string // a client certificate signed by the client CA
+	OperatorKey  string
+	// Node certificates, by node name; a CLI on a node uses its server cert.
+	ServerCert, ServerKey, RouteCert, RouteKey map[string]string
+	RouteSecretFile                            string
+}
+
+// CLIResult is the outcome of running the membershipd CLI.
+type CLIResult struct {
+	Stdout, Stderr string
+	ExitCode       int
+}
+
+// Cluster is a running (or startable) cluster of membershipd nodes.
+type Cluster interface {
+	// Target names the implementation ("inproc", "process", "ssh").
+	Target() string
+	Nodes() []Node
+	Node(name string) Node
+	TLS() TLSFiles
+	// CLI runs `membershipd ARGS...` as an operator would on node n
+	// (connection flags pointing at that node are added by the target).
+	CLI(ctx context.Context, n Node, args ...string) (CLIResult, error)
+	// Close stops every node and releases everything the target made.
+	Close() error
+}
+
+// Partitioner is implemented by targets that can cut routes.
+type Partitioner interface {
+	// Isolate cuts every route to and from n ("cut" resets connections,
+	// "blackhole" silently drops them).
+	Isolate(n Node, mode string) error
+	// HealAll restores every route.
+	HealAll() error
+}
+
+// Majority is the quorum size for n nodes.
+func Majority(n int) int { return n/2 + 1 }
+
+// Poll is the interval wait helpers use.
+const Poll = 100 * time.Millisecond

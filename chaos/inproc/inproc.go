@@ -1,0 +1,328 @@
+// Package inproc is the in-process target: N membershipd nodes inside the
+// test process on loopback, each with its own store dir and fixed ports, and
+// every route passing through a netproxy so routes can be cut like a crash.
+package inproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/chaos/netproxy"
+	"github.com/unibus/clusterkit/membershipd/node"
+	"github.com/unibus/clusterkit/membershipd/pki"
+)
+
+// Options configures a cluster.
+type Options struct {
+	Size        int    // nodes; default 3
+	KVReplicas  int    // default 3
+	ClusterName string // default "unibus-test"
+	// Dir holds certs and store dirs; required (specs pass a temp dir).
+	Dir string
+	// Binary is a built membershipd used by CLI; optional.
+	Binary string
+	// BootstrapBudget for every node; default 120 s.
+	BootstrapBudget time.Duration
+	Log             *slog.Logger
+}
+
+// Cluster is the in-process target.
+type Cluster struct {
+	opts   Options
+	layout *pki.Layout
+	mesh   *netproxy.Mesh
+	nodes  []*Node
+	log    *slog.Logger
+}
+
+// Node is one in-process node.
+type Node struct {
+	c   *Cluster
+	cfg node.Config
+	mu  sync.Mutex
+	n   *node.Node
+}
+
+var _ chaos.Cluster = (*Cluster)(nil)
+var _ chaos.Partitioner = (*Cluster)(nil)
+
+// New mints certificates, reserves ports and builds the route proxies.
+// No node is started: specs decide the order (together, staggered, alone).
+func New(o Options) (*Cluster, error) {
+	if o.Size == 0 {
+		o.Size = 3
+	}
+	if o.KVReplicas == 0 {
+		o.KVReplicas = 3
+	}
+	if o.ClusterName == "" {
+		o.ClusterName = "unibus-test"
+	}
+	if o.BootstrapBudget == 0 {
+		o.BootstrapBudget = node.DefaultBootstrapBudget
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Dir == "" {
+		return nil, errors.New("inproc: Options.Dir is required")
+	}
+	names := make([]string, o.Size)
+	specs := make([]pki.NodeSpec, o.Size)
+	for i := range names {
+		names[i] = fmt.Sprintf("n%d", i+1)
+		specs[i] = pki.NodeSpec{Name: names[i], Hosts: []string{"127.0.0.1"}}
+	}
+	layout, err := pki.MintCluster(filepath.Join(o.Dir, "tls"), specs, false)
+	if err != nil {
+		return nil, fmt.Errorf("mint certificates: %w", err)
+	}
+	base, err := chaos.PortBlock(3*o.Size + o.Size*o.Size)
+	if err != nil {
+		return nil, err
+	}
+	routeAddrs := make([]string, o.Size)
+	for i := range names {
+		routeAddrs[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(base+3*i+1))
+	}
+	mesh, err := netproxy.NewMesh(names, routeAddrs, base+3*o.Size, o.Log)
+	if err != nil {
+		return nil, fmt.Errorf("route proxies: %w", err)
+	}
+	c := &Cluster{opts: o, layout: layout, mesh: mesh, log: o.Log}
+	for i, name := range names {
+		nf := layout.Nodes[name]
+		cfg := node.Config{
+			Name: name, Cluster: o.ClusterName, Bind: "127.0.0.1",
+			ClientPort: base + 3*i, RoutePort: base + 3*i + 1, HTTPPort: base + 3*i + 2,
+			Routes:     mesh.RouteURLsFor(i),
+			Advertise:  mesh.AdvertiseFor(i),
+			StoreDir:   filepath.Join(o.Dir, name, "jetstream"),
+			ServerCert: nf.ServerCert, ServerKey: nf.ServerKey, ClientCA: layout.ClientCACert,
+			RouteCert: nf.RouteCert, RouteKey: nf.RouteKey, RouteCA: layout.RouteCACert,
+			RouteSecretFile: layout.RouteSecret,
+			KVReplicas:      o.KVReplicas,
+			BootstrapBudget: o.BootstrapBudget,
+			Log:             o.Log,
+		}
+		c.nodes = append(c.nodes, &Node{c: c, cfg: cfg})
+	}
+	return c, nil
+}
+
+// Target implements chaos.Cluster.
+func (c *Cluster) Target() string { return "inproc" }
+
+// Nodes implements chaos.Cluster.
+func (c *Cluster) Nodes() []chaos.Node {
+	out := make([]chaos.Node, len(c.nodes))
+	for i, n := range c.nodes {
+		out[i] = n
+	}
+	return out
+}
+
+// Node implements chaos.Cluster.
+func (c *Cluster) Node(name string) chaos.Node {
+	for _, n := range c.nodes {
+		if n.cfg.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// TLS implements chaos.Cluster.
+func (c *Cluster) TLS() chaos.TLSFiles {
+	t := chaos.TLSFiles{
+		ClientCA: c.layout.ClientCACert, RouteCA: c.layout.RouteCACert,
+		OperatorCert: c.layout.OperatorCert, OperatorKey: c.layout.OperatorKey,
+		ServerCert: map[string]string{}, ServerKey: map[string]string{},
+		RouteCert: map[string]string{}, RouteKey: map[string]string{},
+		RouteSecretFile: c.layout.RouteSecret,
+	}
+	for name, nf := range c.layout.Nodes {
+		t.ServerCert[name], t.ServerKey[name] = nf.ServerCert, nf.ServerKey
+		t.RouteCert[name], t.RouteKey[name] = nf.RouteCert, nf.RouteKey
+	}
+	return t
+}
+
+// StartAll starts every node concurrently, as the runbook's quorum-forming
+// start does.
+func (c *Cluster) StartAll(ctx context.Context) error {
+	errs := make([]error, len(c.nodes))
+	var wg sync.WaitGroup
+	for i, n := range c.nodes {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = n.Start(ctx) }()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// CLI runs the membershipd binary against node n's client port with the
+// node's own certificate, as an operator on that node would.
+func (c *Cluster) CLI(ctx context.Context, n chaos.Node, args ...string) (chaos.CLIResult, error) {
+	if c.opts.Binary == "" {
+		return chaos.CLIResult{}, errors.New("inproc: no membershipd binary configured")
+	}
+	in, ok := n.(*Node)
+	if !ok {
+		return chaos.CLIResult{}, fmt.Errorf("inproc: node %v is not from this cluster", n)
+	}
+	full := append([]string{}, args...)
+	full = append(full, "--nats-url", in.ClientURL(), "--ca", c.layout.ClientCACert,
+		"--cert", in.cfg.ServerCert, "--key", in.cfg.ServerKey)
+	return RunBinary(ctx, c.opts.Binary, full...)
+}
+
+// RunBinary runs a command and captures its output and exit status.
+func RunBinary(ctx context.Context, bin string, args ...string) (chaos.CLIResult, error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var out, errb limitedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := chaos.CLIResult{Stdout: out.String(), Stderr: errb.String()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.ExitCode = ee.ExitCode()
+	default:
+		return r, fmt.Errorf("run %s: %w", bin, err)
+	}
+	return r, nil
+}
+
+// Isolate implements chaos.Partitioner.
+func (c *Cluster) Isolate(n chaos.Node, mode string) error {
+	m, err := parseMode(mode)
+	if err != nil {
+		return err
+	}
+	for i, x := range c.nodes {
+		if x == n {
+			c.mesh.Isolate(i, m)
+			return nil
+		}
+	}
+	return fmt.Errorf("inproc: node %v is not from this cluster", n)
+}
+
+// HealAll implements chaos.Partitioner.
+func (c *Cluster) HealAll() error { c.mesh.HealAll(); return nil }
+
+func parseMode(s string) (netproxy.Mode, error) {
+	switch s {
+	case "cut":
+		return netproxy.Cut, nil
+	case "blackhole":
+		return netproxy.Blackhole, nil
+	}
+	return 0, fmt.Errorf("unknown partition mode %q (want cut or blackhole)", s)
+}
+
+// Close stops every node and the proxies.
+func (c *Cluster) Close() error {
+	var wg sync.WaitGroup
+	for _, n := range c.nodes {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = n.Stop(context.Background()) }()
+	}
+	wg.Wait()
+	return c.mesh.Close()
+}
+
+// StoreDir is where node n keeps its JetStream data.
+func (n *Node) StoreDir() string { return n.cfg.StoreDir }
+
+// Name implements chaos.Node.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// ClientURL implements chaos.Node.
+func (n *Node) ClientURL() string {
+	return "tls://" + net.JoinHostPort(n.cfg.Bind, strconv.Itoa(n.cfg.ClientPort))
+}
+
+// HealthzURL implements chaos.Node.
+func (n *Node) HealthzURL() string {
+	return "https://" + net.JoinHostPort(n.cfg.Bind, strconv.Itoa(n.cfg.HTTPPort)) + "/healthz"
+}
+
+// RouteAddr is the node's real route listener (not the proxy).
+func (n *Node) RouteAddr() string {
+	return net.JoinHostPort(n.cfg.Bind, strconv.Itoa(n.cfg.RoutePort))
+}
+
+// Running implements chaos.Node.
+func (n *Node) Running() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.n == nil {
+		return false
+	}
+	select {
+	case <-n.n.Done():
+		return false
+	default:
+		return true
+	}
+}
+
+// Start implements chaos.Node: a fresh node.Node on the same dir and ports.
+func (n *Node) Start(_ context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.n != nil {
+		select {
+		case <-n.n.Done():
+		default:
+			return fmt.Errorf("node %s is already running", n.cfg.Name)
+		}
+	}
+	if err := os.MkdirAll(n.cfg.StoreDir, 0o700); err != nil {
+		return err
+	}
+	var (
+		nn  *node.Node
+		err error
+	)
+	// Right after a stop the OS may briefly hold a port; retry a little.
+	for i := 0; i < 50; i++ {
+		nn, err = node.New(n.cfg)
+		if err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("start %s: %w", n.cfg.Name, err)
+	}
+	if err := nn.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", n.cfg.Name, err)
+	}
+	n.n = nn
+	return nil
+}
+
+// Stop implements chaos.Node.
+func (n *Node) Stop(_ context.Context) error {
+	n.mu.Lock()
+	nn := n.n
+	n.mu.Unlock()
+	if nn != nil {
+		nn.Stop()
+	}
+	return nil
+}

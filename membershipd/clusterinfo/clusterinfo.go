@@ -1,0 +1,159 @@
+// Package clusterinfo is the small NATS protocol membershipd nodes use to
+// talk about themselves: the quorum gate's peer ping and the status each node
+// reports for `membershipd cluster report`. Subjects live under unibus.sys.>,
+// which only the internal service identity may use.
+package clusterinfo
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/unibus/clusterkit/membershipd/store/kv"
+)
+
+const (
+	// PingSubject: every node answers with a Pong; the gate counts answers.
+	PingSubject = "unibus.sys.ping"
+	// StatusSubject: every node answers with its Status.
+	StatusSubject = "unibus.sys.status"
+)
+
+// Pong is a peer's answer to a ping. PutAgeMS is the age of the peer's own
+// last successful replicated heartbeat write, -1 if it never had one.
+type Pong struct {
+	Node     string `json:"node"`
+	PutAgeMS int64  `json:"put_age_ms"`
+}
+
+// Route is one route as the answering node sees it.
+type Route struct {
+	Remote string `json:"remote"`
+	Conns  int    `json:"conns"`
+}
+
+// Status is what a node says about itself.
+type Status struct {
+	Node       string   `json:"node"`
+	Cluster    string   `json:"cluster"`
+	Version    string   `json:"version"`
+	Routes     []Route  `json:"routes"`
+	MetaLeader string   `json:"meta_leader"`
+	InQuorum   bool     `json:"in_quorum"`
+	Reason     string   `json:"reason"`
+	Features   []string `json:"features"`
+}
+
+// Collect publishes one request on subject and gathers replies until want
+// replies arrived or the context ends. It returns what it got; fewer than want
+// is not an error here (the caller decides what a missing node means).
+func Collect(ctx context.Context, nc *nats.Conn, subject string, want int) ([][]byte, error) {
+	inbox := nc.NewRespInbox()
+	ch := make(chan *nats.Msg, 16)
+	sub, err := nc.ChanSubscribe(inbox, ch)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", inbox, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.PublishRequest(subject, inbox, nil); err != nil {
+		return nil, fmt.Errorf("publish %s: %w", subject, err)
+	}
+	var out [][]byte
+	for len(out) < want {
+		select {
+		case m := <-ch:
+			out = append(out, m.Data)
+		case <-ctx.Done():
+			return out, nil
+		}
+	}
+	return out, nil
+}
+
+// CollectStatuses asks every node for its status.
+func CollectStatuses(ctx context.Context, nc *nats.Conn, want int) ([]Status, error) {
+	raw, err := Collect(ctx, nc, StatusSubject, want)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Status, 0, len(raw))
+	for _, b := range raw {
+		var s Status
+		if err := json.Unmarshal(b, &s); err != nil {
+			return nil, fmt.Errorf("decode status reply: %w", err)
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
+	return out, nil
+}
+
+// Report is `membershipd cluster report`.
+type Report struct {
+	Servers []Status   `json:"servers"`
+	Buckets []kv.State `json:"buckets"`
+	// Problems lists what the collector could not get (a node that did not
+	// answer, a bucket without info); an empty list means a complete report.
+	Problems []string `json:"problems,omitempty"`
+}
+
+// MetaLeader is the meta leader most nodes agree on ("" if none).
+func (r Report) MetaLeader() string {
+	votes := map[string]int{}
+	for _, s := range r.Servers {
+		if s.MetaLeader != "" {
+			votes[s.MetaLeader]++
+		}
+	}
+	best, n := "", 0
+	for l, v := range votes {
+		if v > n || (v == n && l < best) {
+			best, n = l, v
+		}
+	}
+	return best
+}
+
+// WriteText renders the report for people.
+func (r Report) WriteText(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "servers: %d\n", len(r.Servers))
+	for _, s := range r.Servers {
+		routes := make([]string, 0, len(s.Routes))
+		for _, rt := range s.Routes {
+			routes = append(routes, fmt.Sprintf("%s(conns=%d)", rt.Remote, rt.Conns))
+		}
+		q := "in quorum"
+		if !s.InQuorum {
+			q = "NOT in quorum: " + s.Reason
+		}
+		fmt.Fprintf(&b, "  %s  cluster=%s routes=[%s] meta_leader=%s  %s\n",
+			s.Node, s.Cluster, strings.Join(routes, " "), orNone(s.MetaLeader), q)
+	}
+	fmt.Fprintf(&b, "meta leader: %s\n", orNone(r.MetaLeader()))
+	fmt.Fprintf(&b, "buckets:\n")
+	for _, st := range r.Buckets {
+		fmt.Fprintf(&b, "  %s\n", st)
+	}
+	for _, p := range r.Problems {
+		fmt.Fprintf(&b, "problem: %s\n", p)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "<none>"
+	}
+	return s
+}
+
+// Deadline is the default time a report waits for nodes to answer.
+const Deadline = 2 * time.Second

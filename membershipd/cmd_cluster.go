@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/unibus/clusterkit/membershipd/admin"
+)
+
+// connFlags are the flags of every command that talks to a live node. The
+// defaults assume a call on a node, over loopback.
+func connFlags(fs *flag.FlagSet) *admin.Conn {
+	c := &admin.Conn{}
+	fs.StringVar(&c.URL, "nats-url", "tls://127.0.0.1:4250", "a node's data-plane URL")
+	fs.StringVar(&c.CA, "ca", "/opt/unibus/tls/ca.crt", "client CA that signed the node's server certificate")
+	fs.StringVar(&c.Cert, "cert", "/opt/unibus/tls/server.crt", "client certificate (the node's data-plane certificate works on a node)")
+	fs.StringVar(&c.Key, "key", "/opt/unibus/tls/server.key", "client key")
+	fs.DurationVar(&c.Timeout, "timeout", 5*time.Second, "connect timeout")
+	return c
+}
+
+func cmdClusterReport(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("cluster report", stderr)
+	c := connFlags(fs)
+	nodes := fs.Int("nodes", 3, "number of nodes expected to answer")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	for _, f := range []string{c.CA, c.Cert, c.Key} {
+		if _, err := os.Stat(f); err != nil {
+			fmt.Fprintf(stderr, "membershipd cluster report: %v\n", err)
+			return exitBadArgs
+		}
+	}
+	nc, err := c.Dial()
+	if err != nil {
+		fmt.Fprintf(stderr, "membershipd cluster report: %v\n", err)
+		return exitFailed
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	r, err := admin.ClusterReport(ctx, nc, *nodes)
+	if err != nil {
+		fmt.Fprintf(stderr, "membershipd cluster report: %v\n", err)
+		return exitFailed
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(r)
+	} else {
+		_ = r.WriteText(stdout)
+	}
+	if len(r.Problems) > 0 {
+		return exitFailed
+	}
+	return exitOK
+}
+
+func cmdKVScale(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("kv scale", stderr)
+	c := connFlags(fs)
+	replicas := fs.Int("replicas", 0, "target replica count (1..cluster size)")
+	nodes := fs.Int("nodes", 3, "number of nodes in the cluster")
+	wait := fs.Duration("wait", 60*time.Second, "how long to wait for every replica to be current")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if *replicas < 1 || *replicas > *nodes {
+		fmt.Fprintf(stderr, "membershipd kv scale: --replicas %d: must be between 1 and --nodes %d\n", *replicas, *nodes)
+		return exitBadArgs
+	}
+	nc, err := c.Dial()
+	if err != nil {
+		fmt.Fprintf(stderr, "membershipd kv scale: %v\n", err)
+		return exitFailed
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), *wait)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if err := admin.Scale(ctx, nc, *replicas, log); err != nil {
+		fmt.Fprintf(stderr, "membershipd kv scale: %v\n", err)
+		return exitFailed
+	}
+	r, err := admin.ClusterReport(ctx, nc, *nodes)
+	if err != nil {
+		fmt.Fprintf(stderr, "membershipd kv scale: scaled, but the report failed: %v\n", err)
+		return exitFailed
+	}
+	_ = r.WriteText(stdout)
+	return exitOK
+}

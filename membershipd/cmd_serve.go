@@ -1,0 +1,91 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/unibus/clusterkit/membershipd/node"
+)
+
+func cmdServe(args []string, _ io.Writer, stderr io.Writer) int {
+	fs := newFlagSet("serve", stderr)
+	var cfg node.Config
+	var routes, store, logLevel string
+	fs.StringVar(&cfg.Name, "node-name", "", "this node's name (required)")
+	fs.StringVar(&cfg.Cluster, "cluster-name", "unibus", "cluster name")
+	fs.StringVar(&cfg.Bind, "bind", "127.0.0.1", "address the client, route and HTTPS ports bind to")
+	fs.IntVar(&cfg.ClientPort, "client-port", node.DefaultClientPort, "NATS client (data plane) port")
+	fs.IntVar(&cfg.RoutePort, "route-port", node.DefaultRoutePort, "NATS route port")
+	fs.IntVar(&cfg.HTTPPort, "http-port", node.DefaultHTTPPort, "HTTPS control-plane port (/healthz)")
+	fs.StringVar(&routes, "routes", "", "comma-separated route URLs of the OTHER nodes (nats-route://HOST:PORT)")
+	fs.StringVar(&cfg.Advertise, "cluster-advertise", "", "route address gossiped to peers (HOST:PORT); default: the bound one")
+	fs.StringVar(&cfg.StoreDir, "nats-store", "/opt/unibus/local_files/jetstream", "JetStream store directory")
+	fs.StringVar(&store, "store", "kv", "control-plane store (kv)")
+	fs.StringVar(&cfg.ServerCert, "tls-cert", "/opt/unibus/tls/server.crt", "data-plane server certificate (signed by the client CA)")
+	fs.StringVar(&cfg.ServerKey, "tls-key", "/opt/unibus/tls/server.key", "data-plane server key")
+	fs.StringVar(&cfg.ClientCA, "ca", "/opt/unibus/tls/ca.crt", "client CA: signs client certificates and the data-plane server certificate")
+	fs.StringVar(&cfg.RouteCert, "route-cert", "/opt/unibus/tls/route.crt", "route certificate (signed by the route CA)")
+	fs.StringVar(&cfg.RouteKey, "route-key", "/opt/unibus/tls/route.key", "route key")
+	fs.StringVar(&cfg.RouteCA, "route-ca", "/opt/unibus/tls/cluster-ca.crt", "cluster route CA (separate from the client CA)")
+	fs.StringVar(&cfg.RouteSecretFile, "route-secret-file", "/opt/unibus/secrets/cluster.pass", "file holding the route secret (mode 0600)")
+	fs.IntVar(&cfg.KVReplicas, "kv-replicas", node.DefaultKVReplicas, "replicas of the control-plane buckets when created")
+	fs.DurationVar(&cfg.BootstrapBudget, "bootstrap-budget", node.DefaultBootstrapBudget, "how long to retry opening the buckets while waiting for a quorum")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+		fmt.Fprintf(stderr, "membershipd serve: --log-level %q: want debug, info, warn or error\n", logLevel)
+		return exitBadArgs
+	}
+	if store != "kv" {
+		fmt.Fprintf(stderr, "membershipd serve: --store %q: this build serves the replicated kv store only\n", store)
+		return exitBadArgs
+	}
+	if cfg.Name == "" {
+		fmt.Fprintln(stderr, "membershipd serve: --node-name is required")
+		return exitBadArgs
+	}
+	for _, r := range strings.Split(routes, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			cfg.Routes = append(cfg.Routes, r)
+		}
+	}
+	cfg.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	n, err := node.New(cfg)
+	if err != nil {
+		return fail(stderr, "serve", err)
+	}
+	if err := n.Start(); err != nil {
+		return fail(stderr, "serve", err)
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case s := <-sig:
+		cfg.Log.Info("signal received, stopping", "signal", s.String())
+		n.Stop()
+		return exitOK
+	case <-n.Done():
+		if err := n.Err(); err != nil {
+			fmt.Fprintf(stderr, "membershipd serve: %v\n", err)
+			return exitFailed
+		}
+		return exitOK
+	}
+}
+
+// fail prints one line and picks the exit code: 2 for bad input, 1 otherwise.
+func fail(stderr io.Writer, cmd string, err error) int {
+	fmt.Fprintf(stderr, "membershipd %s: %v\n", cmd, err)
+	if node.IsConfigError(err) {
+		return exitBadArgs
+	}
+	return exitFailed
+}

@@ -1,0 +1,166 @@
+// Package node runs one membershipd node: the embedded nats-server with
+// JetStream, the control-plane buckets, the quorum gate and the HTTPS
+// control plane (/healthz).
+package node
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/unibus/clusterkit/membershipd/pki"
+)
+
+// Config is everything a node needs. Paths, never secrets: the route secret
+// is read from RouteSecretFile so it never appears in argv.
+type Config struct {
+	Name    string
+	Cluster string
+	Bind    string // address all three listeners bind to
+
+	ClientPort int
+	RoutePort  int
+	HTTPPort   int
+
+	// Routes are the other nodes' route URLs (nats-route://host:port),
+	// without credentials: the node adds the route secret itself.
+	Routes []string
+	// Advertise overrides the route address gossiped to peers (tests put
+	// proxies between routes and must keep gossip from bypassing them).
+	Advertise string
+
+	StoreDir string
+
+	ServerCert, ServerKey, ClientCA string // data plane + HTTPS, client CA
+	RouteCert, RouteKey, RouteCA    string // routes, separate route CA
+	RouteSecretFile                 string
+
+	KVReplicas      int
+	BootstrapBudget time.Duration
+	// ClusterSize is the number of nodes; 0 means len(Routes)+1.
+	ClusterSize int
+
+	Log *slog.Logger
+}
+
+// Defaults are the ports and budgets of the reference deployment.
+const (
+	DefaultClientPort      = 4250
+	DefaultRoutePort       = 6250
+	DefaultHTTPPort        = 8470
+	DefaultKVReplicas      = 3
+	DefaultBootstrapBudget = 120 * time.Second
+)
+
+// ConfigError is bad input: the CLI exits 2 on it.
+type ConfigError struct{ Msg string }
+
+func (e *ConfigError) Error() string { return e.Msg }
+
+func configErr(format string, args ...any) error {
+	return &ConfigError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// IsConfigError tells bad input from runtime failures.
+func IsConfigError(err error) bool {
+	var ce *ConfigError
+	return errors.As(err, &ce)
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
+
+func (c *Config) size() int {
+	if c.ClusterSize > 0 {
+		return c.ClusterSize
+	}
+	return len(c.Routes) + 1
+}
+
+// Validate checks the config the way an operator needs it checked: every
+// problem named, with what to do.
+func (c *Config) Validate() error {
+	if !nameRE.MatchString(c.Name) {
+		return configErr("--node-name %q: use letters, digits, '-' or '_' (max 63)", c.Name)
+	}
+	if !nameRE.MatchString(c.Cluster) {
+		return configErr("--cluster-name %q: use letters, digits, '-' or '_' (max 63)", c.Cluster)
+	}
+	if net.ParseIP(c.Bind) == nil {
+		return configErr("--bind %q is not an IP address", c.Bind)
+	}
+	for _, p := range []struct {
+		flag string
+		v    int
+	}{{"--client-port", c.ClientPort}, {"--route-port", c.RoutePort}, {"--http-port", c.HTTPPort}} {
+		if p.v <= 0 || p.v > 65535 {
+			return configErr("%s %d is not a TCP port", p.flag, p.v)
+		}
+	}
+	if c.ClientPort == c.RoutePort || c.ClientPort == c.HTTPPort || c.RoutePort == c.HTTPPort {
+		return configErr("client, route and http ports must differ (got %d, %d, %d)", c.ClientPort, c.RoutePort, c.HTTPPort)
+	}
+	for _, r := range c.Routes {
+		u, err := url.Parse(r)
+		if err != nil || u.Scheme != "nats-route" || u.Hostname() == "" || u.Port() == "" {
+			return configErr("--routes entry %q: want nats-route://HOST:PORT", r)
+		}
+		if u.User != nil {
+			return configErr("--routes entry %q carries credentials; the route secret comes from --route-secret-file only", r)
+		}
+	}
+	if c.KVReplicas < 1 || c.KVReplicas > c.size() {
+		return configErr("--kv-replicas %d: must be between 1 and the cluster size %d", c.KVReplicas, c.size())
+	}
+	if c.BootstrapBudget <= 0 {
+		return configErr("--bootstrap-budget must be positive")
+	}
+	if c.StoreDir == "" {
+		return configErr("--nats-store is required")
+	}
+	if err := checkPair("data-plane", c.ServerCert, c.ServerKey, c.ClientCA, x509.ExtKeyUsageServerAuth); err != nil {
+		return err
+	}
+	if err := checkPair("route", c.RouteCert, c.RouteKey, c.RouteCA, x509.ExtKeyUsageClientAuth); err != nil {
+		return err
+	}
+	if _, err := pki.ReadSecretFile(c.RouteSecretFile); err != nil {
+		return configErr("%v", err)
+	}
+	return checkPortsFree(c.Bind, map[string]int{"client": c.ClientPort, "route": c.RoutePort, "http": c.HTTPPort})
+}
+
+func checkPair(what, cert, key, ca string, usage x509.ExtKeyUsage) error {
+	for _, f := range []struct{ flag, path string }{{"certificate", cert}, {"key", key}, {"CA", ca}} {
+		if f.path == "" {
+			return configErr("%s %s: no file given", what, f.flag)
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return configErr("%s %s %s: %v", what, f.flag, f.path, errors.Unwrap(err))
+		}
+	}
+	if err := pki.VerifyFile(cert, ca, usage); err != nil {
+		return configErr("%s: %v", what, err)
+	}
+	return nil
+}
+
+// checkPortsFree fails fast and clearly; nats-server would only log a
+// listen error and keep running without the listener.
+func checkPortsFree(host string, ports map[string]int) error {
+	for _, name := range []string{"client", "route", "http"} {
+		addr := net.JoinHostPort(host, strconv.Itoa(ports[name]))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return configErr("%s port %s is not available: %v", name, addr, errors.Unwrap(err))
+		}
+		_ = l.Close()
+	}
+	return nil
+}

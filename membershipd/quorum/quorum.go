@@ -1,0 +1,274 @@
+// Package quorum decides whether this membershipd node is part of a
+// JetStream majority.
+//
+// NATS's own health signals fail open on a minority node (healthz stays OK
+// for ~15 s, direct KV reads serve stale data, "current" flags lie), so the
+// gate uses only evidence NATS cannot fake:
+//
+//   - our own heartbeat put into an R3 bucket succeeded: a raft majority
+//     committed it, so we were in a quorum at that moment;
+//   - peer daemons answered our pings, each reporting how long ago its own
+//     last put succeeded.
+//
+// The rule is pure and takes explicit times (no time.Now), so recorded
+// timelines replay deterministically in tests.
+package quorum
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Params tunes the decision rule.
+type Params struct {
+	// ClusterSize is the number of nodes (N) in the JetStream cluster.
+	ClusterSize int
+	// WriteFresh: an own put younger than this proves quorum on its own.
+	// Also the window in which a peer's put counts as "can currently write".
+	WriteFresh time.Duration
+	// PeerFresh: a peer answer younger than this counts the peer as reachable.
+	PeerFresh time.Duration
+	// Grace bounds how long a reachable majority may go without any write
+	// (leader election, step-down storm) before it is denied anyway.
+	Grace time.Duration
+}
+
+// DefaultParams are the measured values: 1 s freshness with 250 ms ticks
+// flips a minority in ~1 s; 12 s grace covers elections (≤ ~6.5 s) and
+// step-down storms (4–8 s) with margin.
+func DefaultParams(clusterSize int) Params {
+	return Params{
+		ClusterSize: clusterSize,
+		WriteFresh:  time.Second,
+		PeerFresh:   time.Second,
+		Grace:       12 * time.Second,
+	}
+}
+
+// Majority is the raft quorum size for ClusterSize nodes: N/2+1.
+func (p Params) Majority() int { return p.ClusterSize/2 + 1 }
+
+// WriteLead is how much newer than our own last put a peer's put must be
+// before "the peer can write but we cannot" denies us. Without it the
+// healthy majority would flap at the start of every election: daemons are
+// not phase-locked, so a peer's last pre-outage put can trail ours by up to
+// a tick (plus latency) and look fresh for that long after ours went stale.
+// Our own puts run every tick (well under WriteFresh/2), so a lead of at
+// least WriteFresh/2 means we missed write rounds the peer made, while the
+// check still fires by ~WriteFresh + one tick after we were cut off.
+func (p Params) WriteLead() time.Duration { return p.WriteFresh / 2 }
+
+// Validate reports parameters the rule cannot work with. Decide fails
+// closed on them rather than guessing.
+func (p Params) Validate() error {
+	var errs []error
+	if p.ClusterSize < 1 {
+		errs = append(errs, fmt.Errorf("cluster size %d < 1", p.ClusterSize))
+	}
+	if p.WriteFresh <= 0 {
+		errs = append(errs, fmt.Errorf("write freshness %v <= 0", p.WriteFresh))
+	}
+	if p.PeerFresh <= 0 {
+		errs = append(errs, fmt.Errorf("peer freshness %v <= 0", p.PeerFresh))
+	}
+	if p.Grace <= 0 {
+		errs = append(errs, fmt.Errorf("grace %v <= 0", p.Grace))
+	}
+	return errors.Join(errs...)
+}
+
+// PeerReport is the latest answer from one peer daemon.
+type PeerReport struct {
+	Node       string
+	AnsweredAt time.Time
+	// PutAge is the peer's own last-successful-put age when it answered;
+	// negative means the peer has never put.
+	PutAge time.Duration
+}
+
+// Verdict is the gate's decision plus the evidence behind it.
+type Verdict struct {
+	InQuorum bool
+	// Reason is a one-line explanation; denials always contain "no quorum"
+	// and name what is missing.
+	Reason string
+	// LastPutAge is the age of our last successful put, -1 if never.
+	LastPutAge time.Duration
+	// ReachablePeers answered within PeerFresh (sorted).
+	ReachablePeers []string
+	// WritablePeers are reachable peers whose last put (reported age plus
+	// time since the answer) is younger than WriteFresh (sorted).
+	WritablePeers []string
+}
+
+// Decide is the pure decision rule. lastPut is our last successful put
+// (zero = never). peers may hold several reports per node (the latest
+// answer wins) and is not modified. Callers must not report this node as
+// its own peer.
+//
+// In quorum ⇔ a put succeeded < WriteFresh ago, OR (self + reachable peers
+// ≥ Majority AND our last put < Grace ago AND no reachable peer is writing
+// without us).
+func Decide(now time.Time, lastPut time.Time, peers []PeerReport, p Params) Verdict {
+	v := Verdict{LastPutAge: -1}
+	if err := p.Validate(); err != nil {
+		v.Reason = "no quorum: invalid parameters: " + strings.ReplaceAll(err.Error(), "\n", "; ")
+		return v
+	}
+
+	// Latest answer per peer: older ones carry nothing the newest lacks.
+	latest := make(map[string]PeerReport, len(peers))
+	for _, r := range peers {
+		if r.Node == "" || r.AnsweredAt.IsZero() {
+			continue
+		}
+		if old, ok := latest[r.Node]; !ok || r.AnsweredAt.After(old.AnsweredAt) {
+			latest[r.Node] = r
+		}
+	}
+
+	everPut := !lastPut.IsZero()
+	var ownAge time.Duration
+	if everPut {
+		ownAge = max(now.Sub(lastPut), 0) // a put "in the future" is just fresh
+		v.LastPutAge = ownAge
+	}
+
+	var ahead []string // writable peers whose writes lead ours: we are cut off
+	quietest := ownAge // youngest write known anywhere, for the grace reason
+	for name, r := range latest {
+		since := max(now.Sub(r.AnsweredAt), 0)
+		if since >= p.PeerFresh {
+			continue
+		}
+		v.ReachablePeers = append(v.ReachablePeers, name)
+		if r.PutAge < 0 {
+			continue
+		}
+		eff := addSat(r.PutAge, since)
+		quietest = min(quietest, eff)
+		if eff >= p.WriteFresh {
+			continue
+		}
+		v.WritablePeers = append(v.WritablePeers, name)
+		// The peer's put landed at AnsweredAt-PutAge; compare it to ours.
+		if everPut && r.AnsweredAt.Add(-r.PutAge).Sub(lastPut) >= p.WriteLead() {
+			ahead = append(ahead, name)
+		}
+	}
+	slices.Sort(v.ReachablePeers)
+	slices.Sort(v.WritablePeers)
+	slices.Sort(ahead)
+
+	others := p.ClusterSize - 1
+	need := p.Majority() - 1
+	switch {
+	case !everPut:
+		v.Reason = "no quorum: no replicated write has succeeded yet (waiting for a JetStream quorum)"
+	case ownAge < p.WriteFresh:
+		v.InQuorum = true
+		v.Reason = fmt.Sprintf("quorum: replicated write %s ago", fmtDur(ownAge))
+	case len(v.ReachablePeers) < need:
+		v.Reason = fmt.Sprintf("no quorum: last replicated write %s ago; %d of %d peers reachable (need %d)",
+			fmtDur(ownAge), len(v.ReachablePeers), others, need)
+	case len(ahead) > 0:
+		// Checked before the grace: it is the more specific diagnosis.
+		v.Reason = fmt.Sprintf("no quorum: peers %v can write but this node cannot (cut off from the stream leader); last replicated write %s ago",
+			ahead, fmtDur(ownAge))
+	case ownAge >= p.Grace:
+		v.Reason = fmt.Sprintf("no quorum: last replicated write %s ago exceeds the %v election grace",
+			fmtDur(ownAge), p.Grace)
+	default:
+		v.InQuorum = true
+		v.Reason = fmt.Sprintf("quorum (election grace): no node has written for %s; %d of %d peers reachable",
+			fmtDur(quietest), len(v.ReachablePeers), others)
+	}
+	return v
+}
+
+// addSat adds non-negative durations without wrapping: a peer may report
+// an absurd age and must not come out "fresh" through overflow.
+func addSat(a, b time.Duration) time.Duration {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
+// fmtDur keeps reasons short: ms below a second, tenths above.
+func fmtDur(d time.Duration) string {
+	if d < time.Second {
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(100 * time.Millisecond).String()
+}
+
+// Tracker accumulates the daemon's observations and applies Decide. It is
+// safe for concurrent use; all times come from the caller.
+type Tracker struct {
+	p Params
+
+	mu      sync.Mutex
+	lastPut time.Time
+	peers   map[string]PeerReport
+}
+
+// NewTracker returns a Tracker that has seen nothing (so it denies).
+func NewTracker(p Params) *Tracker {
+	return &Tracker{p: p, peers: make(map[string]PeerReport)}
+}
+
+// Params returns the parameters the tracker decides with.
+func (t *Tracker) Params() Params { return t.p }
+
+// PutSucceeded records a successful heartbeat put. Results from concurrent
+// attempts may arrive out of order; the newest success is kept.
+func (t *Tracker) PutSucceeded(at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if at.After(t.lastPut) {
+		t.lastPut = at
+	}
+}
+
+// PeerAnswered records a peer's ping reply carrying its own put age
+// (negative = the peer has never put). Answers older than the one held are
+// dropped, so a late reply cannot roll a peer's state back.
+func (t *Tracker) PeerAnswered(peer string, at time.Time, peerPutAge time.Duration) {
+	if peer == "" {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if old, ok := t.peers[peer]; ok && !at.After(old.AnsweredAt) {
+		return
+	}
+	if t.peers == nil {
+		t.peers = make(map[string]PeerReport)
+	}
+	t.peers[peer] = PeerReport{Node: peer, AnsweredAt: at, PutAge: peerPutAge}
+}
+
+// LastPut returns the last successful put, false if there has been none.
+func (t *Tracker) LastPut() (time.Time, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lastPut, !t.lastPut.IsZero()
+}
+
+// Verdict decides at now from everything recorded so far.
+func (t *Tracker) Verdict(now time.Time) Verdict {
+	t.mu.Lock()
+	lastPut := t.lastPut
+	peers := make([]PeerReport, 0, len(t.peers))
+	for _, r := range t.peers {
+		peers = append(peers, r)
+	}
+	t.mu.Unlock()
+	return Decide(now, lastPut, peers, t.p)
+}

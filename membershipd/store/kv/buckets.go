@@ -1,0 +1,246 @@
+// Package kv owns the control-plane buckets on JetStream KV: their names and
+// settings, opening them (with the bootstrap retry), scaling them in place and
+// reporting their replication state.
+package kv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Bucket describes one control-plane bucket.
+type Bucket struct {
+	Name    string
+	History uint8
+	TTL     time.Duration
+}
+
+// NoncesBucket also carries the quorum gate's heartbeat keys: every signed
+// control-plane request writes a nonce there, so a successful heartbeat proves
+// exactly the write path requests depend on.
+const NoncesBucket = "UNIBUS_nonces"
+
+// Buckets are the six control-plane buckets, in a fixed order.
+var Buckets = []Bucket{
+	{Name: "UNIBUS_users", History: 5},
+	{Name: "UNIBUS_rooms", History: 5},
+	{Name: "UNIBUS_members", History: 5},
+	{Name: "UNIBUS_room_keys", History: 5},
+	{Name: "UNIBUS_rooms_by_member", History: 5},
+	{Name: NoncesBucket, History: 1, TTL: 10 * time.Minute},
+}
+
+// StreamName is the JetStream stream that backs a KV bucket.
+func StreamName(bucket string) string { return "KV_" + bucket }
+
+// HeartbeatKey is the key a node's quorum gate writes.
+func HeartbeatKey(node string) string { return "_hb." + node }
+
+// HeartbeatSubject is the subject a heartbeat put is published on; publishing
+// there with a JetStream ack is a KV put that needs no bucket handle (binding
+// a handle itself needs the meta quorum).
+func HeartbeatSubject(node string) string {
+	return "$KV." + NoncesBucket + "." + HeartbeatKey(node)
+}
+
+// Opened reports how one bucket was found or created.
+type Opened struct {
+	Bucket   string
+	Replicas int
+	Created  bool
+}
+
+// EnsureAll creates every missing bucket at the given replica count and
+// returns what it found. Existing buckets are left at their replica count (a
+// lower one is reported by the caller, never silently changed). One attempt:
+// the caller owns the retry loop and its budget. Each bucket gets perBucket:
+// the meta layer drops requests it gets before it has a leader, and one of
+// several nodes creating the same bucket at once may get no reply, so a
+// short timeout and a quick retry beat a long wait.
+func EnsureAll(ctx context.Context, js jetstream.JetStream, replicas int, perBucket time.Duration) ([]Opened, error) {
+	out := make([]Opened, 0, len(Buckets))
+	for _, b := range Buckets {
+		bctx, cancel := context.WithTimeout(ctx, perBucket)
+		o, err := ensure(bctx, js, b, replicas)
+		cancel()
+		if err != nil {
+			return out, fmt.Errorf("open bucket %s: %w", b.Name, err)
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+func ensure(ctx context.Context, js jetstream.JetStream, b Bucket, replicas int) (Opened, error) {
+	st, err := js.Stream(ctx, StreamName(b.Name))
+	if err == nil {
+		cfg := st.CachedInfo().Config
+		return Opened{Bucket: b.Name, Replicas: cfg.Replicas}, nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return Opened{}, err
+	}
+	// Create the stream in one request with direct gets off. Going through
+	// CreateKeyValue would turn AllowDirect on and need a second update,
+	// which waits for the new stream's leader and races the other nodes.
+	_, err = js.CreateStream(ctx, StreamConfig(b, replicas))
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return Opened{}, err
+	}
+	return Opened{Bucket: b.Name, Replicas: replicas, Created: err == nil}, nil
+}
+
+// StreamConfig is the stream behind bucket b: what jetstream.CreateKeyValue
+// builds, except AllowDirect. Direct gets answer from any replica, stale ones
+// included (a minority keeps answering forever), so the control plane reads
+// from the stream leader only.
+func StreamConfig(b Bucket, replicas int) jetstream.StreamConfig {
+	dup := 2 * time.Minute
+	if b.TTL > 0 && b.TTL < dup {
+		dup = b.TTL
+	}
+	return jetstream.StreamConfig{
+		Name:              StreamName(b.Name),
+		Subjects:          []string{"$KV." + b.Name + ".>"},
+		MaxMsgsPerSubject: int64(b.History),
+		MaxBytes:          -1,
+		MaxAge:            b.TTL,
+		MaxMsgSize:        -1,
+		MaxMsgs:           -1,
+		MaxConsumers:      -1,
+		Storage:           jetstream.FileStorage,
+		Replicas:          replicas,
+		AllowRollup:       true,
+		DenyDelete:        true,
+		Duplicates:        dup,
+		AllowDirect:       false,
+		Discard:           jetstream.DiscardNew,
+	}
+}
+
+// Scale sets every bucket's replica count in place. The full current config
+// is sent back: a partial update silently resets History and TTL.
+func Scale(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger) error {
+	for _, b := range Buckets {
+		name := StreamName(b.Name)
+		err := retryPlacement(ctx, func() error {
+			st, err := js.Stream(ctx, name)
+			if err != nil {
+				return err
+			}
+			cfg := st.CachedInfo().Config
+			if cfg.Replicas == replicas {
+				return nil
+			}
+			from := cfg.Replicas
+			cfg.Replicas = replicas
+			if _, err := js.UpdateStream(ctx, cfg); err != nil {
+				return err
+			}
+			log.Info("scaled bucket", "bucket", b.Name, "from", from, "to", replicas)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("scale %s to R%d: %w", b.Name, replicas, err)
+		}
+	}
+	return nil
+}
+
+// retryPlacement retries "no suitable peers" (10005), which the meta layer
+// returns for a few seconds after a peer joins.
+func retryPlacement(ctx context.Context, f func() error) error {
+	for {
+		err := f()
+		var apiErr *jetstream.APIError
+		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != 10005 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (still: %v)", ctx.Err(), err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// State is the replication state of one bucket as its stream reports it.
+type State struct {
+	Bucket           string `json:"bucket"`
+	Replicas         int    `json:"replicas"`
+	Leader           string `json:"leader"`
+	FollowersCurrent int    `json:"followers_current"`
+	Followers        int    `json:"followers"`
+	Messages         uint64 `json:"msgs"`
+	AllowDirect      bool   `json:"allow_direct"`
+}
+
+// String renders the runbook's one-line form.
+func (s State) String() string {
+	leader := s.Leader
+	if leader == "" {
+		leader = "<none>"
+	}
+	return fmt.Sprintf("%s: replicas=%d leader=%s followers_current=%d/%d msgs=%d",
+		StreamName(s.Bucket), s.Replicas, leader, s.FollowersCurrent, s.Followers, s.Messages)
+}
+
+// Inspect reads one bucket's replication state.
+func Inspect(ctx context.Context, js jetstream.JetStream, bucket string) (State, error) {
+	st, err := js.Stream(ctx, StreamName(bucket))
+	if err != nil {
+		return State{}, fmt.Errorf("stream info %s: %w", StreamName(bucket), err)
+	}
+	info := st.CachedInfo()
+	s := State{Bucket: bucket, Replicas: info.Config.Replicas, Messages: info.State.Msgs, AllowDirect: info.Config.AllowDirect}
+	if info.Cluster != nil {
+		s.Leader = info.Cluster.Leader
+		for _, p := range info.Cluster.Replicas {
+			s.Followers++
+			if p.Current && !p.Offline {
+				s.FollowersCurrent++
+			}
+		}
+	}
+	return s, nil
+}
+
+// InspectAll reads every bucket's state.
+func InspectAll(ctx context.Context, js jetstream.JetStream) ([]State, error) {
+	out := make([]State, 0, len(Buckets))
+	for _, b := range Buckets {
+		s, err := Inspect(ctx, js, b.Name)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// Explain turns a bucket-open error into what the node is waiting for, so
+// each retry log line tells the operator why a lone node does not serve.
+func Explain(err error, knownPeers, replicas int) string {
+	var apiErr *jetstream.APIError
+	switch {
+	case err == nil:
+		return ""
+	case strings.Contains(err.Error(), "no JetStream meta leader"):
+		return "waiting for JetStream meta quorum (no meta leader elected yet)"
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == 10005:
+		return fmt.Sprintf("R%d placement needs %d peers, %d known", replicas, replicas, knownPeers)
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == 10008:
+		return "waiting for JetStream meta quorum (JetStream system temporarily unavailable)"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, jetstream.ErrNoStreamResponse),
+		strings.Contains(err.Error(), "no responders"), strings.Contains(err.Error(), "timeout"):
+		return "waiting for JetStream meta quorum (no reply from the meta layer)"
+	default:
+		return err.Error()
+	}
+}
