@@ -21,6 +21,24 @@ type Node interface {
 	// ClientURL is the TLS data-plane URL; HealthzURL the HTTPS health URL.
 	ClientURL() string
 	HealthzURL() string
+	// RouteAddr is the node's own route listener (HOST:PORT), bypassing
+	// any fault-injection proxy: specs present certificates to it.
+	RouteAddr() string
+}
+
+// Spec is the shape of a cluster a spec asks a target for.
+type Spec struct {
+	Size       int // nodes; 0 means 3
+	KVReplicas int // 0 means 3
+	// Dir is where the target keeps certificates and node data.
+	Dir string
+}
+
+// StoreInspector is implemented by targets that can list what JetStream
+// has written to a node's disk.
+type StoreInspector interface {
+	// StreamDirs lists the stream directories in node n's JetStream store.
+	StreamDirs(n Node) ([]string, error)
 }
 
 // TLSFiles are the files a client of the cluster needs.
@@ -68,3 +86,34 @@ func Majority(n int) int { return n/2 + 1 }
 
 // Poll is the interval wait helpers use.
 const Poll = 100 * time.Millisecond
+
+// StartNodes starts nodes concurrently, as the runbook's quorum-forming
+// start does (never one node gated on another's health).
+func StartNodes(ctx context.Context, nodes ...Node) error {
+	errs := make(chan error, len(nodes))
+	for _, n := range nodes {
+		go func() { errs <- n.Start(ctx) }()
+	}
+	var first error
+	for range nodes {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// StopNodes stops nodes concurrently.
+func StopNodes(ctx context.Context, nodes ...Node) error {
+	errs := make(chan error, len(nodes))
+	for _, n := range nodes {
+		go func() { errs <- n.Stop(ctx) }()
+	}
+	var first error
+	for range nodes {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}

@@ -55,6 +55,7 @@ type Node struct {
 
 var _ chaos.Cluster = (*Cluster)(nil)
 var _ chaos.Partitioner = (*Cluster)(nil)
+var _ chaos.StoreInspector = (*Cluster)(nil)
 
 // New mints certificates, reserves ports and builds the route proxies.
 // No node is started: specs decide the order (together, staggered, alone).
@@ -158,18 +159,8 @@ func (c *Cluster) TLS() chaos.TLSFiles {
 	return t
 }
 
-// StartAll starts every node concurrently, as the runbook's quorum-forming
-// start does.
-func (c *Cluster) StartAll(ctx context.Context) error {
-	errs := make([]error, len(c.nodes))
-	var wg sync.WaitGroup
-	for i, n := range c.nodes {
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = n.Start(ctx) }()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}
+// StartAll starts every node together.
+func (c *Cluster) StartAll(ctx context.Context) error { return chaos.StartNodes(ctx, c.Nodes()...) }
 
 // CLI runs the membershipd binary against node n's client port with the
 // node's own certificate, as an operator on that node would.
@@ -182,10 +173,17 @@ func (c *Cluster) CLI(ctx context.Context, n chaos.Node, args ...string) (chaos.
 		return chaos.CLIResult{}, fmt.Errorf("inproc: node %v is not from this cluster", n)
 	}
 	full := append([]string{}, args...)
-	full = append(full, "--nats-url", in.ClientURL(), "--ca", c.layout.ClientCACert,
-		"--cert", in.cfg.ServerCert, "--key", in.cfg.ServerKey)
+	if len(args) > 0 && clusterCommands[args[0]] {
+		// What the on-node defaults (loopback URL, /opt/unibus/tls/...)
+		// resolve to on a real node.
+		full = append(full, "--nats-url", in.ClientURL(), "--ca", c.layout.ClientCACert,
+			"--cert", in.cfg.ServerCert, "--key", in.cfg.ServerKey)
+	}
 	return RunBinary(ctx, c.opts.Binary, full...)
 }
+
+// clusterCommands are the membershipd commands that talk to a live node.
+var clusterCommands = map[string]bool{"cluster": true, "kv": true, "user": true, "migrate-to-kv": true}
 
 // RunBinary runs a command and captures its output and exit status.
 func RunBinary(ctx context.Context, bin string, args ...string) (chaos.CLIResult, error) {
@@ -325,4 +323,22 @@ func (n *Node) Stop(_ context.Context) error {
 		nn.Stop()
 	}
 	return nil
+}
+
+// StreamDirs implements chaos.StoreInspector: the stream directories under
+// the node's JetStream store, whatever the account.
+func (c *Cluster) StreamDirs(n chaos.Node) ([]string, error) {
+	in, ok := n.(*Node)
+	if !ok {
+		return nil, fmt.Errorf("inproc: node %v is not from this cluster", n)
+	}
+	matches, err := filepath.Glob(filepath.Join(in.cfg.StoreDir, "jetstream", "*", "streams", "*"))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(matches))
+	for _, m := range matches {
+		out = append(out, filepath.Base(m))
+	}
+	return out, nil
 }

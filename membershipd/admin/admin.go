@@ -4,6 +4,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -48,6 +49,9 @@ func (c Conn) Dial() (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(c.URL, nats.Secure(tlsCfg), nats.Timeout(timeout), nats.Name(name),
 		nats.NoReconnect())
+	if errors.Is(err, nats.ErrAuthorization) {
+		return nil, fmt.Errorf("connect %s: the node refused the connection (%w): it admits clients only while it is in a quorum", c.URL, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", c.URL, err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/unibus/clusterkit/membershipd/authn"
 	"github.com/unibus/clusterkit/membershipd/clusterinfo"
 	"github.com/unibus/clusterkit/membershipd/pki"
 	"github.com/unibus/clusterkit/membershipd/quorum"
@@ -45,6 +46,7 @@ type Node struct {
 	js   jetstream.JetStream
 	http *http.Server
 	gate *quorum.Tracker
+	auth *authn.Authenticator
 
 	started time.Time
 	cancel  context.CancelFunc
@@ -70,13 +72,22 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Node{
+	n := &Node{
 		cfg:  cfg,
 		log:  cfg.Log.With("node", cfg.Name),
 		opts: opts,
 		gate: quorum.NewTracker(quorum.DefaultParams(cfg.size())),
 		done: make(chan struct{}),
-	}, nil
+	}
+	n.auth, err = authn.New(func() (bool, string) {
+		v := n.Verdict()
+		return v.InQuorum, v.Reason
+	}, n.log.With("component", "authn"))
+	if err != nil {
+		return nil, err
+	}
+	opts.CustomClientAuthentication = n.auth
+	return n, nil
 }
 
 // buildOptions is the single place the cold-start fixes are set; Features
@@ -187,6 +198,7 @@ func (n *Node) Start() error {
 		return fmt.Errorf("nats server on %s:%d did not become ready in 10s", n.cfg.Bind, n.cfg.ClientPort)
 	}
 	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("membershipd-internal:"+n.cfg.Name),
+		nats.UserInfo(authn.InternalUser, n.auth.InternalToken()),
 		nats.MaxReconnects(-1), nats.NoCallbacksAfterClientClose())
 	if err != nil {
 		srv.Shutdown()

@@ -1,0 +1,136 @@
+// Package check holds the checkers that turn observations into verdicts.
+// Each returns a Result with reasons, so a failing spec says what was seen,
+// not just that a boolean was false.
+package check
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/unibus/clusterkit/chaos"
+)
+
+// Result is a checker's verdict.
+type Result struct {
+	Check   string
+	OK      bool
+	Reasons []string
+}
+
+func (r Result) String() string {
+	s := "PASS"
+	if !r.OK {
+		s = "FAIL"
+	}
+	if len(r.Reasons) == 0 {
+		return fmt.Sprintf("%s %s", s, r.Check)
+	}
+	return fmt.Sprintf("%s %s: %s", s, r.Check, strings.Join(r.Reasons, "; "))
+}
+
+func fail(name string, format string, args ...any) Result {
+	return Result{Check: name, Reasons: []string{fmt.Sprintf(format, args...)}}
+}
+
+// enough guards every checker's own assumption: a timeline too short or
+// too sparse proves nothing, so it fails instead of passing vacuously.
+func enough(name string, tl chaos.Timeline, span time.Duration, every time.Duration) (Result, bool) {
+	if len(tl.Probes) < 2 {
+		return fail(name, "%s: only %d probes recorded", tl.Node, len(tl.Probes)), false
+	}
+	got := tl.Probes[len(tl.Probes)-1].At.Sub(tl.Probes[0].At)
+	if got < span {
+		return fail(name, "%s: observed only %s of the required %s", tl.Node, got.Round(time.Millisecond), span), false
+	}
+	for i := 1; i < len(tl.Probes); i++ {
+		if gap := tl.Probes[i].At.Sub(tl.Probes[i-1].At); gap > every {
+			return fail(name, "%s: a %s gap between probes at %s leaves the window unobserved",
+				tl.Node, gap.Round(time.Millisecond), tl.Probes[i-1].At.Format("15:04:05.000")), false
+		}
+	}
+	return Result{}, true
+}
+
+// MaxProbeGap is the largest gap between probes a checker accepts.
+const MaxProbeGap = 3 * time.Second
+
+// AlwaysHealthy: every probe of the node was 200 ok, over at least span.
+func AlwaysHealthy(tl chaos.Timeline, span time.Duration) Result {
+	name := "always-healthy(" + tl.Node + ")"
+	if r, ok := enough(name, tl, span, MaxProbeGap); !ok {
+		return r
+	}
+	bad := 0
+	first := ""
+	for _, p := range tl.Probes {
+		if !p.OK() {
+			bad++
+			if first == "" {
+				first = fmt.Sprintf("at %s: %s", p.At.Format("15:04:05.000"), p)
+			}
+		}
+	}
+	if bad > 0 {
+		return fail(name, "%d of %d probes not ok, first %s", bad, len(tl.Probes), first)
+	}
+	return Result{Check: name, OK: true, Reasons: []string{fmt.Sprintf("%d probes over %s", len(tl.Probes), span)}}
+}
+
+// NeverServes: every probe was a 503 whose reason mentions want (a refused
+// or failed request is not accepted as "denied": the node must answer).
+func NeverServes(tl chaos.Timeline, span time.Duration, want string) Result {
+	name := "never-serves(" + tl.Node + ")"
+	if r, ok := enough(name, tl, span, MaxProbeGap); !ok {
+		return r
+	}
+	for _, p := range tl.Probes {
+		if p.Err != nil || p.Code != 503 || p.Health.Status == "ok" {
+			return fail(name, "at %s the node answered %s", p.At.Format("15:04:05.000"), p)
+		}
+		if !strings.Contains(p.Health.Reason, want) {
+			return fail(name, "at %s the 503 reason %q does not mention %q", p.At.Format("15:04:05.000"), p.Health.Reason, want)
+		}
+	}
+	return Result{Check: name, OK: true, Reasons: []string{fmt.Sprintf("%d probes, all 503, over %s", len(tl.Probes), span)}}
+}
+
+// FailsClosedWithin: after from, the node's first 503 came within deadline
+// and every later probe stayed 503 until at least from+hold (no flapping
+// back to 200 inside NATS's own ~15 s fail-open window). It returns the
+// measured time to the first denial.
+func FailsClosedWithin(tl chaos.Timeline, from time.Time, deadline, hold time.Duration) (Result, time.Duration) {
+	name := "fails-closed(" + tl.Node + ")"
+	var after []chaos.Probe
+	for _, p := range tl.Probes {
+		if !p.At.Before(from) {
+			after = append(after, p)
+		}
+	}
+	sub := chaos.Timeline{Node: tl.Node, Probes: after}
+	if r, ok := enough(name, sub, hold, MaxProbeGap); !ok {
+		return r, 0
+	}
+	firstDeny := -1
+	for i, p := range after {
+		if p.Code == 503 {
+			firstDeny = i
+			break
+		}
+	}
+	if firstDeny < 0 {
+		return fail(name, "never answered 503 in %d probes", len(after)), 0
+	}
+	took := after[firstDeny].At.Sub(from)
+	if took > deadline {
+		return fail(name, "first 503 after %s, deadline %s", took.Round(time.Millisecond), deadline), took
+	}
+	for _, p := range after[firstDeny:] {
+		if p.Code != 503 {
+			return fail(name, "answered %s at %s (%s after the fault) after denying", p, p.At.Format("15:04:05.000"),
+				p.At.Sub(from).Round(time.Millisecond)), took
+		}
+	}
+	return Result{Check: name, OK: true, Reasons: []string{fmt.Sprintf("first 503 after %s, then %d probes all 503 over %s",
+		took.Round(time.Millisecond), len(after)-firstDeny, after[len(after)-1].At.Sub(after[firstDeny].At).Round(time.Millisecond))}}, took
+}

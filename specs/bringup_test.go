@@ -1,0 +1,226 @@
+package specs
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/chaos/check"
+	"github.com/unibus/clusterkit/membershipd/clusterinfo"
+	"github.com/unibus/clusterkit/membershipd/node"
+	"github.com/unibus/clusterkit/membershipd/store/kv"
+)
+
+// Runbook section "Bring up": start all three together; a lone node never
+// self-serves; a staggered start converges without gating on health.
+var _ = Describe("Bring up", func() {
+
+	Context("three nodes started together", Ordered, func() {
+		var env *Env
+
+		BeforeAll(func(ctx SpecContext) {
+			env = NewEnv("bringup", chaos.Spec{})
+		})
+
+		It("form a quorum: every node healthy with the full posture, one meta leader, all routed",
+			Claim("quorum-start"), func(ctx SpecContext) {
+				took := env.StartAll(ctx)
+				AddReportEntry("start to quorum, three nodes together", took.Round(time.Millisecond).String())
+
+				leaders := map[string]int{}
+				for _, n := range env.Cluster.Nodes() {
+					p := env.Health.Get(ctx, n.HealthzURL())
+					Expect(p.Code).To(Equal(200), "%s: %s", n.Name(), p)
+					h := p.Health
+					Expect(h.Node).To(Equal(n.Name()))
+					Expect(h.Posture.TLS).To(BeTrue(), "%s posture tls", n.Name())
+					Expect(h.Posture.Cluster).To(BeTrue(), "%s posture cluster", n.Name())
+					Expect(h.Posture.Store).To(Equal("kv"))
+					Expect(h.KVReplicas).To(Equal(3))
+					Expect(h.Buckets).To(HaveLen(len(kv.Buckets)))
+					leaders[h.MetaLeader]++
+				}
+				Expect(leaders).To(HaveLen(1), "every node must name the same meta leader: %v", leaders)
+				for l := range leaders {
+					Expect(env.Cluster.Node(l)).NotTo(BeNil(), "meta leader %q is not a cluster node", l)
+				}
+
+				r := env.CLI(ctx, env.Cluster.Nodes()[0], "cluster", "report", "--json", "--nodes", "3")
+				Expect(r.ExitCode).To(Equal(0), r.Stderr)
+				var rep clusterinfo.Report
+				Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed())
+				Expect(rep.Servers).To(HaveLen(3), "3 routed servers")
+				for _, s := range rep.Servers {
+					Expect(routeNames(s)).To(ConsistOf(otherNames(env.Cluster, s.Node)), "%s routes", s.Node)
+					Expect(s.InQuorum).To(BeTrue(), "%s: %s", s.Node, s.Reason)
+				}
+				Expect(rep.MetaLeader()).NotTo(BeEmpty())
+			})
+
+		It("run the cold-start fixes: pooling off, no-advertise, KV-open retry",
+			Claim("cold-start-fixes"), func(ctx SpecContext) {
+				r := env.CLI(ctx, env.Cluster.Nodes()[0], "version", "--features")
+				Expect(r.ExitCode).To(Equal(0))
+				for _, f := range []string{node.FeatureRoutePoolOff, node.FeatureNoAdvertise, node.FeatureKVOpenRetry} {
+					Expect(r.Stdout).To(ContainSubstring(f), "version --features")
+				}
+				for _, n := range env.Cluster.Nodes() {
+					p := env.Health.Get(ctx, n.HealthzURL())
+					Expect(p.Health.Features).To(ContainElements(node.FeatureRoutePoolOff, node.FeatureNoAdvertise, node.FeatureKVOpenRetry), n.Name())
+				}
+
+				By("observing pooling off: exactly one route connection per peer (a pool would open several)")
+				Eventually(func(g Gomega) {
+					r := env.CLI(ctx, env.Cluster.Nodes()[1], "cluster", "report", "--json", "--nodes", "3")
+					g.Expect(r.ExitCode).To(Equal(0))
+					var rep clusterinfo.Report
+					g.Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed())
+					g.Expect(rep.Servers).To(HaveLen(3))
+					for _, s := range rep.Servers {
+						g.Expect(s.Routes).To(HaveLen(2), s.Node)
+						for _, rt := range s.Routes {
+							g.Expect(rt.Conns).To(Equal(1), "%s -> %s", s.Node, rt.Remote)
+						}
+					}
+				}).WithContext(ctx).WithTimeout(20 * time.Second).WithPolling(time.Second).Should(Succeed())
+
+				By("observing no-advertise: a client learns no other server URLs from the cluster")
+				nc, err := chaos.DialOperator(env.Cluster, env.Cluster.Nodes()[0])
+				Expect(err).NotTo(HaveOccurred())
+				defer nc.Close()
+				Expect(nc.Flush()).To(Succeed())
+				Consistently(nc.DiscoveredServers).WithTimeout(time.Second).Should(BeEmpty())
+			})
+
+		It("keep all six control-plane buckets at R3 with 2/2 followers current", Claim("r3"), func(ctx SpecContext) {
+			Eventually(func(g Gomega) {
+				r := env.CLI(ctx, env.Cluster.Nodes()[2], "cluster", "report", "--json", "--nodes", "3")
+				g.Expect(r.ExitCode).To(Equal(0), r.Stderr)
+				var rep clusterinfo.Report
+				g.Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed())
+				g.Expect(rep.Buckets).To(HaveLen(6))
+				for _, b := range rep.Buckets {
+					g.Expect(b.Replicas).To(Equal(3), b.Bucket)
+					g.Expect(b.Leader).NotTo(BeEmpty(), b.Bucket)
+					g.Expect(b.FollowersCurrent).To(Equal(2), b.Bucket)
+					g.Expect(b.Followers).To(Equal(2), b.Bucket)
+				}
+				g.Expect(r.Stdout).NotTo(BeEmpty())
+			}).WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(time.Second).Should(Succeed())
+			r := env.CLI(ctx, env.Cluster.Nodes()[2], "cluster", "report")
+			Expect(strings.Count(r.Stdout, "followers_current=2/2")).To(Equal(6), r.Stdout)
+		})
+	})
+
+	Context("one node started alone", Ordered, func() {
+		var (
+			env  *Env
+			lone chaos.Node
+		)
+
+		BeforeAll(func() {
+			env = NewEnv("lone", chaos.Spec{})
+			lone = env.Cluster.Nodes()[0]
+		})
+
+		It("never serves: healthz 503 naming quorum for the whole window, no bucket, no client",
+			Claim("no-self-serve"), Slow, func(ctx SpecContext) {
+				const window = 12 * time.Second // the claim asks ≥ 10 s
+				Expect(lone.Start(ctx)).To(Succeed())
+				w := env.Health.Watch(ctx, 250*time.Millisecond, lone)
+				clientErrs := 0
+				deadline := time.Now().Add(window)
+				for time.Now().Before(deadline) {
+					nc, err := chaos.DialOperator(env.Cluster, lone)
+					if err == nil {
+						nc.Close()
+						Fail("the lone node admitted a client with a valid certificate")
+					}
+					clientErrs++
+					time.Sleep(time.Second)
+				}
+				tl := w.Stop()
+				Evidence("lone-node-healthz", tl)
+				ExpectPass(check.NeverServes(chaos.Of(tl, lone.Name()), window-time.Second, "quorum"))
+				AddReportEntry("lone node observed", window.String())
+				Expect(clientErrs).To(BeNumerically(">=", 10))
+
+				By("finding no control-plane stream in the lone node's store")
+				if si, ok := env.Cluster.(chaos.StoreInspector); ok {
+					dirs, err := si.StreamDirs(lone)
+					Expect(err).NotTo(HaveOccurred())
+					Expect(dirs).To(BeEmpty(), "streams on a lone node's disk")
+				}
+			})
+
+		It("converges when a second node starts without waiting on the first's health; the third catches up",
+			Claim("staggered-start"), func(ctx SpecContext) {
+				second, third := env.Cluster.Nodes()[1], env.Cluster.Nodes()[2]
+				Expect(env.Health.Get(ctx, lone.HealthzURL()).Code).To(Equal(503), "the first node is still not healthy")
+				secondAt := time.Now()
+				Expect(second.Start(ctx)).To(Succeed())
+
+				By("both first nodes agreeing on a meta leader; R3 placement still needs the third")
+				Eventually(func(g Gomega) {
+					for _, n := range []chaos.Node{lone, second} {
+						p := env.Health.Get(ctx, n.HealthzURL())
+						g.Expect(p.Err).NotTo(HaveOccurred())
+						g.Expect(p.Health.MetaLeader).NotTo(BeEmpty(), n.Name())
+					}
+				}).WithContext(ctx).WithTimeout(node.DefaultBootstrapBudget).WithPolling(250 * time.Millisecond).Should(Succeed())
+				AddReportEntry("second node start to meta quorum", time.Since(secondAt).Round(time.Millisecond).String())
+
+				thirdAt := time.Now()
+				Expect(third.Start(ctx)).To(Succeed())
+				env.WaitHealthy(ctx, node.DefaultBootstrapBudget, env.Cluster.Nodes()...)
+				AddReportEntry("third node start to all healthy", time.Since(thirdAt).Round(time.Millisecond).String())
+
+				By("every bucket created only once a quorum existed, at R3, with the third node current")
+				nc, err := chaos.DialOperator(env.Cluster, third)
+				Expect(err).NotTo(HaveOccurred())
+				defer nc.Close()
+				js, err := jetstream.New(nc)
+				Expect(err).NotTo(HaveOccurred())
+				Eventually(func(g Gomega) {
+					for _, b := range kv.Buckets {
+						st, err := js.Stream(ctx, kv.StreamName(b.Name))
+						g.Expect(err).NotTo(HaveOccurred())
+						info := st.CachedInfo()
+						g.Expect(info.Created).To(BeTemporally(">", secondAt), "%s created while the first node was alone", b.Name)
+						g.Expect(info.Config.Replicas).To(Equal(3))
+						g.Expect(info.Cluster.Replicas).To(HaveLen(2))
+						for _, p := range info.Cluster.Replicas {
+							g.Expect(p.Current).To(BeTrue(), "%s replica %s", b.Name, p.Name)
+						}
+					}
+				}).WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(500 * time.Millisecond).Should(Succeed())
+			})
+	})
+})
+
+func routeNames(s clusterinfo.Status) []string {
+	var out []string
+	for _, r := range s.Routes {
+		out = append(out, r.Remote)
+	}
+	return out
+}
+
+func otherNames(c chaos.Cluster, self string) []string {
+	var out []string
+	for _, n := range c.Nodes() {
+		if n.Name() != self {
+			out = append(out, n.Name())
+		}
+	}
+	return out
+}
+
+var _ = context.Background

@@ -1,0 +1,131 @@
+package specs
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/chaos/check"
+	"github.com/unibus/clusterkit/chaos/claims"
+	"github.com/unibus/clusterkit/chaos/report"
+	"github.com/unibus/clusterkit/chaos/target"
+)
+
+// Claim labels a spec with a registered claim id; a typo fails the tree
+// build instead of silently matching nothing.
+func Claim(id string) Labels {
+	l, err := claims.Label(id)
+	if err != nil {
+		panic(err)
+	}
+	return Label(l)
+}
+
+// Registered non-claim labels.
+var (
+	Disruptive = Label("disruptive") // stops nodes or cuts routes
+	Slow       = Label("slow")       // observes for tens of seconds
+)
+
+// Deadlines from the claims, with margins for a loaded 2-core machine.
+const (
+	quorumDeadline = 60 * time.Second // cold start; measured 0.2–3 s
+	denyDeadline   = 2 * time.Second  // a minority must deny within 2 s
+	restartBudget  = 90 * time.Second // restart on existing data; measured 4.5–8 s
+)
+
+// Env is what a spec gets: a cluster (not started) and a health client.
+type Env struct {
+	Cluster chaos.Cluster
+	Health  *chaos.HealthClient
+	Dir     string
+}
+
+// NewEnv makes a fresh cluster of the suite's target, registered for
+// cleanup (LIFO, so evidence is written before the cluster goes away). The
+// cluster's data dir is kept when a spec failed.
+func NewEnv(name string, spec chaos.Spec) *Env {
+	GinkgoHelper()
+	base := filepath.Join(suite.reportDir, "clusters")
+	Expect(os.MkdirAll(base, 0o755)).To(Succeed())
+	dir, err := os.MkdirTemp(base, name+"-")
+	Expect(err).NotTo(HaveOccurred())
+	spec.Dir = dir
+	c, err := target.New(target.Options{Name: *flagTarget, Binary: suite.binary, Log: suite.log}, spec)
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(func() {
+		if !suite.failed && !*flagKeep {
+			_ = os.RemoveAll(dir)
+		} else {
+			GinkgoWriter.Printf("cluster data kept in %s\n", dir)
+		}
+	})
+	DeferCleanup(c.Close)
+	hc, err := chaos.NewHealthClient(c.TLS().ClientCA)
+	Expect(err).NotTo(HaveOccurred())
+	return &Env{Cluster: c, Health: hc, Dir: dir}
+}
+
+// StartAll starts every node together and waits for quorum; it returns
+// how long that took.
+func (e *Env) StartAll(ctx context.Context) time.Duration {
+	GinkgoHelper()
+	start := time.Now()
+	Expect(chaos.StartNodes(ctx, e.Cluster.Nodes()...)).To(Succeed())
+	wctx, cancel := context.WithTimeout(ctx, quorumDeadline)
+	defer cancel()
+	_, err := e.Health.WaitHealthy(wctx, e.Cluster.Nodes()...)
+	Expect(err).NotTo(HaveOccurred())
+	return time.Since(start)
+}
+
+// WaitHealthy waits for nodes to be healthy within d.
+func (e *Env) WaitHealthy(ctx context.Context, d time.Duration, nodes ...chaos.Node) {
+	GinkgoHelper()
+	wctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	_, err := e.Health.WaitHealthy(wctx, nodes...)
+	Expect(err).NotTo(HaveOccurred())
+}
+
+// CLI runs membershipd on node n and records its output as evidence.
+func (e *Env) CLI(ctx context.Context, n chaos.Node, args ...string) chaos.CLIResult {
+	GinkgoHelper()
+	r, err := e.Cluster.CLI(ctx, n, args...)
+	Expect(err).NotTo(HaveOccurred())
+	GinkgoWriter.Printf("$ membershipd %v (on %s) -> exit %d\n%s%s", args, n.Name(), r.ExitCode, r.Stdout, r.Stderr)
+	return r
+}
+
+// Evidence saves v for the current spec.
+func Evidence(name string, v any) {
+	p, err := report.Evidence(suite.reportDir, CurrentSpecReport().FullText(), name, v)
+	if err != nil {
+		GinkgoWriter.Printf("evidence %s: %v\n", name, err)
+		return
+	}
+	GinkgoWriter.Printf("evidence: %s\n", p)
+}
+
+// Pass is a Gomega matcher for check results that prints the reasons.
+func ExpectPass(r check.Result) {
+	GinkgoHelper()
+	GinkgoWriter.Println(r.String())
+	Expect(r.OK).To(BeTrue(), r.String())
+}
+
+// Others returns the nodes other than n.
+func Others(c chaos.Cluster, n chaos.Node) []chaos.Node {
+	var out []chaos.Node
+	for _, x := range c.Nodes() {
+		if x.Name() != n.Name() {
+			out = append(out, x)
+		}
+	}
+	return out
+}

@@ -1,0 +1,82 @@
+// Package specs is the runbook as executable Ginkgo specs: one file per
+// runbook section, one It per claim (labelled claim:<id>, see CLAIMS.md).
+// Specs only compose the chaos framework; they observe the cluster from
+// outside (healthz, real clients, the CLI's exit status and output).
+package specs
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/unibus/clusterkit/chaos/report"
+)
+
+var (
+	flagTarget    = flag.String("target", "inproc", "cluster target: inproc")
+	flagBinary    = flag.String("membershipd", "", "prebuilt membershipd binary (default: build it into the report dir)")
+	flagReportDir = flag.String("report-dir", "../out/specs", "where the checklist and evidence go")
+	flagKeep      = flag.Bool("keep-clusters", false, "keep every cluster's data dir, not only those of failed specs")
+	flagVerbose   = flag.Bool("node-logs", false, "stream node logs (nats-server and membershipd) to the spec output")
+)
+
+// suite holds what every spec shares.
+var suite struct {
+	binary    string
+	reportDir string
+	log       *slog.Logger
+	failed    bool
+}
+
+func TestSpecs(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "unibus runbook specs")
+}
+
+var _ = BeforeSuite(func() {
+	dir, err := filepath.Abs(*flagReportDir)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(os.MkdirAll(dir, 0o755)).To(Succeed())
+	suite.reportDir = dir
+	lvl := slog.LevelWarn
+	if *flagVerbose {
+		lvl = slog.LevelInfo
+	}
+	suite.log = slog.New(slog.NewTextHandler(GinkgoWriter, &slog.HandlerOptions{Level: lvl}))
+	suite.binary = *flagBinary
+	if suite.binary == "" {
+		// The CLI specs run the real binary, as an operator would.
+		suite.binary = filepath.Join(dir, "bin", "membershipd")
+		start := time.Now()
+		out, err := exec.Command("go", "build", "-o", suite.binary, "../membershipd").CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), "build membershipd: %s", out)
+		AddReportEntry("build membershipd", time.Since(start).Round(time.Millisecond).String())
+	}
+})
+
+var _ = ReportAfterEach(func(r SpecReport) {
+	if r.Failed() {
+		suite.failed = true
+	}
+})
+
+var _ = ReportAfterSuite("claim checklist", func(r Report) {
+	rows := report.Checklist(r, *flagTarget)
+	dir := suite.reportDir
+	if dir == "" {
+		dir, _ = filepath.Abs(*flagReportDir)
+	}
+	if err := report.WriteChecklistFiles(dir, *flagTarget, rows); err != nil {
+		fmt.Fprintf(os.Stderr, "write checklist: %v\n", err)
+	}
+	fmt.Println()
+	_ = report.WriteChecklist(os.Stdout, *flagTarget, rows)
+})
