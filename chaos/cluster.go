@@ -43,10 +43,13 @@ type StoreInspector interface {
 
 // TLSFiles are the files a client of the cluster needs.
 type TLSFiles struct {
-	ClientCA     string // verifies data-plane and HTTPS server certs
-	RouteCA      string // verifies route certs
-	OperatorCert string // a client certificate signed by the client CA
-	OperatorKey  string
+	ClientCA string // verifies data-plane and HTTPS server certs
+	RouteCA  string // verifies route certs
+	// The CA keys, for specs that mint rogue certificates. Only targets
+	// whose controller minted the CAs (all of them, today) fill these.
+	ClientCAKey, RouteCAKey string
+	OperatorCert            string // a client certificate signed by the client CA
+	OperatorKey             string
 	// Node certificates, by node name; a CLI on a node uses its server cert.
 	ServerCert, ServerKey, RouteCert, RouteKey map[string]string
 	RouteSecretFile                            string

@@ -95,42 +95,54 @@ func NeverServes(tl chaos.Timeline, span time.Duration, want string) Result {
 	return Result{Check: name, OK: true, Reasons: []string{fmt.Sprintf("%d probes, all 503, over %s", len(tl.Probes), span)}}
 }
 
-// FailsClosedWithin: after from, the node's first 503 came within deadline
-// and every later probe stayed 503 until at least from+hold (no flapping
-// back to 200 inside NATS's own ~15 s fail-open window). It returns the
-// measured time to the first denial.
-func FailsClosedWithin(tl chaos.Timeline, from time.Time, deadline, hold time.Duration) (Result, time.Duration) {
+// FailsClosedWithin: in the window [from, until), the node's first 503
+// came within deadline of from, and every later probe in the window stayed
+// 503 (no flapping back to 200 inside NATS's own ~15 s fail-open window).
+// It returns the measured time to the first denial.
+func FailsClosedWithin(tl chaos.Timeline, from, until time.Time, deadline time.Duration) (Result, time.Duration) {
 	name := "fails-closed(" + tl.Node + ")"
-	var after []chaos.Probe
+	var in []chaos.Probe
 	for _, p := range tl.Probes {
-		if !p.At.Before(from) {
-			after = append(after, p)
+		if !p.At.Before(from) && p.At.Before(until) {
+			in = append(in, p)
 		}
 	}
-	sub := chaos.Timeline{Node: tl.Node, Probes: after}
-	if r, ok := enough(name, sub, hold, MaxProbeGap); !ok {
+	sub := chaos.Timeline{Node: tl.Node, Probes: in}
+	if r, ok := enough(name, sub, until.Sub(from)-MaxProbeGap, MaxProbeGap); !ok {
 		return r, 0
 	}
 	firstDeny := -1
-	for i, p := range after {
+	for i, p := range in {
 		if p.Code == 503 {
 			firstDeny = i
 			break
 		}
 	}
 	if firstDeny < 0 {
-		return fail(name, "never answered 503 in %d probes", len(after)), 0
+		return fail(name, "never answered 503 in %d probes", len(in)), 0
 	}
-	took := after[firstDeny].At.Sub(from)
+	took := in[firstDeny].At.Sub(from)
 	if took > deadline {
 		return fail(name, "first 503 after %s, deadline %s", took.Round(time.Millisecond), deadline), took
 	}
-	for _, p := range after[firstDeny:] {
+	for _, p := range in[firstDeny:] {
 		if p.Code != 503 {
 			return fail(name, "answered %s at %s (%s after the fault) after denying", p, p.At.Format("15:04:05.000"),
 				p.At.Sub(from).Round(time.Millisecond)), took
 		}
 	}
-	return Result{Check: name, OK: true, Reasons: []string{fmt.Sprintf("first 503 after %s, then %d probes all 503 over %s",
-		took.Round(time.Millisecond), len(after)-firstDeny, after[len(after)-1].At.Sub(after[firstDeny].At).Round(time.Millisecond))}}, took
+	held := in[len(in)-1].At.Sub(in[firstDeny].At)
+	return Result{Check: name, OK: true, Reasons: []string{fmt.Sprintf("first 503 after %s, then %d probes all 503 for %s",
+		took.Round(time.Millisecond), len(in)-firstDeny, held.Round(time.Millisecond))}}, took
+}
+
+// Window keeps the probes of tl inside [from, until).
+func Window(tl chaos.Timeline, from, until time.Time) chaos.Timeline {
+	out := chaos.Timeline{Node: tl.Node}
+	for _, p := range tl.Probes {
+		if !p.At.Before(from) && p.At.Before(until) {
+			out.Probes = append(out.Probes, p)
+		}
+	}
+	return out
 }

@@ -147,6 +147,7 @@ func (c *Cluster) Node(name string) chaos.Node {
 func (c *Cluster) TLS() chaos.TLSFiles {
 	t := chaos.TLSFiles{
 		ClientCA: c.layout.ClientCACert, RouteCA: c.layout.RouteCACert,
+		ClientCAKey: c.layout.ClientCAKey, RouteCAKey: c.layout.RouteCAKey,
 		OperatorCert: c.layout.OperatorCert, OperatorKey: c.layout.OperatorKey,
 		ServerCert: map[string]string{}, ServerKey: map[string]string{},
 		RouteCert: map[string]string{}, RouteKey: map[string]string{},

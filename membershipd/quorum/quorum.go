@@ -36,6 +36,13 @@ type Params struct {
 	// Grace bounds how long a reachable majority may go without any write
 	// (leader election, step-down storm) before it is denied anyway.
 	Grace time.Duration
+	// CutOff: how long our own writes must have been failing, while a
+	// reachable peer writes, before we call ourselves cut off from the
+	// leader. Shorter flaps the healthy majority during a leader change
+	// (measured in the route-cut spec: a peer wrote ~0.5 s before this
+	// node's first put reached the new leader); it bounds the asymmetric-
+	// partition exposure to CutOff instead of Grace.
+	CutOff time.Duration
 }
 
 // DefaultParams are the measured values: 1 s freshness with 250 ms ticks
@@ -47,6 +54,7 @@ func DefaultParams(clusterSize int) Params {
 		WriteFresh:  time.Second,
 		PeerFresh:   time.Second,
 		Grace:       12 * time.Second,
+		CutOff:      4 * time.Second,
 	}
 }
 
@@ -176,7 +184,7 @@ func Decide(now time.Time, lastPut time.Time, peers []PeerReport, p Params) Verd
 	case len(v.ReachablePeers) < need:
 		v.Reason = fmt.Sprintf("no quorum: last replicated write %s ago; %d of %d peers reachable (need %d)",
 			fmtDur(ownAge), len(v.ReachablePeers), others, need)
-	case len(ahead) > 0:
+	case len(ahead) > 0 && ownAge >= p.CutOff:
 		// Checked before the grace: it is the more specific diagnosis.
 		v.Reason = fmt.Sprintf("no quorum: peers %v can write but this node cannot (cut off from the stream leader); last replicated write %s ago",
 			ahead, fmtDur(ownAge))

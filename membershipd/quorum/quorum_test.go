@@ -181,10 +181,16 @@ func (r run) at(d time.Duration) Verdict {
 // until end; it returns the denial sample.
 func (r run) flipsAfterLoss(loss, end time.Duration) sample {
 	r.t.Helper()
+	return r.flipsWithin(loss, end, maxFlip)
+}
+
+// flipsWithin is flipsAfterLoss with an explicit deadline.
+func (r run) flipsWithin(loss, end, deadline time.Duration) sample {
+	r.t.Helper()
 	r.neverDenied(time.Second, loss+500*time.Millisecond)
 	d := r.firstDenial(loss)
-	if d.at-loss > maxFlip {
-		r.t.Fatalf("denied %v after quorum loss, want <= %v", d.at-loss, maxFlip)
+	if d.at-loss > deadline {
+		r.t.Fatalf("denied %v after quorum loss, want <= %v", d.at-loss, deadline)
 	}
 	r.deniedThroughout(d.at, end)
 	return d
@@ -360,8 +366,9 @@ func TestAsymmetricPartitionDenied(t *testing.T) {
 					{name: "b", phase: ph, writes: always, answers: always},
 					{name: "c", phase: tick - 1 - ph, writes: always, answers: cAnswers},
 				}
-				r := scenario(t, DefaultParams(3), self, peers, end)
-				d := r.flipsAfterLoss(cut, end)
+				p := DefaultParams(3)
+				r := scenario(t, p, self, peers, end)
+				d := r.flipsWithin(cut, end, p.CutOff+maxFlip)
 				v := r.at(cut + 5*time.Second)
 				if !strings.Contains(v.Reason, "can write but this node cannot") || !slices.Contains(v.WritablePeers, "b") {
 					t.Fatalf("reason = %q (%+v)", v.Reason, v)
@@ -500,6 +507,7 @@ func TestWriteFreshAndGraceBoundaries(t *testing.T) {
 func TestWritablePeerRule(t *testing.T) {
 	p := DefaultParams(3)
 	now := t0.Add(time.Minute)
+	p.CutOff = time.Second                    // isolate the lead rule from the cut-off delay
 	last := now.Add(-1100 * time.Millisecond) // stale, well within grace
 	cases := []struct {
 		name       string
@@ -571,7 +579,8 @@ func TestReasonsReadable(t *testing.T) {
 		{180 * time.Millisecond, nil, "quorum: replicated write 180ms ago"},
 		{1234 * time.Millisecond, nil, "no quorum: last replicated write 1.2s ago; 0 of 2 peers reachable (need 1)"},
 		{12340 * time.Millisecond, b(0, -1), "no quorum: last replicated write 12.3s ago exceeds the 12s election grace"},
-		{1500 * time.Millisecond, b(100*time.Millisecond, 50*time.Millisecond), "no quorum: peers [b] can write but this node cannot (cut off from the stream leader); last replicated write 1.5s ago"},
+		{4500 * time.Millisecond, b(100*time.Millisecond, 50*time.Millisecond), "no quorum: peers [b] can write but this node cannot (cut off from the stream leader); last replicated write 4.5s ago"},
+		{1500 * time.Millisecond, b(100*time.Millisecond, 50*time.Millisecond), "quorum (election grace): no node has written for 150ms; 1 of 2 peers reachable"},
 		{3100 * time.Millisecond, append(b(0, 4*time.Second), PeerReport{Node: "c", AnsweredAt: now, PutAge: 3200 * time.Millisecond}),
 			"quorum (election grace): no node has written for 3.1s; 2 of 2 peers reachable"},
 	}
@@ -655,7 +664,7 @@ func TestParams(t *testing.T) {
 		}
 	}
 	p := DefaultParams(3)
-	if p.WriteFresh != time.Second || p.PeerFresh != time.Second || p.Grace != 12*time.Second || p.Validate() != nil {
+	if p.WriteFresh != time.Second || p.PeerFresh != time.Second || p.Grace != 12*time.Second || p.CutOff != 4*time.Second || p.Validate() != nil {
 		t.Fatalf("DefaultParams = %+v", p)
 	}
 	if (Params{}).Validate() == nil {
@@ -718,5 +727,21 @@ func TestTrackerConcurrentUse(t *testing.T) {
 	}
 	if v := tr.Verdict(t0.Add(500 * time.Millisecond)); !v.InQuorum || len(v.ReachablePeers) != 3 {
 		t.Fatalf("verdict = %+v", v)
+	}
+}
+
+// Recorded in the route-cut spec (KV leader's routes cut, 2 cores): the
+// surviving follower b became able to write about 0.5 s before this node's
+// puts reached the new leader. A healthy majority node must not be denied
+// for that changeover.
+func TestLeaderChangeoverPeerWritesFirstNotDenied(t *testing.T) {
+	p := DefaultParams(3)
+	now := t0.Add(time.Minute)
+	for _, own := range []time.Duration{1100 * time.Millisecond, 2 * time.Second, 3 * time.Second, p.CutOff - time.Millisecond} {
+		peers := []PeerReport{{Node: "b", AnsweredAt: now.Add(-50 * time.Millisecond), PutAge: 100 * time.Millisecond}}
+		v := Decide(now, now.Add(-own), peers, p)
+		if !v.InQuorum {
+			t.Errorf("own writes failing for %v while b writes: denied (%s)", own, v.Reason)
+		}
 	}
 }
