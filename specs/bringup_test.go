@@ -3,6 +3,7 @@ package specs
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"time"
 
@@ -32,7 +33,7 @@ var _ = Describe("Bring up", func() {
 		It("form a quorum: every node healthy with the full posture, one meta leader, all routed",
 			Claim("quorum-start"), func(ctx SpecContext) {
 				took := env.StartAll(ctx)
-				AddReportEntry("start to quorum, three nodes together", took.Round(time.Millisecond).String())
+				AddReportEntry("start to quorum, three nodes together", took.Round(time.Millisecond).String(), ReportEntryVisibilityFailureOrVerbose)
 
 				leaders := map[string]int{}
 				for _, n := range env.Cluster.Nodes() {
@@ -149,7 +150,9 @@ var _ = Describe("Bring up", func() {
 				tl := w.Stop()
 				Evidence("lone-node-healthz", tl)
 				ExpectPass(check.NeverServes(chaos.Of(tl, lone.Name()), window-time.Second, "quorum"))
-				AddReportEntry("lone node observed", window.String())
+				lt := chaos.Of(tl, lone.Name())
+				watched := lt.Probes[len(lt.Probes)-1].At.Sub(lt.Probes[0].At)
+				AddReportEntry("lone node watched, all 503", fmt.Sprintf("%s (%d probes)", watched.Round(time.Millisecond), len(lt.Probes)), ReportEntryVisibilityFailureOrVerbose)
 				Expect(clientErrs).To(BeNumerically(">=", 10))
 
 				By("finding no control-plane stream in the lone node's store")
@@ -175,12 +178,12 @@ var _ = Describe("Bring up", func() {
 						g.Expect(p.Health.MetaLeader).NotTo(BeEmpty(), n.Name())
 					}
 				}).WithContext(ctx).WithTimeout(node.DefaultBootstrapBudget).WithPolling(250 * time.Millisecond).Should(Succeed())
-				AddReportEntry("second node start to meta quorum", time.Since(secondAt).Round(time.Millisecond).String())
+				AddReportEntry("second node start to meta quorum", time.Since(secondAt).Round(time.Millisecond).String(), ReportEntryVisibilityFailureOrVerbose)
 
 				thirdAt := time.Now()
 				Expect(third.Start(ctx)).To(Succeed())
 				env.WaitHealthy(ctx, node.DefaultBootstrapBudget, env.Cluster.Nodes()...)
-				AddReportEntry("third node start to all healthy", time.Since(thirdAt).Round(time.Millisecond).String())
+				AddReportEntry("third node start to all healthy", time.Since(thirdAt).Round(time.Millisecond).String(), ReportEntryVisibilityFailureOrVerbose)
 
 				By("every bucket created only once a quorum existed, at R3, with the third node current")
 				nc, err := chaos.DialOperator(env.Cluster, third)

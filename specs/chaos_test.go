@@ -65,7 +65,7 @@ var _ = Describe("Chaos: the quorum gate", Ordered, func() {
 			}
 			res, took := check.FailsClosedWithin(chaos.Of(tl, leader.Name()), cutAt, healAt, denyDeadline)
 			ExpectPass(res)
-			AddReportEntry("cut-off KV leader: routes cut to first 503", took.Round(time.Millisecond).String())
+			AddReportEntry("cut-off KV leader: routes cut to first 503", took.Round(time.Millisecond).String(), ReportEntryVisibilityFailureOrVerbose)
 			env.WaitHealthy(ctx, restartBudget, leader)
 		})
 
@@ -86,7 +86,7 @@ var _ = Describe("Chaos: the quorum gate", Ordered, func() {
 			Evidence("survivor-healthz", tl)
 			res, took := check.FailsClosedWithin(chaos.Of(tl, survivor.Name()), lossAt, lossAt.Add(22*time.Second), denyDeadline)
 			ExpectPass(res)
-			AddReportEntry("two nodes down: quorum loss to first 503", took.Round(time.Millisecond).String())
+			AddReportEntry("two nodes down: quorum loss to first 503", took.Round(time.Millisecond).String(), ReportEntryVisibilityFailureOrVerbose)
 			last := tl[0].Probes[len(tl[0].Probes)-1]
 			Expect(last.Health.Reason).To(ContainSubstring("quorum"))
 		})

@@ -58,7 +58,7 @@ var _ = BeforeSuite(func() {
 		start := time.Now()
 		out, err := exec.Command("go", "build", "-o", suite.binary, "../membershipd").CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), "build membershipd: %s", out)
-		AddReportEntry("build membershipd", time.Since(start).Round(time.Millisecond).String())
+		AddReportEntry("build membershipd", time.Since(start).Round(time.Millisecond).String(), ReportEntryVisibilityFailureOrVerbose)
 	}
 })
 
@@ -74,9 +74,11 @@ var _ = ReportAfterSuite("claim checklist", func(r Report) {
 	if dir == "" {
 		dir, _ = filepath.Abs(*flagReportDir)
 	}
-	if err := report.WriteChecklistFiles(dir, *flagTarget, rows); err != nil {
+	ms := report.Measurements(r)
+	if err := report.WriteChecklistFiles(dir, *flagTarget, rows, ms); err != nil {
 		fmt.Fprintf(os.Stderr, "write checklist: %v\n", err)
 	}
 	fmt.Println()
 	_ = report.WriteChecklist(os.Stdout, *flagTarget, rows)
+	_ = report.WriteMeasurements(os.Stdout, ms)
 })

@@ -89,7 +89,7 @@ func WriteChecklist(w io.Writer, target string, rows []Row) error {
 }
 
 // WriteChecklistFiles writes checklist.txt and checklist.json into dir.
-func WriteChecklistFiles(dir, target string, rows []Row) error {
+func WriteChecklistFiles(dir, target string, rows []Row, ms []Measurement) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create report dir %s: %w", dir, err)
 	}
@@ -97,10 +97,17 @@ func WriteChecklistFiles(dir, target string, rows []Row) error {
 	if err := WriteChecklist(&b, target, rows); err != nil {
 		return err
 	}
+	if err := WriteMeasurements(&b, ms); err != nil {
+		return err
+	}
 	if err := os.WriteFile(filepath.Join(dir, "checklist.txt"), []byte(b.String()), 0o644); err != nil {
 		return fmt.Errorf("write checklist: %w", err)
 	}
-	return writeJSON(filepath.Join(dir, "checklist.json"), rows)
+	return writeJSON(filepath.Join(dir, "checklist.json"), struct {
+		Target       string        `json:"target"`
+		Claims       []Row         `json:"claims"`
+		Measurements []Measurement `json:"measurements"`
+	}{target, rows, ms})
 }
 
 var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
@@ -127,4 +134,38 @@ func writeJSON(path string, v any) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return os.Rename(tmp, path)
+}
+
+// Measurement is a number a spec recorded with AddReportEntry.
+type Measurement struct {
+	Spec  string `json:"spec"`
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// Measurements collects every report entry of every spec, in run order.
+func Measurements(r types.Report) []Measurement {
+	var out []Measurement
+	for _, s := range r.SpecReports {
+		if s.LeafNodeType != types.NodeTypeIt {
+			continue
+		}
+		for _, e := range s.ReportEntries {
+			out = append(out, Measurement{Spec: s.LeafNodeText, Name: e.Name, Value: e.StringRepresentation()})
+		}
+	}
+	return out
+}
+
+// WriteMeasurements prints measurements as "name: value".
+func WriteMeasurements(w io.Writer, ms []Measurement) error {
+	if len(ms) == 0 {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nMeasured in this run")
+	for _, m := range ms {
+		fmt.Fprintf(tw, "  %s\t%s\n", m.Name, m.Value)
+	}
+	return tw.Flush()
 }

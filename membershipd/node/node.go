@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -434,6 +435,7 @@ func (n *Node) Status() clusterinfo.Status {
 		for name, c := range conns {
 			st.Routes = append(st.Routes, clusterinfo.Route{Remote: name, Conns: c})
 		}
+		sort.Slice(st.Routes, func(i, j int) bool { return st.Routes[i].Remote < st.Routes[j].Remote })
 	}
 	return st
 }

@@ -1,0 +1,113 @@
+// Command runbook is the operator's tool for the runbook's steps. Today it
+// has one command, local-cluster: three membershipd processes on loopback
+// with freshly minted certificates, for poking at a real cluster locally.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/chaos/process"
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stdout, "usage: runbook local-cluster [--dir out/cluster] [--binary bin/membershipd] [--fresh]\n")
+		return 0
+	}
+	switch args[0] {
+	case "local-cluster":
+		return localCluster(args[1:], stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "runbook: unknown command %q (run `runbook help`)\n", args[0])
+		return 2
+	}
+}
+
+func localCluster(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("runbook local-cluster", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "out/cluster", "where certificates, data and logs go")
+	bin := fs.String("binary", "bin/membershipd", "membershipd binary (make cluster builds it)")
+	fresh := fs.Bool("fresh", false, "delete --dir first (certificates, data, logs)")
+	nodes := fs.Int("nodes", 3, "cluster size")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	absBin, err := filepath.Abs(*bin)
+	if err == nil {
+		_, err = os.Stat(absBin)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "runbook local-cluster: membershipd binary %s: %v (build it: go build -o bin/membershipd ./membershipd)\n", *bin, err)
+		return 2
+	}
+	if *fresh {
+		if err := os.RemoveAll(*dir); err != nil {
+			fmt.Fprintf(stderr, "runbook local-cluster: remove %s: %v\n", *dir, err)
+			return 1
+		}
+	}
+	absDir, _ := filepath.Abs(*dir)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	c, err := process.New(process.Options{
+		Size: *nodes, Dir: absDir, Binary: absBin, Log: log,
+		ClientBase: 4251, RouteBase: 6251, HTTPBase: 8471,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "runbook local-cluster: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	start := time.Now()
+	if err := chaos.StartNodes(ctx, c.Nodes()...); err != nil {
+		fmt.Fprintf(stderr, "runbook local-cluster: %v\n", err)
+		_ = c.Close()
+		return 1
+	}
+	hc, err := chaos.NewHealthClient(c.TLS().ClientCA)
+	if err != nil {
+		fmt.Fprintf(stderr, "runbook local-cluster: %v\n", err)
+		_ = c.Close()
+		return 1
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	_, err = hc.WaitHealthy(wctx, c.Nodes()...)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(stderr, "runbook local-cluster: %v (logs: %s/n*.log)\n", err, absDir)
+		_ = c.Close()
+		return 1
+	}
+	t := c.TLS()
+	fmt.Fprintf(stdout, "local cluster healthy after %s (%d nodes)\n\n", time.Since(start).Round(time.Millisecond), *nodes)
+	for _, n := range c.Nodes() {
+		pn := n.(*process.Node)
+		fmt.Fprintf(stdout, "  %s  client %s  healthz %s  log %s\n", n.Name(), n.ClientURL(), n.HealthzURL(), pn.LogPath())
+	}
+	first := c.Nodes()[0]
+	fmt.Fprintf(stdout, "\n  client CA      %s\n  operator cert  %s\n  operator key   %s\n\n", t.ClientCA, t.OperatorCert, t.OperatorKey)
+	fmt.Fprintf(stdout, "Try:\n  curl --cacert %s %s\n", t.ClientCA, first.HealthzURL())
+	fmt.Fprintf(stdout, "  %s cluster report --nats-url %s --ca %s --cert %s --key %s\n\n", absBin, first.ClientURL(), t.ClientCA, t.OperatorCert, t.OperatorKey)
+	fmt.Fprintln(stdout, "Ctrl-C stops all nodes.")
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "stopping...")
+	if err := c.Close(); err != nil {
+		fmt.Fprintf(stderr, "runbook local-cluster: %v\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, "all nodes stopped")
+	return 0
+}
