@@ -53,6 +53,9 @@ type TLSFiles struct {
 	// Node certificates, by node name; a CLI on a node uses its server cert.
 	ServerCert, ServerKey, RouteCert, RouteKey map[string]string
 	RouteSecretFile                            string
+	// InternalID is each node's internal service identity file, where the
+	// controller can read it (in-process and subprocess targets).
+	InternalID map[string]string
 }
 
 // CLIResult is the outcome of running the membershipd CLI.

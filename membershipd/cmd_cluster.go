@@ -17,10 +17,12 @@ import (
 // defaults assume a call on a node, over loopback.
 func connFlags(fs *flag.FlagSet) *admin.Conn {
 	c := &admin.Conn{}
-	fs.StringVar(&c.URL, "nats-url", "tls://127.0.0.1:4250", "a node's data-plane URL")
+	fs.StringVar(&c.URL, "nats-url", "tls://127.0.0.1:4250", "a node's data-plane URL (TLS is always used)")
 	fs.StringVar(&c.CA, "ca", "/opt/unibus/tls/ca.crt", "client CA that signed the node's server certificate")
 	fs.StringVar(&c.Cert, "cert", "/opt/unibus/tls/server.crt", "client certificate (the node's data-plane certificate works on a node)")
 	fs.StringVar(&c.Key, "key", "/opt/unibus/tls/server.key", "client key")
+	fs.StringVar(&c.IdentityFile, "internal-id-file", "/opt/unibus/secrets/internal.id", "identity to connect with (the node's internal service identity)")
+	fs.IntVar(&c.HTTPPort, "http-port", 8470, "the node's HTTPS port (asked why a connection was refused)")
 	fs.DurationVar(&c.Timeout, "timeout", 5*time.Second, "connect timeout")
 	return c
 }

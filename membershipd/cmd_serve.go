@@ -9,13 +9,14 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/unibus/clusterkit/membershipd/authn"
 	"github.com/unibus/clusterkit/membershipd/node"
 )
 
 func cmdServe(args []string, _ io.Writer, stderr io.Writer) int {
 	fs := newFlagSet("serve", stderr)
 	var cfg node.Config
-	var routes, store, logLevel string
+	var routes, logLevel, busAuth string
 	fs.StringVar(&cfg.Name, "node-name", "", "this node's name (required)")
 	fs.StringVar(&cfg.Cluster, "cluster-name", "unibus", "cluster name")
 	fs.StringVar(&cfg.Bind, "bind", "127.0.0.1", "address the client, route and HTTPS ports bind to")
@@ -25,7 +26,10 @@ func cmdServe(args []string, _ io.Writer, stderr io.Writer) int {
 	fs.StringVar(&routes, "routes", "", "comma-separated route URLs of the OTHER nodes (nats-route://HOST:PORT)")
 	fs.StringVar(&cfg.Advertise, "cluster-advertise", "", "route address gossiped to peers (HOST:PORT); default: the bound one")
 	fs.StringVar(&cfg.StoreDir, "nats-store", "/opt/unibus/local_files/jetstream", "JetStream store directory")
-	fs.StringVar(&store, "store", "kv", "control-plane store (kv)")
+	fs.StringVar(&cfg.Store, "store", node.StoreKV, "control-plane store: kv (replicated, clustered) or sqlite (standalone, needs --db)")
+	fs.StringVar(&cfg.DBPath, "db", "", "SQLite file for --store sqlite")
+	fs.StringVar(&busAuth, "bus-auth", string(authn.Enforce), "enforce (nkey identities + per-subject ACL) or off (only with a loopback --bind)")
+	fs.StringVar(&cfg.InternalIDFile, "internal-id-file", "/opt/unibus/secrets/internal.id", "internal service identity (nkey seed, mode 0600; created on first start)")
 	fs.StringVar(&cfg.ServerCert, "tls-cert", "/opt/unibus/tls/server.crt", "data-plane server certificate (signed by the client CA)")
 	fs.StringVar(&cfg.ServerKey, "tls-key", "/opt/unibus/tls/server.key", "data-plane server key")
 	fs.StringVar(&cfg.ClientCA, "ca", "/opt/unibus/tls/ca.crt", "client CA: signs client certificates and the data-plane server certificate")
@@ -44,10 +48,7 @@ func cmdServe(args []string, _ io.Writer, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "membershipd serve: --log-level %q: want debug, info, warn or error\n", logLevel)
 		return exitBadArgs
 	}
-	if store != "kv" {
-		fmt.Fprintf(stderr, "membershipd serve: --store %q: this build serves the replicated kv store only\n", store)
-		return exitBadArgs
-	}
+	cfg.BusAuth = authn.Mode(busAuth)
 	if cfg.Name == "" {
 		fmt.Fprintln(stderr, "membershipd serve: --node-name is required")
 		return exitBadArgs

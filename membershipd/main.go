@@ -43,6 +43,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stderr, "membershipd kv: want `kv scale --replicas N`")
 		return exitBadArgs
+	case "user":
+		return cmdUser(args[1:], stdout, stderr)
+	case "migrate-to-kv":
+		return cmdMigrateToKV(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
@@ -59,6 +63,10 @@ Usage:
   membershipd version [--features]       print the version (and the cold-start fixes compiled in)
   membershipd cluster report [flags]     servers, routes, meta leader, bucket replication
   membershipd kv scale --replicas N      raise or lower every control-plane bucket in place
+  membershipd user add --store kv --handle H --role admin|member --sign-pub HEX
+  membershipd user list --store kv       (or --db FILE for a standalone SQLite node)
+  membershipd user revoke --store kv HEX
+  membershipd migrate-to-kv --db FILE    copy a SQLite store into the live cluster's KV
 
 Run a command with -h for its flags. Exit status: 0 ok, 1 failed, 2 bad input.
 `

@@ -40,6 +40,7 @@ func TestServeBadInput(t *testing.T) {
 			"--tls-cert": n1.ServerCert, "--tls-key": n1.ServerKey, "--ca": l.ClientCACert,
 			"--route-cert": n1.RouteCert, "--route-key": n1.RouteKey, "--route-ca": l.RouteCACert,
 			"--route-secret-file": l.RouteSecret,
+			"--internal-id-file":  filepath.Join(dir, "secrets", "internal.id"),
 		}
 		for i := 0; i+1 < len(over); i += 2 {
 			args[over[i]] = over[i+1]
@@ -68,7 +69,10 @@ func TestServeBadInput(t *testing.T) {
 		{"credentials in routes", good("--routes", "nats-route://u:p@127.0.0.1:26251"), "carries credentials"},
 		{"bad route url", good("--routes", "127.0.0.1:26251"), "want nats-route://HOST:PORT"},
 		{"replicas above cluster size", good("--kv-replicas", "5"), "--kv-replicas 5"},
-		{"bad store", good("--store", "sqlite"), `--store "sqlite"`},
+		{"bad store", good("--store", "mysql"), `--store "mysql"`},
+		{"sqlite without db", good("--store", "sqlite"), "--store sqlite needs --db FILE"},
+		{"bus-auth off on a public bind", good("--bus-auth", "off", "--bind", "0.0.0.0"), "--bus-auth off is refused unless --bind is a loopback address"},
+		{"unknown bus-auth", good("--bus-auth", "maybe"), `--bus-auth "maybe"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

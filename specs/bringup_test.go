@@ -41,6 +41,8 @@ var _ = Describe("Bring up", func() {
 					Expect(p.Code).To(Equal(200), "%s: %s", n.Name(), p)
 					h := p.Health
 					Expect(h.Node).To(Equal(n.Name()))
+					Expect(h.Posture.BusAuth).To(Equal("enforce"), "%s posture bus_auth", n.Name())
+					Expect(h.Posture.ACL).To(BeTrue(), "%s posture acl", n.Name())
 					Expect(h.Posture.TLS).To(BeTrue(), "%s posture tls", n.Name())
 					Expect(h.Posture.Cluster).To(BeTrue(), "%s posture cluster", n.Name())
 					Expect(h.Posture.Store).To(Equal("kv"))
@@ -93,7 +95,7 @@ var _ = Describe("Bring up", func() {
 				}).WithContext(ctx).WithTimeout(20 * time.Second).WithPolling(time.Second).Should(Succeed())
 
 				By("observing no-advertise: a client learns no other server URLs from the cluster")
-				nc, err := chaos.DialOperator(env.Cluster, env.Cluster.Nodes()[0])
+				nc, err := chaos.DialInternal(env.Cluster, env.Cluster.Nodes()[0])
 				Expect(err).NotTo(HaveOccurred())
 				defer nc.Close()
 				Expect(nc.Flush()).To(Succeed())
@@ -139,7 +141,7 @@ var _ = Describe("Bring up", func() {
 				clientErrs := 0
 				deadline := time.Now().Add(window)
 				for time.Now().Before(deadline) {
-					nc, err := chaos.DialOperator(env.Cluster, lone)
+					nc, err := chaos.DialInternal(env.Cluster, lone)
 					if err == nil {
 						nc.Close()
 						Fail("the lone node admitted a client with a valid certificate")
@@ -186,7 +188,7 @@ var _ = Describe("Bring up", func() {
 				AddReportEntry("third node start to all healthy", time.Since(thirdAt).Round(time.Millisecond).String(), ReportEntryVisibilityFailureOrVerbose)
 
 				By("every bucket created only once a quorum existed, at R3, with the third node current")
-				nc, err := chaos.DialOperator(env.Cluster, third)
+				nc, err := chaos.DialInternal(env.Cluster, third)
 				Expect(err).NotTo(HaveOccurred())
 				defer nc.Close()
 				js, err := jetstream.New(nc)

@@ -2,14 +2,20 @@ package specs
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/nats-io/nats.go"
 	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/chaos/check"
 	"github.com/unibus/clusterkit/membershipd/clusterinfo"
+	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/store/kv"
 )
 
@@ -69,25 +75,112 @@ var _ = Describe("Chaos: the quorum gate", Ordered, func() {
 			env.WaitHealthy(ctx, restartBudget, leader)
 		})
 
-	It("denies on the survivor within 2 s of losing two nodes, and keeps denying for 20 s",
-		Disruptive, Slow, func(ctx SpecContext) {
+	It("fails closed with two nodes down: connections, user add and authorizing reads refused within 2 s for 20 s; nothing acknowledged lost",
+		Claim("two-down-fail-closed"), Disruptive, Slow, func(ctx SpecContext) {
 			nodes := env.Cluster.Nodes()
 			survivor, a, b := nodes[0], nodes[1], nodes[2]
+
+			By("acknowledged writes before the loss")
+			var acked []*identity.Identity
+			for i := range 5 {
+				acked = append(acked, env.AddUser(ctx, survivor, fmt.Sprintf("before-%d", i), identity.RoleMember))
+			}
+			erin := acked[0]
+			liveClosed := make(chan time.Time, 1)
+			live, err := chaos.DialAs(env.Cluster, survivor, erin, nats.ClosedHandler(func(*nats.Conn) { liveClosed <- time.Now() }))
+			Expect(err).NotTo(HaveOccurred())
+			DeferCleanup(live.Close)
+
 			w := env.Health.Watch(ctx, 100*time.Millisecond, survivor)
 			Expect(a.Stop(ctx)).To(Succeed())
 			lossAt := time.Now() // quorum is lost as the second node goes
 			Expect(b.Stop(ctx)).To(Succeed())
-			DeferCleanup(func(ctx SpecContext) {
-				Expect(chaos.StartNodes(ctx, a, b)).To(Succeed())
-				env.WaitHealthy(ctx, restartBudget, env.Cluster.Nodes()...)
-			}, NodeTimeout(restartBudget+30*time.Second))
-			time.Sleep(22 * time.Second)
+			DeferCleanup(env.RestartStopped, NodeTimeout(restartBudget+30*time.Second))
+			const window = 22 * time.Second
+			until := lossAt.Add(window)
+
+			var (
+				mu              sync.Mutex
+				conns, adds     []check.Attempt
+				outageAdds      []*identity.Identity
+				outageAddResult []int
+			)
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() { // a registered identity asks to be let in: the read that would authorize it
+				defer GinkgoRecover()
+				defer wg.Done()
+				for time.Now().Before(until) {
+					at := time.Now()
+					nc, err := chaos.DialAs(env.Cluster, survivor, erin)
+					a := check.Attempt{Start: at, End: time.Now(), Refused: errors.Is(err, nats.ErrAuthorization)}
+					if err == nil {
+						a.Detail = "connected"
+						nc.Close()
+					} else {
+						a.Detail = err.Error()
+					}
+					mu.Lock()
+					conns = append(conns, a)
+					mu.Unlock()
+					time.Sleep(250 * time.Millisecond)
+				}
+			}()
+			go func() { // the on-node CLI tries to add a user
+				defer GinkgoRecover()
+				defer wg.Done()
+				for time.Now().Before(until) {
+					id, err := identity.Generate()
+					Expect(err).NotTo(HaveOccurred())
+					at := time.Now()
+					r, err := env.Cluster.CLI(ctx, survivor, "user", "add", "--store", "kv", "--handle", "outage", "--role", "member", "--sign-pub", id.SignPub())
+					Expect(err).NotTo(HaveOccurred())
+					a := check.Attempt{Start: at, End: time.Now(), Refused: r.ExitCode == 1 && strings.Contains(r.Stderr, "no quorum"),
+						Detail: fmt.Sprintf("exit %d: %s%s", r.ExitCode, strings.TrimSpace(r.Stdout), strings.TrimSpace(r.Stderr))}
+					mu.Lock()
+					adds = append(adds, a)
+					outageAdds = append(outageAdds, id)
+					outageAddResult = append(outageAddResult, r.ExitCode)
+					mu.Unlock()
+					time.Sleep(time.Second)
+				}
+			}()
+			wg.Wait()
 			tl := w.Stop()
 			Evidence("survivor-healthz", tl)
-			res, took := check.FailsClosedWithin(chaos.Of(tl, survivor.Name()), lossAt, lossAt.Add(22*time.Second), denyDeadline)
+			Evidence("connection-attempts", conns)
+			Evidence("user-add-attempts", adds)
+
+			res, took := check.FailsClosedWithin(chaos.Of(tl, survivor.Name()), lossAt, until, denyDeadline)
 			ExpectPass(res)
-			AddReportEntry("two nodes down: quorum loss to first 503", took.Round(time.Millisecond).String(), ReportEntryVisibilityFailureOrVerbose)
-			last := tl[0].Probes[len(tl[0].Probes)-1]
-			Expect(last.Health.Reason).To(ContainSubstring("quorum"))
+			AddReportEntry("two nodes down: quorum loss to first healthz 503", took.Round(time.Millisecond).String(), ReportEntryVisibilityFailureOrVerbose)
+			ExpectPass(check.RefusedWithin("new connection of a registered user", conns, lossAt, until, denyDeadline, time.Second, 40))
+			ExpectPass(check.RefusedWithin("user add on the survivor", adds, lossAt, until, denyDeadline, 3*time.Second, 10))
+			select {
+			case at := <-liveClosed:
+				AddReportEntry("two nodes down: quorum loss to live connection closed", at.Sub(lossAt).Round(time.Millisecond).String(), ReportEntryVisibilityFailureOrVerbose)
+				Expect(at.Sub(lossAt)).To(BeNumerically("<=", denyDeadline), "the survivor closed a live connection")
+			default:
+				Fail("a live user connection on the survivor stayed open through the outage")
+			}
+
+			By("after recovery: every acknowledged write is there; no refused one is")
+			Expect(chaos.StartNodes(ctx, a, b)).To(Succeed())
+			env.WaitHealthy(ctx, restartBudget, env.Cluster.Nodes()...)
+			for _, n := range env.Cluster.Nodes() {
+				users := env.ListUsers(ctx, n)
+				for _, id := range acked {
+					_, ok := FindUser(users, id.SignPub())
+					Expect(ok).To(BeTrue(), "acknowledged user %s on %s", id.SignPub(), n.Name())
+				}
+				for i, id := range outageAdds {
+					_, ok := FindUser(users, id.SignPub())
+					if outageAddResult[i] == 0 {
+						Expect(ok).To(BeTrue(), "an add acknowledged during the outage is lost on %s", n.Name())
+					} else if adds[i].Start.Sub(lossAt) >= denyDeadline {
+						Expect(ok).To(BeFalse(), "a refused add was written on %s", n.Name())
+					}
+				}
+			}
 		})
 })

@@ -2,6 +2,7 @@ package specs
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"time"
@@ -14,6 +15,8 @@ import (
 	"github.com/unibus/clusterkit/chaos/claims"
 	"github.com/unibus/clusterkit/chaos/report"
 	"github.com/unibus/clusterkit/chaos/target"
+	"github.com/unibus/clusterkit/membershipd/identity"
+	"github.com/unibus/clusterkit/membershipd/store"
 )
 
 // Claim labels a spec with a registered claim id; a typo fails the tree
@@ -128,4 +131,50 @@ func Others(c chaos.Cluster, n chaos.Node) []chaos.Node {
 		}
 	}
 	return out
+}
+
+// AddUser registers a fresh identity through the CLI on node n, as the
+// runbook's live user add does, and returns it.
+func (e *Env) AddUser(ctx context.Context, n chaos.Node, handle string, role identity.Role) *identity.Identity {
+	GinkgoHelper()
+	id, err := identity.Generate()
+	Expect(err).NotTo(HaveOccurred())
+	r := e.CLI(ctx, n, "user", "add", "--store", "kv", "--handle", handle, "--role", string(role), "--sign-pub", id.SignPub())
+	Expect(r.ExitCode).To(Equal(0), r.Stderr)
+	return id
+}
+
+// ListUsers runs `user list --store kv --json` on node n.
+func (e *Env) ListUsers(ctx context.Context, n chaos.Node) []store.User {
+	GinkgoHelper()
+	r := e.CLI(ctx, n, "user", "list", "--store", "kv", "--json")
+	Expect(r.ExitCode).To(Equal(0), r.Stderr)
+	var users []store.User
+	Expect(json.Unmarshal([]byte(r.Stdout), &users)).To(Succeed())
+	return users
+}
+
+// FindUser returns the listed user with key pub.
+func FindUser(users []store.User, pub string) (store.User, bool) {
+	for _, u := range users {
+		if u.SignPub == pub {
+			return u, true
+		}
+	}
+	return store.User{}, false
+}
+
+// RestartStopped starts every node that is not running and waits until the
+// whole cluster is healthy again: the cleanup of every disruptive spec, so
+// the next spec finds the cluster as this one found it.
+func (e *Env) RestartStopped(ctx SpecContext) {
+	GinkgoHelper()
+	var stopped []chaos.Node
+	for _, n := range e.Cluster.Nodes() {
+		if !n.Running() {
+			stopped = append(stopped, n)
+		}
+	}
+	Expect(chaos.StartNodes(ctx, stopped...)).To(Succeed())
+	e.WaitHealthy(ctx, restartBudget, e.Cluster.Nodes()...)
 }

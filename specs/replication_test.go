@@ -29,7 +29,7 @@ var _ = Describe("Replication", func() {
 			Claim("r1-to-r3"), func(ctx SpecContext) {
 				const keysPerBucket = 25
 				first := env.Cluster.Nodes()[0]
-				nc, err := chaos.DialOperator(env.Cluster, first)
+				nc, err := chaos.DialInternal(env.Cluster, first)
 				Expect(err).NotTo(HaveOccurred())
 				defer nc.Close()
 				js, err := jetstream.New(nc)
@@ -58,7 +58,7 @@ var _ = Describe("Replication", func() {
 
 				By("reading every key through every node, with the rest of each bucket's config unchanged")
 				for _, n := range env.Cluster.Nodes() {
-					nc, err := chaos.DialOperator(env.Cluster, n)
+					nc, err := chaos.DialInternal(env.Cluster, n)
 					Expect(err).NotTo(HaveOccurred())
 					js, err := jetstream.New(nc)
 					Expect(err).NotTo(HaveOccurred())

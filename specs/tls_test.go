@@ -93,7 +93,7 @@ var _ = Describe("TLS", func() {
 				Expect(chaos.PlaintextRefused(u.Host)).To(Succeed())
 
 				By("control: a client-CA certificate is admitted")
-				nc, err = chaos.DialOperator(env.Cluster, target)
+				nc, err = chaos.DialInternal(env.Cluster, target)
 				Expect(err).NotTo(HaveOccurred())
 				Expect(nc.Flush()).To(Succeed())
 				nc.Close()

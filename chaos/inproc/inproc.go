@@ -18,6 +18,7 @@ import (
 
 	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/chaos/netproxy"
+	"github.com/unibus/clusterkit/membershipd/authn"
 	"github.com/unibus/clusterkit/membershipd/node"
 	"github.com/unibus/clusterkit/membershipd/pki"
 )
@@ -112,6 +113,9 @@ func New(o Options) (*Cluster, error) {
 			ServerCert: nf.ServerCert, ServerKey: nf.ServerKey, ClientCA: layout.ClientCACert,
 			RouteCert: nf.RouteCert, RouteKey: nf.RouteKey, RouteCA: layout.RouteCACert,
 			RouteSecretFile: layout.RouteSecret,
+			BusAuth:         authn.Enforce,
+			InternalIDFile:  filepath.Join(o.Dir, name, "secrets", "internal.id"),
+			Store:           node.StoreKV,
 			KVReplicas:      o.KVReplicas,
 			BootstrapBudget: o.BootstrapBudget,
 			Log:             o.Log,
@@ -152,10 +156,12 @@ func (c *Cluster) TLS() chaos.TLSFiles {
 		ServerCert: map[string]string{}, ServerKey: map[string]string{},
 		RouteCert: map[string]string{}, RouteKey: map[string]string{},
 		RouteSecretFile: c.layout.RouteSecret,
+		InternalID:      map[string]string{},
 	}
 	for name, nf := range c.layout.Nodes {
 		t.ServerCert[name], t.ServerKey[name] = nf.ServerCert, nf.ServerKey
 		t.RouteCert[name], t.RouteKey[name] = nf.RouteCert, nf.RouteKey
+		t.InternalID[name] = filepath.Join(c.opts.Dir, name, "secrets", "internal.id")
 	}
 	return t
 }
@@ -178,7 +184,8 @@ func (c *Cluster) CLI(ctx context.Context, n chaos.Node, args ...string) (chaos.
 		// What the on-node defaults (loopback URL, /opt/unibus/tls/...)
 		// resolve to on a real node.
 		full = append(full, "--nats-url", in.ClientURL(), "--ca", c.layout.ClientCACert,
-			"--cert", in.cfg.ServerCert, "--key", in.cfg.ServerKey)
+			"--cert", in.cfg.ServerCert, "--key", in.cfg.ServerKey,
+			"--internal-id-file", in.cfg.InternalIDFile, "--http-port", strconv.Itoa(in.cfg.HTTPPort))
 	}
 	return RunBinary(ctx, c.opts.Binary, full...)
 }

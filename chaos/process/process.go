@@ -112,6 +112,7 @@ func New(o Options) (*Cluster, error) {
 			"--tls-cert", nf.ServerCert, "--tls-key", nf.ServerKey, "--ca", layout.ClientCACert,
 			"--route-cert", nf.RouteCert, "--route-key", nf.RouteKey, "--route-ca", layout.RouteCACert,
 			"--route-secret-file", layout.RouteSecret, "--kv-replicas", strconv.Itoa(o.KVReplicas),
+			"--internal-id-file", filepath.Join(o.Dir, name, "secrets", "internal.id"),
 		}
 		c.nodes = append(c.nodes, n)
 	}
@@ -149,10 +150,12 @@ func (c *Cluster) TLS() chaos.TLSFiles {
 		ServerCert: map[string]string{}, ServerKey: map[string]string{},
 		RouteCert: map[string]string{}, RouteKey: map[string]string{},
 		RouteSecretFile: c.layout.RouteSecret,
+		InternalID:      map[string]string{},
 	}
 	for name, nf := range c.layout.Nodes {
 		t.ServerCert[name], t.ServerKey[name] = nf.ServerCert, nf.ServerKey
 		t.RouteCert[name], t.RouteKey[name] = nf.RouteCert, nf.RouteKey
+		t.InternalID[name] = filepath.Join(c.opts.Dir, name, "secrets", "internal.id")
 	}
 	return t
 }
@@ -166,7 +169,8 @@ func (c *Cluster) CLI(ctx context.Context, n chaos.Node, args ...string) (chaos.
 	full := append([]string{}, args...)
 	if len(args) > 0 && (args[0] == "cluster" || args[0] == "kv" || args[0] == "user" || args[0] == "migrate-to-kv") {
 		nf := c.layout.Nodes[pn.name]
-		full = append(full, "--nats-url", pn.ClientURL(), "--ca", c.layout.ClientCACert, "--cert", nf.ServerCert, "--key", nf.ServerKey)
+		full = append(full, "--nats-url", pn.ClientURL(), "--ca", c.layout.ClientCACert, "--cert", nf.ServerCert, "--key", nf.ServerKey,
+			"--internal-id-file", filepath.Join(c.opts.Dir, pn.name, "secrets", "internal.id"), "--http-port", strconv.Itoa(pn.httpPort))
 	}
 	return inproc.RunBinary(ctx, c.opts.Binary, full...)
 }

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/unibus/clusterkit/membershipd/authn"
 	"github.com/unibus/clusterkit/membershipd/pki"
 )
 
@@ -42,6 +43,14 @@ type Config struct {
 	RouteCert, RouteKey, RouteCA    string // routes, separate route CA
 	RouteSecretFile                 string
 
+	// BusAuth is --bus-auth: enforce (default) or off (loopback only).
+	BusAuth authn.Mode
+	// InternalIDFile persists the internal service identity (0600).
+	InternalIDFile string
+	// Store is "kv" (replicated, default) or "sqlite" (standalone, DBPath).
+	Store  string
+	DBPath string
+
 	KVReplicas      int
 	BootstrapBudget time.Duration
 	// ClusterSize is the number of nodes; 0 means len(Routes)+1.
@@ -57,6 +66,12 @@ const (
 	DefaultHTTPPort        = 8470
 	DefaultKVReplicas      = 3
 	DefaultBootstrapBudget = 120 * time.Second
+)
+
+// Stores.
+const (
+	StoreKV     = "kv"
+	StoreSQLite = "sqlite"
 )
 
 // ConfigError is bad input: the CLI exits 2 on it.
@@ -92,8 +107,30 @@ func (c *Config) Validate() error {
 	if !nameRE.MatchString(c.Cluster) {
 		return configErr("--cluster-name %q: use letters, digits, '-' or '_' (max 63)", c.Cluster)
 	}
-	if net.ParseIP(c.Bind) == nil {
+	ip := net.ParseIP(c.Bind)
+	if ip == nil {
 		return configErr("--bind %q is not an IP address", c.Bind)
+	}
+	switch c.BusAuth {
+	case authn.Enforce:
+	case authn.Off:
+		if !ip.IsLoopback() {
+			return configErr("--bus-auth off is refused unless --bind is a loopback address (got %s)", c.Bind)
+		}
+	default:
+		return configErr("--bus-auth %q: want enforce or off", c.BusAuth)
+	}
+	if c.InternalIDFile == "" {
+		return configErr("--internal-id-file is required")
+	}
+	switch c.Store {
+	case StoreKV:
+	case StoreSQLite:
+		if c.DBPath == "" {
+			return configErr("--store sqlite needs --db FILE")
+		}
+	default:
+		return configErr("--store %q: want kv or sqlite", c.Store)
 	}
 	for _, p := range []struct {
 		flag string
@@ -114,6 +151,13 @@ func (c *Config) Validate() error {
 		if u.User != nil {
 			return configErr("--routes entry %q carries credentials; the route secret comes from --route-secret-file only", r)
 		}
+	}
+	if c.Store == StoreSQLite {
+		// A SQLite node runs standalone: no routes, no route TLS, no KV.
+		if err := checkPair("data-plane", c.ServerCert, c.ServerKey, c.ClientCA, x509.ExtKeyUsageServerAuth); err != nil {
+			return err
+		}
+		return checkPortsFree(c.Bind, map[string]int{"client": c.ClientPort, "http": c.HTTPPort})
 	}
 	if c.KVReplicas < 1 || c.KVReplicas > c.size() {
 		return configErr("--kv-replicas %d: must be between 1 and the cluster size %d", c.KVReplicas, c.size())
@@ -155,6 +199,9 @@ func checkPair(what, cert, key, ca string, usage x509.ExtKeyUsage) error {
 // listen error and keep running without the listener.
 func checkPortsFree(host string, ports map[string]int) error {
 	for _, name := range []string{"client", "route", "http"} {
+		if _, ok := ports[name]; !ok {
+			continue
+		}
 		addr := net.JoinHostPort(host, strconv.Itoa(ports[name]))
 		l, err := net.Listen("tcp", addr)
 		if err != nil {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/unibus/clusterkit/membershipd/authn"
 )
 
 // Posture is what the node enforces, as /healthz reports it.
@@ -48,10 +50,11 @@ func (n *Node) Health() Health {
 	h := Health{
 		Node: n.cfg.Name,
 		Posture: Posture{
-			BusAuth: "off", // enforce auth arrives with the authn layer
+			BusAuth: string(n.cfg.BusAuth),
+			ACL:     n.cfg.BusAuth == authn.Enforce,
 			TLS:     n.opts.TLSConfig != nil && n.opts.TLSConfig.ClientAuth == tls.RequireAndVerifyClientCert,
 			Cluster: n.srv != nil && n.srv.JetStreamIsClustered(),
-			Store:   "kv",
+			Store:   n.cfg.Store,
 		},
 		MetaLeader: n.metaLeader(),
 		KVReplicas: n.cfg.KVReplicas,
@@ -70,8 +73,18 @@ func (n *Node) Health() Health {
 		h.Buckets = append(h.Buckets, o.Bucket)
 	}
 	var reasons []string
+	if n.cfg.Store == StoreSQLite {
+		// Standalone: healthy when it runs; there is no quorum to have.
+		h.Status = "ok"
+		h.Quorum = QuorumInfo{InQuorum: true, LastPutAgeMS: -1}
+		h.Reason = ""
+		return h
+	}
 	if !v.InQuorum {
 		reasons = append(reasons, v.Reason)
+	}
+	if !n.allow.Ready() {
+		reasons = append(reasons, "allowlist not loaded yet")
 	}
 	if opened == nil {
 		w := "control-plane buckets not open yet"

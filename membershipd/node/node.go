@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"sort"
 	"strconv"
 	"sync"
@@ -21,15 +20,16 @@ import (
 
 	"github.com/unibus/clusterkit/membershipd/authn"
 	"github.com/unibus/clusterkit/membershipd/clusterinfo"
+	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/pki"
 	"github.com/unibus/clusterkit/membershipd/quorum"
+	"github.com/unibus/clusterkit/membershipd/store"
 	"github.com/unibus/clusterkit/membershipd/store/kv"
+	"github.com/unibus/clusterkit/membershipd/store/sqlite"
 )
 
 // Version is stamped at build time (-ldflags "-X .../node.Version=...").
 var Version = "dev"
-
-const routeUser = "unibus-route"
 
 // Gate timings (see quorum package and notes/nats-facts.md).
 const (
@@ -39,15 +39,18 @@ const (
 
 // Node is one running membershipd node.
 type Node struct {
-	cfg  Config
-	log  *slog.Logger
-	opts *server.Options
-	srv  *server.Server
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	http *http.Server
-	gate *quorum.Tracker
-	auth *authn.Authenticator
+	cfg   Config
+	log   *slog.Logger
+	opts  *server.Options
+	srv   *server.Server
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	http  *http.Server
+	gate  *quorum.Tracker
+	auth  *authn.Authenticator
+	id    *identity.Identity
+	allow allowlist
+	users store.Users // the control-plane users store (KV or SQLite)
 
 	started time.Time
 	cancel  context.CancelFunc
@@ -61,7 +64,8 @@ type Node struct {
 	stopOnce sync.Once
 }
 
-// New validates cfg and builds the server options; nothing listens yet.
+// New validates cfg, loads (or creates) the internal identity and builds
+// the server options; nothing listens yet.
 func New(cfg Config) (*Node, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -73,114 +77,44 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	id, created, err := identity.LoadOrCreate(cfg.InternalIDFile)
+	if err != nil {
+		return nil, configErr("--internal-id-file: %v", err)
+	}
 	n := &Node{
 		cfg:  cfg,
 		log:  cfg.Log.With("node", cfg.Name),
 		opts: opts,
 		gate: quorum.NewTracker(quorum.DefaultParams(cfg.size())),
+		id:   id,
 		done: make(chan struct{}),
 	}
-	n.auth, err = authn.New(func() (bool, string) {
-		v := n.Verdict()
-		return v.InQuorum, v.Reason
-	}, n.log.With("component", "authn"))
-	if err != nil {
-		return nil, err
+	if created {
+		n.log.Info("created the internal service identity", "file", cfg.InternalIDFile, "nkey", id.NKey())
 	}
+	if cfg.Store == StoreSQLite {
+		st, err := sqlite.Open(cfg.DBPath)
+		if err != nil {
+			return nil, configErr("--db %s: %v", cfg.DBPath, err)
+		}
+		n.users = st
+		n.allow = &sqliteAllowlist{st: st}
+	} else {
+		n.allow = newKVAllowlist()
+	}
+	n.auth = authn.New(cfg.BusAuth, id.NKey(), n.allow, n.inQuorum, n.log.With("component", "authn"))
 	opts.CustomClientAuthentication = n.auth
 	return n, nil
 }
 
-// buildOptions is the single place the cold-start fixes are set; Features
-// reads them back from what it returns.
-func buildOptions(cfg *Config) (*server.Options, error) {
-	secret, err := pki.ReadSecretFile(cfg.RouteSecretFile)
-	if err != nil {
-		return nil, configErr("%v", err)
+// inQuorum is the gate every authorization asks. A standalone SQLite node
+// has no replication to lose, so it is always "in quorum" with itself.
+func (n *Node) inQuorum() (bool, string) {
+	if n.cfg.Store == StoreSQLite {
+		return true, "standalone (sqlite store)"
 	}
-	clientTLS, err := pki.ServerTLSConfig(cfg.ServerCert, cfg.ServerKey, cfg.ClientCA, true)
-	if err != nil {
-		return nil, configErr("data-plane TLS: %v", err)
-	}
-	routeTLS, err := pki.ServerTLSConfig(cfg.RouteCert, cfg.RouteKey, cfg.RouteCA, true)
-	if err != nil {
-		return nil, configErr("route TLS: %v", err)
-	}
-	routes := make([]*url.URL, 0, len(cfg.Routes))
-	for _, r := range cfg.Routes {
-		u, err := url.Parse(r)
-		if err != nil {
-			return nil, configErr("--routes entry %q: %v", r, err)
-		}
-		// Routes only form when the URL carries the route credentials.
-		u.User = url.UserPassword(routeUser, secret)
-		routes = append(routes, u)
-	}
-	o := &server.Options{
-		ServerName:             cfg.Name,
-		Host:                   cfg.Bind,
-		Port:                   cfg.ClientPort,
-		NoSigs:                 true,
-		JetStream:              true,
-		StoreDir:               cfg.StoreDir,
-		DisableJetStreamBanner: true,
-		TLSConfig:              clientTLS,
-		TLSVerify:              true,
-		TLSTimeout:             2,
-		Routes:                 routes,
-		Cluster: server.ClusterOpts{
-			Name:       cfg.Cluster,
-			Host:       cfg.Bind,
-			Port:       cfg.RoutePort,
-			Username:   routeUser,
-			Password:   secret,
-			TLSConfig:  routeTLS,
-			TLSTimeout: 2,
-			Advertise:  cfg.Advertise,
-		},
-	}
-	applyColdStartFixes(o)
-	return o, nil
-}
-
-// Feature names reported by `version --features` and /healthz.
-const (
-	FeatureRoutePoolOff = "route-pool-off"
-	FeatureNoAdvertise  = "no-advertise"
-	FeatureKVOpenRetry  = "kv-open-retry"
-	FeatureSyncAlways   = "sync-always"
-)
-
-func featuresOf(o *server.Options, retry bool) []string {
-	var f []string
-	if o.Cluster.PoolSize == -1 {
-		f = append(f, FeatureRoutePoolOff)
-	}
-	if o.Cluster.NoAdvertise {
-		f = append(f, FeatureNoAdvertise)
-	}
-	if retry {
-		f = append(f, FeatureKVOpenRetry)
-	}
-	if o.SyncAlways {
-		f = append(f, FeatureSyncAlways)
-	}
-	return f
-}
-
-// Features lists the cold-start fixes this binary sets, read back from the
-// same applyColdStartFixes that every node's options go through.
-func Features() []string {
-	o := &server.Options{}
-	applyColdStartFixes(o)
-	return featuresOf(o, DefaultBootstrapBudget > 0)
-}
-
-// applyColdStartFixes is the one place the fixes from the real deploy live.
-func applyColdStartFixes(o *server.Options) {
-	o.SyncAlways = true          // the default 2-minute fsync loses acked writes
-	o.Cluster.PoolSize = -1      // route pooling off
-	o.Cluster.NoAdvertise = true // never gossip client URLs (bridge IPs)
+	v := n.Verdict()
+	return v.InQuorum, v.Reason
 }
 
 // Start brings up the listeners and the background loops. It returns once
@@ -198,34 +132,43 @@ func (n *Node) Start() error {
 		srv.Shutdown()
 		return fmt.Errorf("nats server on %s:%d did not become ready in 10s", n.cfg.Bind, n.cfg.ClientPort)
 	}
+	kp := n.id.KeyPair()
 	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("membershipd-internal:"+n.cfg.Name),
-		nats.UserInfo(authn.InternalUser, n.auth.InternalToken()),
+		nats.Nkey(n.id.NKey(), kp.Sign),
 		nats.MaxReconnects(-1), nats.NoCallbacksAfterClientClose())
 	if err != nil {
 		srv.Shutdown()
 		return fmt.Errorf("internal connection: %w", err)
 	}
 	n.nc = nc
-	n.js, err = jetstream.New(nc)
-	if err != nil {
-		n.shutdown()
-		return fmt.Errorf("jetstream context: %w", err)
-	}
-	if err := n.subscribe(); err != nil {
-		n.shutdown()
-		return err
-	}
 	if err := n.startHTTP(); err != nil {
 		n.shutdown()
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.wg.Add(3)
-	go func() { defer n.wg.Done(); n.openBuckets(ctx) }()
-	go func() { defer n.wg.Done(); n.heartbeatLoop(ctx) }()
-	go func() { defer n.wg.Done(); n.pingLoop(ctx) }()
-	n.log.Info("node started", "client", n.ClientURL(), "healthz", n.HealthzURL(), "routes", len(n.cfg.Routes), "cluster_size", n.cfg.size())
+	loops := []func(context.Context){n.enforceLoop}
+	if n.cfg.Store == StoreSQLite {
+		loops = append(loops, n.sqliteRevocationLoop)
+	} else {
+		n.js, err = jetstream.New(nc)
+		if err != nil {
+			n.shutdown()
+			return fmt.Errorf("jetstream context: %w", err)
+		}
+		n.users = kv.NewUsers(n.js)
+		if err := n.subscribe(); err != nil {
+			n.shutdown()
+			return err
+		}
+		loops = append(loops, n.openBuckets, n.heartbeatLoop, n.pingLoop)
+	}
+	for _, loop := range loops {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); loop(ctx) }()
+	}
+	n.log.Info("node started", "client", n.ClientURL(), "healthz", n.HealthzURL(), "store", n.cfg.Store,
+		"bus_auth", string(n.cfg.BusAuth), "routes", len(n.cfg.Routes), "cluster_size", n.cfg.size())
 	return nil
 }
 
@@ -280,6 +223,9 @@ func (n *Node) shutdown() {
 		n.srv.Shutdown()
 		n.srv.WaitForShutdown()
 	}
+	if n.users != nil {
+		_ = n.users.Close()
+	}
 }
 
 func (n *Node) subscribe() error {
@@ -332,6 +278,7 @@ func (n *Node) openBuckets(ctx context.Context) {
 				}
 			}
 			n.log.Info("control-plane buckets open", "attempts", attempt, "after", time.Since(n.started).Round(time.Millisecond).String())
+			n.watchUsers(ctx)
 			return
 		}
 		why := kv.Explain(err, n.srv.NumRoutes()+1, n.cfg.KVReplicas)

@@ -1,0 +1,225 @@
+package specs
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/membershipd/identity"
+	"github.com/unibus/clusterkit/membershipd/store"
+	"github.com/unibus/clusterkit/membershipd/store/kv"
+)
+
+// Runbook sections "Seed the first admin" (corrected: through the live
+// cluster) and "Add users to the live cluster (user add --store kv)".
+var _ = Describe("Add users to the live cluster", Ordered, func() {
+	var (
+		env   *Env
+		admin *identity.Identity
+		alice *identity.Identity
+	)
+
+	BeforeAll(func(ctx SpecContext) {
+		env = NewEnv("users", chaos.Spec{})
+		env.StartAll(ctx)
+	})
+
+	It("seeds the first admin on a fresh cluster through the live cluster, present on every node",
+		Claim("first-admin"), func(ctx SpecContext) {
+			for _, n := range env.Cluster.Nodes() {
+				Expect(env.ListUsers(ctx, n)).To(BeEmpty(), "a fresh cluster has no users")
+			}
+			admin = env.AddUser(ctx, env.Cluster.Nodes()[0], "root", identity.RoleAdmin)
+			for _, n := range env.Cluster.Nodes() {
+				u, ok := FindUser(env.ListUsers(ctx, n), admin.SignPub())
+				Expect(ok).To(BeTrue(), "admin listed on %s", n.Name())
+				Expect(u.Role).To(Equal(identity.RoleAdmin))
+				Expect(u.Status).To(Equal(store.StatusActive))
+				nc, err := chaos.DialAs(env.Cluster, n, admin)
+				Expect(err).NotTo(HaveOccurred(), "the admin connects to %s", n.Name())
+				nc.Close()
+			}
+		})
+
+	It("adds a user live: exit 0, the user and KV_UNIBUS_users followers_current=2/2 printed",
+		Claim("user-add-live"), func(ctx SpecContext) {
+			id, err := identity.Generate()
+			Expect(err).NotTo(HaveOccurred())
+			r := env.CLI(ctx, env.Cluster.Nodes()[1], "user", "add", "--store", "kv", "--handle", "alice", "--role", "member", "--sign-pub", id.SignPub())
+			Expect(r.ExitCode).To(Equal(0), r.Stderr)
+			Expect(r.Stdout).To(ContainSubstring(`added user "alice" (` + id.SignPub() + `) role=member`))
+			Expect(r.Stdout).To(MatchRegexp(`KV_UNIBUS_users: replicas=3 leader=n\d followers_current=2/2`))
+			alice = id
+			for _, n := range env.Cluster.Nodes() {
+				nc, err := chaos.DialAs(env.Cluster, n, alice)
+				Expect(err).NotTo(HaveOccurred(), "alice connects to %s", n.Name())
+				nc.Close()
+			}
+		})
+
+	It("refuses a re-add of the same key and never flips its role; revoke then add replaces",
+		Claim("user-add-idempotent"), func(ctx SpecContext) {
+			n := env.Cluster.Nodes()[2]
+			for _, role := range []string{"member", "admin"} {
+				r := env.CLI(ctx, n, "user", "add", "--store", "kv", "--handle", "alice2", "--role", role, "--sign-pub", alice.SignPub())
+				Expect(r.ExitCode).To(Equal(1), "re-add as %s", role)
+				Expect(r.Stderr).To(ContainSubstring("already registered"))
+			}
+			u, _ := FindUser(env.ListUsers(ctx, n), alice.SignPub())
+			Expect(u.Role).To(Equal(identity.RoleMember), "a re-add must not change the role")
+			Expect(u.Handle).To(Equal("alice"))
+
+			Expect(env.CLI(ctx, n, "user", "revoke", "--store", "kv", alice.SignPub()).ExitCode).To(Equal(0))
+			r := env.CLI(ctx, n, "user", "add", "--store", "kv", "--handle", "alice-admin", "--role", "admin", "--sign-pub", alice.SignPub())
+			Expect(r.ExitCode).To(Equal(0), r.Stderr)
+			u, _ = FindUser(env.ListUsers(ctx, env.Cluster.Nodes()[0]), alice.SignPub())
+			Expect(u.Role).To(Equal(identity.RoleAdmin))
+			Expect(u.Status).To(Equal(store.StatusActive))
+			Expect(u.Handle).To(Equal("alice-admin"))
+
+			By("bad input is refused with exit 2 and writes nothing")
+			for _, bad := range [][]string{
+				{"--handle", "x", "--role", "member", "--sign-pub", "abc"},
+				{"--handle", "x", "--role", "owner", "--sign-pub", strings.Repeat("a", 64)},
+				{"--handle", "", "--role", "member", "--sign-pub", strings.Repeat("b", 64)},
+				{"--handle", "x", "--role", "member", "--sign-pub", strings.Repeat("f", 64)},
+			} {
+				r := env.CLI(ctx, n, append([]string{"user", "add", "--store", "kv"}, bad...)...)
+				Expect(r.ExitCode).To(Equal(2), "%v: %s", bad, r.Stderr)
+			}
+			Expect(env.ListUsers(ctx, n)).To(HaveLen(2))
+		})
+
+	It("confines a member to its own inbox and rooms: no KV, no stream or consumer admin, no other inbox",
+		Claim("acl"), func(ctx SpecContext) {
+			bob := env.AddUser(ctx, env.Cluster.Nodes()[0], "bob", identity.RoleMember)
+			var (
+				mu   sync.Mutex
+				errs []string
+			)
+			nc, err := chaos.DialAs(env.Cluster, env.Cluster.Nodes()[1], bob, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+				mu.Lock()
+				errs = append(errs, err.Error())
+				mu.Unlock()
+			}))
+			Expect(err).NotTo(HaveOccurred())
+			defer nc.Close()
+
+			By("control: its own inbox works end to end")
+			inbox := nc.NewInbox()
+			sub, err := nc.SubscribeSync(inbox)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(nc.Publish(inbox, []byte("ping"))).To(Succeed())
+			_, err = sub.NextMsg(2 * time.Second)
+			Expect(err).NotTo(HaveOccurred())
+
+			denied := func(kind, subject string) {
+				GinkgoHelper()
+				Eventually(func() []string {
+					mu.Lock()
+					defer mu.Unlock()
+					return errs
+				}).WithTimeout(3*time.Second).Should(ContainElement(And(
+					ContainSubstring("Permissions Violation for "+kind),
+					ContainSubstring(subject))), "%s %s must be refused", kind, subject)
+			}
+			for _, subj := range []string{
+				"$KV." + kv.NoncesBucket + ".x", "$KV.UNIBUS_users." + bob.SignPub(),
+				"$JS.API.STREAM.CREATE.EVIL", "$JS.API.STREAM.DELETE.KV_UNIBUS_users",
+				"$JS.API.CONSUMER.CREATE.KV_UNIBUS_users", "unibus.sys.status", "unibus.room.someone-elses.msg",
+			} {
+				Expect(nc.Publish(subj, []byte("x"))).To(Succeed()) // refusal arrives asynchronously
+				denied("Publish", subj)
+			}
+			admin := "_INBOX_" + admin.SignPub()[:16] + ".>"
+			for _, subj := range []string{"$KV.UNIBUS_users.>", "$JS.API.>", "unibus.sys.>", admin, "unibus.room.someone-elses.>", ">"} {
+				_, err := nc.SubscribeSync(subj)
+				Expect(err).NotTo(HaveOccurred())
+				denied("Subscription", subj)
+			}
+			By("a JetStream API request looks like a timeout to the member: no responder may answer it")
+			_, err = nc.Request("$JS.API.STREAM.INFO.KV_UNIBUS_users", nil, time.Second)
+			Expect(err).To(HaveOccurred())
+		})
+
+	It("revokes: the row stays listed as revoked, new connections are refused and live ones closed within 2 s on every node",
+		Claim("user-revoke"), func(ctx SpecContext) {
+			carol := env.AddUser(ctx, env.Cluster.Nodes()[0], "carol", identity.RoleMember)
+			closed := make(chan time.Time, len(env.Cluster.Nodes()))
+			var conns []*nats.Conn
+			for _, n := range env.Cluster.Nodes() {
+				nc, err := chaos.DialAs(env.Cluster, n, carol, nats.ClosedHandler(func(*nats.Conn) { closed <- time.Now() }))
+				Expect(err).NotTo(HaveOccurred())
+				Expect(nc.Flush()).To(Succeed())
+				conns = append(conns, nc)
+			}
+			DeferCleanup(func() {
+				for _, nc := range conns {
+					nc.Close()
+				}
+			})
+			revokedAt := time.Now()
+			r := env.CLI(ctx, env.Cluster.Nodes()[1], "user", "revoke", "--store", "kv", carol.SignPub())
+			Expect(r.ExitCode).To(Equal(0), r.Stderr)
+			var worst time.Duration
+			for range conns {
+				select {
+				case at := <-closed:
+					worst = max(worst, at.Sub(revokedAt))
+				case <-time.After(3 * time.Second):
+					Fail("a revoked user's connection is still open 3 s after the revoke")
+				}
+			}
+			AddReportEntry("revoke to last live connection closed (3 nodes)", worst.Round(time.Millisecond).String(), ReportEntryVisibilityFailureOrVerbose)
+			Expect(worst).To(BeNumerically("<=", 2*time.Second+cliSlack), "closed within 2 s of the revoke")
+
+			for _, n := range env.Cluster.Nodes() {
+				u, ok := FindUser(env.ListUsers(ctx, n), carol.SignPub())
+				Expect(ok).To(BeTrue(), "no hard delete")
+				Expect(u.Status).To(Equal(store.StatusRevoked))
+				_, err := chaos.DialAs(env.Cluster, n, carol)
+				Expect(errors.Is(err, nats.ErrAuthorization)).To(BeTrue(), "new connection on %s: %v", n.Name(), err)
+			}
+		})
+
+	It("commits a user add with the KV_UNIBUS_users leader down", Claim("user-add-one-down"), Disruptive, func(ctx SpecContext) {
+		leaderName := ""
+		Eventually(func() string {
+			nc, err := chaos.DialInternal(env.Cluster, env.Cluster.Nodes()[0])
+			if err != nil {
+				return ""
+			}
+			defer nc.Close()
+			leaderName = usersLeader(ctx, nc)
+			return leaderName
+		}).WithTimeout(10 * time.Second).ShouldNot(BeEmpty())
+		leader := env.Cluster.Node(leaderName)
+		Expect(leader.Stop(ctx)).To(Succeed())
+		DeferCleanup(env.RestartStopped, NodeTimeout(restartBudget+30*time.Second))
+		survivor := Others(env.Cluster, leader)[0]
+
+		id, err := identity.Generate()
+		Expect(err).NotTo(HaveOccurred())
+		// One attempt: the command itself must commit (a graceful stop
+		// hands the stream to a new leader in milliseconds).
+		r := env.CLI(ctx, survivor, "user", "add", "--store", "kv", "--handle", "dave", "--role", "member", "--sign-pub", id.SignPub())
+		Expect(r.ExitCode).To(Equal(0), "user add with %s down: %s", leaderName, r.Stderr)
+		Expect(r.Stdout).To(ContainSubstring(`added user "dave"`))
+		Expect(r.Stdout).NotTo(ContainSubstring("leader=" + leaderName + " "))
+		for _, n := range Others(env.Cluster, leader) {
+			_, ok := FindUser(env.ListUsers(ctx, n), id.SignPub())
+			Expect(ok).To(BeTrue(), "dave on %s", n.Name())
+		}
+	})
+})
+
+// cliSlack covers starting the CLI process on a loaded 2-core machine:
+// the clock starts before the revoke command is even spawned.
+const cliSlack = 500 * time.Millisecond
