@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -287,36 +288,38 @@ func (n *Node) Running() bool {
 }
 
 // Start implements chaos.Node: a fresh node.Node on the same dir and ports.
-func (n *Node) Start(_ context.Context) error {
+func (n *Node) Start(ctx context.Context) error { return n.startWith(ctx, n.cfg) }
+
+func (n *Node) startWith(_ context.Context, cfg node.Config) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.n != nil {
 		select {
 		case <-n.n.Done():
 		default:
-			return fmt.Errorf("node %s is already running", n.cfg.Name)
+			return fmt.Errorf("node %s is already running", cfg.Name)
 		}
 	}
-	if err := os.MkdirAll(n.cfg.StoreDir, 0o700); err != nil {
+	if err := os.MkdirAll(cfg.StoreDir, 0o700); err != nil {
 		return err
 	}
 	var (
 		nn  *node.Node
 		err error
 	)
-	// Right after a stop the OS may briefly hold a port; retry a little.
+	// Right after a stop the OS may briefly hold a port; retry only that.
 	for i := 0; i < 50; i++ {
-		nn, err = node.New(n.cfg)
-		if err == nil {
+		nn, err = node.New(cfg)
+		if err == nil || !strings.Contains(err.Error(), "is not available") {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	if err != nil {
-		return fmt.Errorf("start %s: %w", n.cfg.Name, err)
+		return fmt.Errorf("start %s: %w", cfg.Name, err)
 	}
 	if err := nn.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", n.cfg.Name, err)
+		return fmt.Errorf("start %s: %w", cfg.Name, err)
 	}
 	n.n = nn
 	return nil
@@ -349,4 +352,15 @@ func (c *Cluster) StreamDirs(n chaos.Node) ([]string, error) {
 		out = append(out, filepath.Base(m))
 	}
 	return out, nil
+}
+
+// StartStandalone starts the node as the runbook's rollback does: without
+// --store kv, standalone on the SQLite file db (no routes, no JetStream), on
+// the same ports. A later Start brings it back as a cluster member.
+func (n *Node) StartStandalone(ctx context.Context, db string) error {
+	n.mu.Lock()
+	cfg := n.cfg
+	n.mu.Unlock()
+	cfg.Store, cfg.DBPath, cfg.Routes, cfg.Advertise = node.StoreSQLite, db, nil, ""
+	return n.startWith(ctx, cfg)
 }
