@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -100,7 +101,8 @@ func localCluster(args []string, stdout, stderr io.Writer) int {
 	first := c.Nodes()[0]
 	fmt.Fprintf(stdout, "\n  client CA      %s\n  operator cert  %s\n  operator key   %s\n\n", t.ClientCA, t.OperatorCert, t.OperatorKey)
 	fmt.Fprintf(stdout, "Try:\n  curl --cacert %s %s\n", t.ClientCA, first.HealthzURL())
-	fmt.Fprintf(stdout, "  %s cluster report --nats-url %s --ca %s --cert %s --key %s\n\n", absBin, first.ClientURL(), t.ClientCA, t.OperatorCert, t.OperatorKey)
+	fmt.Fprintf(stdout, "  %s cluster report --nats-url %s --ca %s --cert %s --key %s --internal-id-file %s --http-port %s\n", absBin, first.ClientURL(), t.ClientCA, t.OperatorCert, t.OperatorKey, t.InternalID[first.Name()], strings.TrimSuffix(strings.TrimPrefix(first.HealthzURL(), "https://127.0.0.1:"), "/healthz"))
+	fmt.Fprintf(stdout, "  %s user add --store kv --handle alice --role member --sign-pub <64 hex> (same connection flags)\n\n", absBin)
 	fmt.Fprintln(stdout, "Ctrl-C stops all nodes.")
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "stopping...")

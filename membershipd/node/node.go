@@ -132,6 +132,11 @@ func (n *Node) Start() error {
 		srv.Shutdown()
 		return fmt.Errorf("nats server on %s:%d did not become ready in 10s", n.cfg.Bind, n.cfg.ClientPort)
 	}
+	if n.cfg.Store == StoreKV {
+		if err := importSystemRequests(srv); err != nil {
+			n.log.Warn("operator system requests unavailable", "err", err)
+		}
+	}
 	kp := n.id.KeyPair()
 	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("membershipd-internal:"+n.cfg.Name),
 		nats.Nkey(n.id.NKey(), kp.Sign),
