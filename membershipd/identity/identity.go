@@ -175,6 +175,13 @@ func (id *Identity) KeyPair() nkeys.KeyPair {
 // Sign is a plain ed25519 signature over msg.
 func (id *Identity) Sign(msg []byte) []byte { return ed25519.Sign(id.priv, msg) }
 
+// Ed25519PrivateKey returns a copy of the ed25519 private key (seed||pub),
+// for deriving other keys from it (e2e's X25519 key). The caller owns the
+// copy and may clear it.
+func (id *Identity) Ed25519PrivateKey() ed25519.PrivateKey {
+	return bytes.Clone(id.priv)
+}
+
 // Seed returns a copy of the nkey seed text ("SU..."), the identity file's
 // content.
 func (id *Identity) Seed() []byte { return bytes.Clone(id.seed) }

@@ -203,7 +203,7 @@ func Inspect(ctx context.Context, js jetstream.JetStream, bucket string) (State,
 		s.Leader = info.Cluster.Leader
 		for _, p := range info.Cluster.Replicas {
 			s.Followers++
-			if p.Current && !p.Offline {
+			if followerCurrent(p) {
 				s.FollowersCurrent++
 			}
 		}
@@ -243,4 +243,15 @@ func Explain(err error, knownPeers, replicas int) string {
 	default:
 		return err.Error()
 	}
+}
+
+// followerCurrent: the server's Current flag, or a follower that answered
+// within the last second and trails by a handful of messages. The nonces
+// bucket takes a heartbeat write from every node four times a second, so
+// a healthy follower is caught between two of them half the time.
+func followerCurrent(p *jetstream.PeerInfo) bool {
+	if p.Offline {
+		return false
+	}
+	return p.Current || (p.Active < time.Second && p.Lag <= 8)
 }

@@ -1,0 +1,83 @@
+// Package api is the HTTPS control plane (port 8470): signed requests,
+// nonces, rooms. This file is the wire contract shared with clients
+// (clientcheck); the server lives beside it.
+package api
+
+import "time"
+
+// Paths.
+const (
+	PathHealthz = "/healthz"
+	PathRooms   = "/v1/rooms"                // POST create, GET list mine
+	PathRoom    = "/v1/rooms/{room}"         // GET one room I am a member of
+	PathMembers = "/v1/rooms/{room}/members" // POST add a member (members only)
+	PathRoomKey = "/v1/rooms/{room}/key"     // GET my wrapped room key
+	PathMe      = "/v1/me"                   // GET who the server thinks I am
+	PathUsers   = "/v1/admin/users"          // GET all users (admins only)
+)
+
+// Request signing: every /v1 request carries these headers (see
+// identity.SignRequest for the canonical string).
+const (
+	HeaderKey       = "X-Unibus-Key"       // 64-hex ed25519 sign key
+	HeaderTimestamp = "X-Unibus-Timestamp" // unix milliseconds
+	HeaderNonce     = "X-Unibus-Nonce"     // 32 hex chars, random per request
+	HeaderSignature = "X-Unibus-Signature" // base64 ed25519 signature
+)
+
+// Window is how far a request timestamp may be from the server's clock.
+// Nonces are remembered (UNIBUS_nonces TTL 10 min) far longer than this.
+const Window = 30 * time.Second
+
+// CreateRoomRequest creates a room; the creator becomes its first member
+// and sends the room key wrapped to itself (the server never sees it).
+type CreateRoomRequest struct {
+	Name       string `json:"name"`
+	WrappedKey string `json:"wrapped_key"`
+}
+
+// Room is a room as members see it.
+type Room struct {
+	ID        string    `json:"id"`   // 16 lower-case hex chars
+	Name      string    `json:"name"` // 1-64 chars [A-Za-z0-9._-]
+	Creator   string    `json:"creator"`
+	CreatedAt time.Time `json:"created_at"`
+	// Subject is the room's data-plane subject; Stream its JetStream stream.
+	Subject string   `json:"subject"` // "unibus.room.<id>.msg"
+	Stream  string   `json:"stream"`  // "ROOM_<id>"
+	Members []string `json:"members,omitempty"`
+}
+
+// AddMemberRequest adds a registered, active user to a room, with the room
+// key wrapped to that user's key by the caller.
+type AddMemberRequest struct {
+	SignPub    string `json:"sign_pub"`
+	WrappedKey string `json:"wrapped_key"`
+}
+
+// RoomKey is the caller's wrapped room key.
+type RoomKey struct {
+	Room       string `json:"room"`
+	WrappedKey string `json:"wrapped_key"`
+}
+
+// Me is the caller as the server knows it.
+type Me struct {
+	SignPub string `json:"sign_pub"`
+	Handle  string `json:"handle"`
+	Role    string `json:"role"`
+	Rooms   []Room `json:"rooms"`
+	// InboxPrefix is the only inbox the caller's NATS ACL allows.
+	InboxPrefix string `json:"inbox_prefix"`
+}
+
+// Error is every non-2xx body.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// Subject and stream names of a room.
+func RoomSubject(id string) string { return "unibus.room." + id + ".msg" }
+
+// RoomStream is the JetStream stream that stores a room's messages.
+func RoomStream(id string) string { return "ROOM_" + id }
