@@ -3,7 +3,11 @@
 // (clientcheck); the server lives beside it.
 package api
 
-import "time"
+import (
+	"time"
+
+	"github.com/unibus/clusterkit/membershipd/identity"
+)
 
 // Paths.
 const (
@@ -19,10 +23,10 @@ const (
 // Request signing: every /v1 request carries these headers (see
 // identity.SignRequest for the canonical string).
 const (
-	HeaderKey       = "X-Unibus-Key"       // 64-hex ed25519 sign key
-	HeaderTimestamp = "X-Unibus-Timestamp" // unix milliseconds
-	HeaderNonce     = "X-Unibus-Nonce"     // 32 hex chars, random per request
-	HeaderSignature = "X-Unibus-Signature" // base64 ed25519 signature
+	HeaderKey       = identity.HeaderKey
+	HeaderTimestamp = identity.HeaderTimestamp
+	HeaderNonce     = identity.HeaderNonce
+	HeaderSignature = identity.HeaderSignature
 )
 
 // Window is how far a request timestamp may be from the server's clock.

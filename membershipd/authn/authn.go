@@ -32,12 +32,16 @@ const (
 	Off     Mode = "off" // loopback only: any verified client certificate, full permissions
 )
 
-// Allowlist answers from the node's in-memory copy of the users bucket.
-// Ready is false until the initial load finished: until then nobody is
-// admitted.
+// Allowlist answers from the node's in-memory copy of the users and
+// memberships buckets. Ready is false until the initial load finished:
+// until then nobody is admitted.
 type Allowlist interface {
 	Lookup(signPub string) (store.User, bool)
+	Rooms(signPub string) []string
 	Ready() bool
+	// Admitted records which rooms a connection's ACL covers, so a later
+	// membership change can refresh exactly the connections that lack it.
+	Admitted(signPub string, cid uint64, rooms []string)
 }
 
 // Authenticator implements server.Authentication.
@@ -124,9 +128,11 @@ func (a *Authenticator) Check(c server.ClientAuthentication) bool {
 	case u.Status != store.StatusActive:
 		return a.deny(c, "revoked identity "+pub)
 	}
-	if err := reg.RegisterNkeyUser(&server.NkeyUser{Nkey: o.Nkey, Permissions: ACL(u)}); err != nil {
+	rooms := a.allow.Rooms(pub)
+	if err := reg.RegisterNkeyUser(&server.NkeyUser{Nkey: o.Nkey, Permissions: ACL(u, rooms)}); err != nil {
 		return a.deny(c, "register: "+err.Error())
 	}
+	a.allow.Admitted(pub, c.GetID(), rooms)
 	return true
 }
 

@@ -12,13 +12,20 @@ import (
 	"strconv"
 	"strings"
 	"time"
+)
 
-	"github.com/unibus/clusterkit/membershipd/api"
+// The four headers of a signed request. The api package re-exports them;
+// they live here so the client side needs only this package.
+const (
+	HeaderKey       = "X-Unibus-Key"       // 64-hex ed25519 sign key
+	HeaderTimestamp = "X-Unibus-Timestamp" // unix milliseconds
+	HeaderNonce     = "X-Unibus-Nonce"     // 32 hex chars, random per request
+	HeaderSignature = "X-Unibus-Signature" // base64 ed25519 signature
 )
 
 // Signed control-plane requests.
 //
-// Every /v1 request carries four headers (api.HeaderKey, HeaderTimestamp,
+// Every /v1 request carries four headers (HeaderKey, HeaderTimestamp,
 // HeaderNonce, HeaderSignature). The signature is ed25519 over the
 // canonical string
 //
@@ -35,7 +42,7 @@ import (
 // and VerifyRequest accepts only the canonical (lower-case) spelling, so one
 // key has exactly one header value.
 //
-// VerifyRequest checks format and signature only. Freshness (api.Window)
+// VerifyRequest checks format and signature only. Freshness (api.Window (membershipd/api))
 // and nonce replay are the server's job.
 
 const sigPrefix = "UNIBUS-SIG-V1\n"
@@ -70,17 +77,17 @@ func SignRequest(r *http.Request, body []byte, id *Identity, now time.Time) erro
 	nonce := hex.EncodeToString(nb[:])
 	ts := strconv.FormatInt(now.UnixMilli(), 10)
 	msg := canonical(method(r), r.URL.RequestURI(), ts, nonce, body)
-	r.Header.Set(api.HeaderKey, id.SignPub())
-	r.Header.Set(api.HeaderTimestamp, ts)
-	r.Header.Set(api.HeaderNonce, nonce)
-	r.Header.Set(api.HeaderSignature, base64.StdEncoding.EncodeToString(id.Sign(msg)))
+	r.Header.Set(HeaderKey, id.SignPub())
+	r.Header.Set(HeaderTimestamp, ts)
+	r.Header.Set(HeaderNonce, nonce)
+	r.Header.Set(HeaderSignature, base64.StdEncoding.EncodeToString(id.Sign(msg)))
 	return nil
 }
 
 // Errors from VerifyRequest. They name no secret and echo no input, so a
 // server may return them to the client as they are.
 var (
-	errBadKey       = errors.New("bad " + api.HeaderKey)
+	errBadKey       = errors.New("bad " + HeaderKey)
 	errBadTimestamp = errors.New("bad timestamp")
 	errBadNonce     = errors.New("bad nonce")
 	errBadSignature = errors.New("bad signature")
@@ -95,7 +102,7 @@ func VerifyRequest(r *http.Request, body []byte) (SignedRequest, error) {
 		return SignedRequest{}, errors.New("bad request")
 	}
 	var vals [4]string
-	for i, name := range []string{api.HeaderKey, api.HeaderTimestamp, api.HeaderNonce, api.HeaderSignature} {
+	for i, name := range []string{HeaderKey, HeaderTimestamp, HeaderNonce, HeaderSignature} {
 		v, err := header(r.Header, name)
 		if err != nil {
 			return SignedRequest{}, err

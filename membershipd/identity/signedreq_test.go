@@ -13,8 +13,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/unibus/clusterkit/membershipd/api"
 )
 
 func signedReq(t *testing.T, id *Identity, method, url string, body []byte, now time.Time) *http.Request {
@@ -32,20 +30,20 @@ func TestSignVerifyRoundTrip(t *testing.T) {
 	body := []byte(`{"name":"ops"}`)
 	r := signedReq(t, id, http.MethodPost, "/v1/rooms?x=1&y=a+b", body, now)
 
-	if got := r.Header.Get(api.HeaderKey); got != id.SignPub() {
+	if got := r.Header.Get(HeaderKey); got != id.SignPub() {
 		t.Fatalf("key header %q", got)
 	}
-	if got := r.Header.Get(api.HeaderTimestamp); got != "1700000000123" {
+	if got := r.Header.Get(HeaderTimestamp); got != "1700000000123" {
 		t.Fatalf("timestamp header %q", got)
 	}
-	if n := r.Header.Get(api.HeaderNonce); !isLowerHex(n, 32) {
+	if n := r.Header.Get(HeaderNonce); !isLowerHex(n, 32) {
 		t.Fatalf("nonce header %q", n)
 	}
 	// The signature is over the documented canonical string.
 	sum := sha256.Sum256(body)
-	want := "UNIBUS-SIG-V1\nPOST\n/v1/rooms?x=1&y=a+b\n1700000000123\n" + r.Header.Get(api.HeaderNonce) + "\n" +
+	want := "UNIBUS-SIG-V1\nPOST\n/v1/rooms?x=1&y=a+b\n1700000000123\n" + r.Header.Get(HeaderNonce) + "\n" +
 		hex.EncodeToString(sum[:])
-	sig, _ := base64.StdEncoding.DecodeString(r.Header.Get(api.HeaderSignature))
+	sig, _ := base64.StdEncoding.DecodeString(r.Header.Get(HeaderSignature))
 	pub, _ := ParseSignPub(id.SignPub())
 	if !ed25519.Verify(pub, []byte(want), sig) {
 		t.Fatal("signature is not over the documented canonical string")
@@ -55,13 +53,13 @@ func TestSignVerifyRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.SignPub != id.SignPub() || !got.Timestamp.Equal(now) || got.Nonce != r.Header.Get(api.HeaderNonce) {
+	if got.SignPub != id.SignPub() || !got.Timestamp.Equal(now) || got.Nonce != r.Header.Get(HeaderNonce) {
 		t.Fatalf("VerifyRequest = %+v", got)
 	}
 
 	// Two signatures of the same request use different nonces.
 	r2 := signedReq(t, id, http.MethodPost, "/v1/rooms?x=1&y=a+b", body, now)
-	if r2.Header.Get(api.HeaderNonce) == r.Header.Get(api.HeaderNonce) {
+	if r2.Header.Get(HeaderNonce) == r.Header.Get(HeaderNonce) {
 		t.Fatal("nonce repeated")
 	}
 
@@ -140,84 +138,84 @@ func TestVerifyRejectsTampering(t *testing.T) {
 		{"body", func(r *http.Request) []byte { return append(bytes.Clone(body), ' ') }, "bad signature"},
 		{"empty body", func(r *http.Request) []byte { return nil }, "bad signature"},
 		{"timestamp", func(r *http.Request) []byte {
-			ms, _ := strconv.ParseInt(r.Header.Get(api.HeaderTimestamp), 10, 64)
-			r.Header.Set(api.HeaderTimestamp, strconv.FormatInt(ms+1, 10))
+			ms, _ := strconv.ParseInt(r.Header.Get(HeaderTimestamp), 10, 64)
+			r.Header.Set(HeaderTimestamp, strconv.FormatInt(ms+1, 10))
 			return body
 		}, "bad signature"},
 		{"nonce", func(r *http.Request) []byte {
-			n := []byte(r.Header.Get(api.HeaderNonce))
+			n := []byte(r.Header.Get(HeaderNonce))
 			n[0] = "01"[boolInt(n[0] == '0')]
-			r.Header.Set(api.HeaderNonce, string(n))
+			r.Header.Set(HeaderNonce, string(n))
 			return body
 		}, "bad signature"},
-		{"key swapped", func(r *http.Request) []byte { r.Header.Set(api.HeaderKey, other.SignPub()); return body }, "bad signature"},
+		{"key swapped", func(r *http.Request) []byte { r.Header.Set(HeaderKey, other.SignPub()); return body }, "bad signature"},
 		{"signed by another key", func(r *http.Request) []byte {
-			key := r.Header.Get(api.HeaderKey)
+			key := r.Header.Get(HeaderKey)
 			_ = SignRequest(r, body, other, now)
-			r.Header.Set(api.HeaderKey, key) // claims to be id
+			r.Header.Set(HeaderKey, key) // claims to be id
 			return body
 		}, "bad signature"},
 		{"signature bit flip", func(r *http.Request) []byte {
-			sig, _ := base64.StdEncoding.DecodeString(r.Header.Get(api.HeaderSignature))
+			sig, _ := base64.StdEncoding.DecodeString(r.Header.Get(HeaderSignature))
 			sig[10] ^= 1
-			r.Header.Set(api.HeaderSignature, base64.StdEncoding.EncodeToString(sig))
+			r.Header.Set(HeaderSignature, base64.StdEncoding.EncodeToString(sig))
 			return body
 		}, "bad signature"},
 		{"signature short", func(r *http.Request) []byte {
-			r.Header.Set(api.HeaderSignature, base64.StdEncoding.EncodeToString(make([]byte, 63)))
+			r.Header.Set(HeaderSignature, base64.StdEncoding.EncodeToString(make([]byte, 63)))
 			return body
 		}, "bad signature"},
-		{"signature not base64", func(r *http.Request) []byte { r.Header.Set(api.HeaderSignature, "!!!"); return body }, "bad signature"},
+		{"signature not base64", func(r *http.Request) []byte { r.Header.Set(HeaderSignature, "!!!"); return body }, "bad signature"},
 		{"signature unpadded", func(r *http.Request) []byte {
-			r.Header.Set(api.HeaderSignature, strings.TrimRight(r.Header.Get(api.HeaderSignature), "="))
+			r.Header.Set(HeaderSignature, strings.TrimRight(r.Header.Get(HeaderSignature), "="))
 			return body
 		}, "bad signature"},
 
 		{"key upper-case", func(r *http.Request) []byte {
-			r.Header.Set(api.HeaderKey, strings.ToUpper(id.SignPub()))
+			r.Header.Set(HeaderKey, strings.ToUpper(id.SignPub()))
 			return body
 		}, "bad X-Unibus-Key"},
 		{"key non-canonical point", func(r *http.Request) []byte {
 			nc := bytes.Repeat([]byte{0xff}, 32)
 			nc[31] = 0x7f // y >= p
-			r.Header.Set(api.HeaderKey, hex.EncodeToString(nc))
+			r.Header.Set(HeaderKey, hex.EncodeToString(nc))
 			return body
 		}, "bad X-Unibus-Key"},
 		{"key small order", func(r *http.Request) []byte {
 			idPt := make([]byte, 32)
 			idPt[0] = 1
-			r.Header.Set(api.HeaderKey, hex.EncodeToString(idPt))
+			r.Header.Set(HeaderKey, hex.EncodeToString(idPt))
 			return body
 		}, "bad X-Unibus-Key"},
-		{"key short", func(r *http.Request) []byte { r.Header.Set(api.HeaderKey, id.SignPub()[:63]); return body }, "bad X-Unibus-Key"},
-		{"key nkey", func(r *http.Request) []byte { r.Header.Set(api.HeaderKey, id.NKey()); return body }, "bad X-Unibus-Key"},
+		{"key short", func(r *http.Request) []byte { r.Header.Set(HeaderKey, id.SignPub()[:63]); return body }, "bad X-Unibus-Key"},
+		{"key nkey", func(r *http.Request) []byte { r.Header.Set(HeaderKey, id.NKey()); return body }, "bad X-Unibus-Key"},
 
 		{"timestamp leading zero", func(r *http.Request) []byte {
-			r.Header.Set(api.HeaderTimestamp, "0"+r.Header.Get(api.HeaderTimestamp))
+			r.Header.Set(HeaderTimestamp, "0"+r.Header.Get(HeaderTimestamp))
 			return body
 		}, "bad timestamp"},
 		{"timestamp plus", func(r *http.Request) []byte {
-			r.Header.Set(api.HeaderTimestamp, "+"+r.Header.Get(api.HeaderTimestamp))
+			r.Header.Set(HeaderTimestamp, "+"+r.Header.Get(HeaderTimestamp))
 			return body
 		}, "bad timestamp"},
-		{"timestamp negative", func(r *http.Request) []byte { r.Header.Set(api.HeaderTimestamp, "-5"); return body }, "bad timestamp"},
-		{"timestamp zero", func(r *http.Request) []byte { r.Header.Set(api.HeaderTimestamp, "0"); return body }, "bad timestamp"},
-		{"timestamp seconds float", func(r *http.Request) []byte { r.Header.Set(api.HeaderTimestamp, "1700000000.5"); return body }, "bad timestamp"},
-		{"timestamp overflow", func(r *http.Request) []byte { r.Header.Set(api.HeaderTimestamp, "99999999999999999999"); return body }, "bad timestamp"},
+		{"timestamp negative", func(r *http.Request) []byte { r.Header.Set(HeaderTimestamp, "-5"); return body }, "bad timestamp"},
+		{"timestamp zero", func(r *http.Request) []byte { r.Header.Set(HeaderTimestamp, "0"); return body }, "bad timestamp"},
+		{"timestamp seconds float", func(r *http.Request) []byte { r.Header.Set(HeaderTimestamp, "1700000000.5"); return body }, "bad timestamp"},
+		{"timestamp overflow", func(r *http.Request) []byte { r.Header.Set(HeaderTimestamp, "99999999999999999999"); return body }, "bad timestamp"},
 
 		{"nonce upper-case", func(r *http.Request) []byte {
-			r.Header.Set(api.HeaderNonce, strings.ToUpper(r.Header.Get(api.HeaderNonce)))
+			r.Header.Set(HeaderNonce, strings.ToUpper(r.Header.Get(HeaderNonce)))
 			return body
 		}, "bad nonce"},
-		{"nonce short", func(r *http.Request) []byte { r.Header.Set(api.HeaderNonce, "abcd"); return body }, "bad nonce"},
-		{"nonce non-hex", func(r *http.Request) []byte { r.Header.Set(api.HeaderNonce, strings.Repeat("g", 32)); return body }, "bad nonce"},
+		{"nonce short", func(r *http.Request) []byte { r.Header.Set(HeaderNonce, "abcd"); return body }, "bad nonce"},
+		{"nonce non-hex", func(r *http.Request) []byte { r.Header.Set(HeaderNonce, strings.Repeat("g", 32)); return body }, "bad nonce"},
 
 		{"duplicate nonce header", func(r *http.Request) []byte {
-			r.Header.Add(api.HeaderNonce, r.Header.Get(api.HeaderNonce))
+			r.Header.Add(HeaderNonce, r.Header.Get(HeaderNonce))
 			return body
 		}, "duplicate X-Unibus-Nonce"},
 	}
-	for _, h := range []string{api.HeaderKey, api.HeaderTimestamp, api.HeaderNonce, api.HeaderSignature} {
+	for _, h := range []string{HeaderKey, HeaderTimestamp, HeaderNonce, HeaderSignature} {
 		tests = append(tests, struct {
 			name   string
 			mutate func(r *http.Request) []byte
@@ -249,7 +247,7 @@ func TestVerifyErrorsEchoNothing(t *testing.T) {
 	id, _ := Generate()
 	r := signedReq(t, id, http.MethodGet, "/v1/me", nil, time.Now())
 	secret := hex.EncodeToString(id.Ed25519PrivateKey().Seed())
-	r.Header.Set(api.HeaderKey, secret)
+	r.Header.Set(HeaderKey, secret)
 	_, err := VerifyRequest(r, nil)
 	if err == nil || strings.Contains(err.Error(), secret[:8]) {
 		t.Fatalf("err = %v", err)

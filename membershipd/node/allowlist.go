@@ -2,10 +2,14 @@ package node
 
 import (
 	"context"
+	"errors"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/store"
@@ -16,7 +20,9 @@ import (
 // allowlist is what the authenticator asks on every connect.
 type allowlist interface {
 	Lookup(signPub string) (store.User, bool)
+	Rooms(signPub string) []string
 	Ready() bool
+	Admitted(signPub string, cid uint64, rooms []string)
 }
 
 // kvAllowlist is the node's in-memory copy of the replicated users bucket,
@@ -24,12 +30,61 @@ type allowlist interface {
 // reads a stale replica). Authentication is a map lookup; it is never the
 // only check: the quorum gate comes first.
 type kvAllowlist struct {
-	mu    sync.RWMutex
-	users map[string]store.User
-	ready bool
+	mu         sync.RWMutex
+	users      map[string]store.User
+	rooms      map[string]map[string]bool // member -> rooms
+	conns      map[uint64]map[string]bool // connection -> rooms in its ACL
+	usersReady bool
+	roomsReady bool
 }
 
-func newKVAllowlist() *kvAllowlist { return &kvAllowlist{users: map[string]store.User{}} }
+func newKVAllowlist() *kvAllowlist {
+	return &kvAllowlist{users: map[string]store.User{}, rooms: map[string]map[string]bool{}, conns: map[uint64]map[string]bool{}}
+}
+
+func (a *kvAllowlist) Rooms(pub string) []string {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	out := make([]string, 0, len(a.rooms[pub]))
+	for r := range a.rooms[pub] {
+		out = append(out, r)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (a *kvAllowlist) Admitted(_ string, cid uint64, rooms []string) {
+	set := make(map[string]bool, len(rooms))
+	for _, r := range rooms {
+		set[r] = true
+	}
+	a.mu.Lock()
+	a.conns[cid] = set
+	a.mu.Unlock()
+}
+
+// addMembership records that member joined room.
+func (a *kvAllowlist) addMembership(member, room string) {
+	a.mu.Lock()
+	if a.rooms[member] == nil {
+		a.rooms[member] = map[string]bool{}
+	}
+	a.rooms[member][room] = true
+	a.mu.Unlock()
+}
+
+// lacks reports whether connection cid was admitted without room.
+func (a *kvAllowlist) lacks(cid uint64, room string) bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return !a.conns[cid][room]
+}
+
+func (a *kvAllowlist) forget(cid uint64) {
+	a.mu.Lock()
+	delete(a.conns, cid)
+	a.mu.Unlock()
+}
 
 func (a *kvAllowlist) Lookup(pub string) (store.User, bool) {
 	a.mu.RLock()
@@ -41,7 +96,7 @@ func (a *kvAllowlist) Lookup(pub string) (store.User, bool) {
 func (a *kvAllowlist) Ready() bool {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	return a.ready
+	return a.usersReady && a.roomsReady
 }
 
 func (a *kvAllowlist) set(u store.User) {
@@ -50,9 +105,15 @@ func (a *kvAllowlist) set(u store.User) {
 	a.mu.Unlock()
 }
 
-func (a *kvAllowlist) markReady() {
+func (a *kvAllowlist) markUsersReady() {
 	a.mu.Lock()
-	a.ready = true
+	a.usersReady = true
+	a.mu.Unlock()
+}
+
+func (a *kvAllowlist) markRoomsReady() {
+	a.mu.Lock()
+	a.roomsReady = true
 	a.mu.Unlock()
 }
 
@@ -72,7 +133,7 @@ func (n *Node) watchUsers(ctx context.Context) {
 				go n.kickUser(u.SignPub, "revoked")
 			}
 		}, func() {
-			al.markReady()
+			al.markUsersReady()
 			n.log.Info("allowlist loaded")
 		})
 		if ctx.Err() != nil {
@@ -82,6 +143,91 @@ func (n *Node) watchUsers(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
+		}
+	}
+}
+
+// watchMemberships keeps the member -> rooms map current from the
+// rooms_by_member bucket (keys "<member>.<room>"). A new membership must
+// reach the member's live connections: those admitted without the room are
+// closed, and the client's reconnect is admitted with the new ACL (nats-
+// server cannot change a live connection's permissions).
+func (n *Node) watchMemberships(ctx context.Context) {
+	al, ok := n.allow.(*kvAllowlist)
+	if !ok {
+		return
+	}
+	for ctx.Err() == nil {
+		err := n.watchBucket(ctx, kv.RoomsByMemberBucket, func(key string) {
+			member, room, ok := strings.Cut(key, ".")
+			if !ok {
+				return
+			}
+			al.addMembership(member, room)
+			go n.refreshConns(member, room)
+		}, func() {
+			al.markRoomsReady()
+			n.log.Info("memberships loaded")
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		n.log.Warn("memberships watch ended; restarting", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// watchBucket calls fn with every key put into bucket (existing ones first,
+// then ready, then new ones) until ctx ends or the watch fails.
+func (n *Node) watchBucket(ctx context.Context, bucket string, fn func(key string), ready func()) error {
+	b, err := n.js.KeyValue(ctx, bucket)
+	if err != nil {
+		return err
+	}
+	w, err := b.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return err
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("watch closed")
+			}
+			if e == nil {
+				ready()
+				continue
+			}
+			fn(e.Key())
+		}
+	}
+}
+
+// refreshConns closes the member's connections on this node whose ACL
+// lacks room.
+func (n *Node) refreshConns(member, room string) {
+	al, ok := n.allow.(*kvAllowlist)
+	if !ok || n.srv == nil {
+		return
+	}
+	pub, err := identity.ParseSignPub(member)
+	if err != nil {
+		return
+	}
+	cz, err := n.srv.Connz(&server.ConnzOptions{User: identity.NKeyFromSignPub(pub), Limit: 1 << 20})
+	if err != nil {
+		return
+	}
+	for _, c := range cz.Conns {
+		if al.lacks(c.Cid, room) && n.srv.DisconnectClientByID(c.Cid) == nil {
+			al.forget(c.Cid)
+			n.log.Info("closed a connection to refresh its ACL", "member", member, "room", room, "cid", c.Cid)
 		}
 	}
 }
@@ -97,6 +243,11 @@ func (a *sqliteAllowlist) Lookup(pub string) (store.User, bool) {
 }
 
 func (a *sqliteAllowlist) Ready() bool { return true }
+
+// Rooms: a standalone node serves no rooms.
+func (a *sqliteAllowlist) Rooms(string) []string { return nil }
+
+func (a *sqliteAllowlist) Admitted(string, uint64, []string) {}
 
 // sqliteRevocationLoop kicks connections of users revoked in the SQLite
 // file (by `user revoke --db` on this host), checking every 500 ms.

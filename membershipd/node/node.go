@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/unibus/clusterkit/membershipd/api"
 	"github.com/unibus/clusterkit/membershipd/authn"
 	"github.com/unibus/clusterkit/membershipd/clusterinfo"
 	"github.com/unibus/clusterkit/membershipd/identity"
@@ -146,10 +147,6 @@ func (n *Node) Start() error {
 		return fmt.Errorf("internal connection: %w", err)
 	}
 	n.nc = nc
-	if err := n.startHTTP(); err != nil {
-		n.shutdown()
-		return err
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	loops := []func(context.Context){n.enforceLoop}
@@ -167,6 +164,10 @@ func (n *Node) Start() error {
 			return err
 		}
 		loops = append(loops, n.openBuckets, n.heartbeatLoop, n.pingLoop)
+	}
+	if err := n.startHTTP(); err != nil {
+		n.shutdown()
+		return err
 	}
 	for _, loop := range loops {
 		n.wg.Add(1)
@@ -283,6 +284,8 @@ func (n *Node) openBuckets(ctx context.Context) {
 				}
 			}
 			n.log.Info("control-plane buckets open", "attempts", attempt, "after", time.Since(n.started).Round(time.Millisecond).String())
+			n.wg.Add(1)
+			go func() { defer n.wg.Done(); n.watchMemberships(ctx) }()
 			n.watchUsers(ctx)
 			return
 		}
@@ -399,6 +402,12 @@ func (n *Node) startHTTP() error {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", n.serveHealthz)
+	if n.js != nil {
+		api.New(api.Deps{
+			Node: n.cfg.Name, JS: n.js, Replicas: n.cfg.KVReplicas, Gate: n.inQuorum,
+			Lookup: n.allow.Lookup, Log: n.log.With("component", "api"),
+		}).Register(mux)
+	}
 	addr := net.JoinHostPort(n.cfg.Bind, strconv.Itoa(n.cfg.HTTPPort))
 	l, err := net.Listen("tcp", addr)
 	if err != nil {

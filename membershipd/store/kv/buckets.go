@@ -21,6 +21,15 @@ type Bucket struct {
 	TTL     time.Duration
 }
 
+// Bucket names the control plane uses by name.
+const (
+	UsersBucket         = "UNIBUS_users"
+	RoomsBucket         = "UNIBUS_rooms"
+	MembersBucket       = "UNIBUS_members"
+	RoomKeysBucket      = "UNIBUS_room_keys"
+	RoomsByMemberBucket = "UNIBUS_rooms_by_member"
+)
+
 // NoncesBucket also carries the quorum gate's heartbeat keys: every signed
 // control-plane request writes a nonce there, so a successful heartbeat proves
 // exactly the write path requests depend on.

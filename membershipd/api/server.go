@@ -1,0 +1,394 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/clusterkit/membershipd/identity"
+	"github.com/unibus/clusterkit/membershipd/store"
+	"github.com/unibus/clusterkit/membershipd/store/kv"
+)
+
+// Deps are what the control plane needs from its node.
+type Deps struct {
+	Node     string
+	JS       jetstream.JetStream // the node's internal connection
+	Replicas int                 // room streams get the control plane's replica count
+	// Gate is the quorum gate: nothing is served without quorum.
+	Gate func() (bool, string)
+	// Lookup answers from the node's allowlist.
+	Lookup func(signPub string) (store.User, bool)
+	Log    *slog.Logger
+	Now    func() time.Time
+}
+
+// Server is the signed HTTPS control plane.
+type Server struct{ d Deps }
+
+// New makes a server; Register mounts it.
+func New(d Deps) *Server {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	return &Server{d: d}
+}
+
+// Register mounts every /v1 endpoint on mux.
+func (s *Server) Register(mux *http.ServeMux) {
+	mux.Handle("POST "+PathRooms, s.signed(s.createRoom))
+	mux.Handle("GET "+PathRooms, s.signed(s.listRooms))
+	mux.Handle("GET "+PathRoom, s.signed(s.getRoom))
+	mux.Handle("POST "+PathMembers, s.signed(s.addMember))
+	mux.Handle("GET "+PathRoomKey, s.signed(s.roomKey))
+	mux.Handle("GET "+PathMe, s.signed(s.me))
+	mux.Handle("GET "+PathUsers, s.signed(s.users))
+}
+
+type handler func(ctx context.Context, caller store.User, r *http.Request, body []byte) (int, any)
+
+const maxBody = 64 << 10
+
+// signed authenticates and de-duplicates every request before the handler
+// sees it: quorum first (a minority serves nothing), then the signature,
+// the timestamp window, the caller's status, and the nonce, recorded with
+// create-if-absent in the replicated nonce bucket.
+func (s *Server) signed(h handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ok, why := s.d.Gate(); !ok {
+			writeJSON(w, http.StatusServiceUnavailable, Error{Error: why})
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+		if err != nil || len(body) > maxBody {
+			writeJSON(w, http.StatusRequestEntityTooLarge, Error{Error: "body too large or unreadable"})
+			return
+		}
+		sr, err := identity.VerifyRequest(r, body)
+		if err != nil {
+			writeJSON(w, http.StatusUnauthorized, Error{Error: err.Error()})
+			return
+		}
+		if skew := s.d.Now().Sub(sr.Timestamp); skew > Window || skew < -Window {
+			writeJSON(w, http.StatusUnauthorized, Error{Error: fmt.Sprintf("stale timestamp (%s off; window %s)", skew.Round(time.Second), Window)})
+			return
+		}
+		caller, ok := s.d.Lookup(sr.SignPub)
+		if !ok || caller.Status != store.StatusActive {
+			writeJSON(w, http.StatusForbidden, Error{Error: "unknown or revoked key"})
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		if code, err := s.recordNonce(ctx, sr); err != nil {
+			writeJSON(w, code, Error{Error: err.Error()})
+			return
+		}
+		code, v := h(ctx, caller, r, body)
+		writeJSON(w, code, v)
+	})
+}
+
+var errReplay = errors.New("replayed request (nonce already used)")
+
+// recordNonce stores the request's nonce with create-if-absent. A nonce
+// write that cannot reach quorum is a 503: fail closed, never served. The
+// value identifies this attempt, so our own retry after an ambiguous
+// timeout is recognised and not mistaken for a replay.
+func (s *Server) recordNonce(ctx context.Context, sr identity.SignedRequest) (int, error) {
+	key := "n." + sr.SignPub[:16] + "." + sr.Nonce
+	mine := []byte(s.d.Node + "|" + randHex(8))
+	var last error
+	for attempt := 0; attempt < 3 && ctx.Err() == nil; attempt++ {
+		b, err := s.d.JS.KeyValue(ctx, kv.NoncesBucket)
+		if err != nil {
+			last = err
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+		_, err = b.Create(actx, key, mine)
+		cancel()
+		if err == nil {
+			return 0, nil
+		}
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			e, gerr := b.Get(ctx, key)
+			if gerr == nil && bytes.Equal(e.Value(), mine) {
+				return 0, nil // our own earlier attempt committed
+			}
+			return http.StatusConflict, errReplay
+		}
+		last = err
+	}
+	return http.StatusServiceUnavailable, fmt.Errorf("no quorum: could not record the request nonce (%v)", last)
+}
+
+var roomNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// memberRecord is the value in UNIBUS_members.
+type memberRecord struct {
+	Role    string    `json:"role"` // creator or member
+	AddedBy string    `json:"added_by"`
+	AddedAt time.Time `json:"added_at"`
+}
+
+func (s *Server) createRoom(ctx context.Context, caller store.User, _ *http.Request, body []byte) (int, any) {
+	var req CreateRoomRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return http.StatusBadRequest, Error{Error: "body: " + err.Error()}
+	}
+	if !roomNameRE.MatchString(req.Name) {
+		return http.StatusBadRequest, Error{Error: "name: 1-64 characters of A-Z a-z 0-9 . _ -"}
+	}
+	if req.WrappedKey == "" {
+		return http.StatusBadRequest, Error{Error: "wrapped_key: the room key wrapped to the creator is required"}
+	}
+	id := randHex(8)
+	now := s.d.Now().UTC()
+	room := Room{ID: id, Name: req.Name, Creator: caller.SignPub, CreatedAt: now, Subject: RoomSubject(id), Stream: RoomStream(id)}
+	// The stream first: a room record never points at a missing stream.
+	if _, err := s.d.JS.CreateStream(ctx, RoomStreamConfig(id, s.d.Replicas)); err != nil {
+		return unavailable("create room stream", err)
+	}
+	if err := s.put(ctx, kv.RoomsBucket, id, room); err != nil {
+		return unavailable("record room", err)
+	}
+	if code, v := s.addMembership(ctx, room, caller.SignPub, caller.SignPub, "creator", req.WrappedKey); code != 0 {
+		return code, v
+	}
+	room.Members = []string{caller.SignPub}
+	return http.StatusCreated, room
+}
+
+// RoomStreamConfig is a room's stream: R3 like the control plane (the
+// servers run SyncAlways), de-duplication by Nats-Msg-Id for 2 minutes so
+// a publisher's retry after an ambiguous ack is stored once.
+func RoomStreamConfig(id string, replicas int) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:       RoomStream(id),
+		Subjects:   []string{"unibus.room." + id + ".>"},
+		Storage:    jetstream.FileStorage,
+		Replicas:   replicas,
+		Duplicates: 2 * time.Minute,
+		MaxAge:     30 * 24 * time.Hour,
+		Discard:    jetstream.DiscardOld,
+	}
+}
+
+func (s *Server) addMembership(ctx context.Context, room Room, member, by, role, wrapped string) (int, any) {
+	rec := memberRecord{Role: role, AddedBy: by, AddedAt: s.d.Now().UTC()}
+	b, err := s.d.JS.KeyValue(ctx, kv.MembersBucket)
+	if err != nil {
+		return unavailable("members bucket", err)
+	}
+	val, _ := json.Marshal(rec)
+	if _, err := b.Create(ctx, room.ID+"."+member, val); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return http.StatusConflict, Error{Error: "already a member"}
+		}
+		return unavailable("record membership", err)
+	}
+	if err := s.putRaw(ctx, kv.RoomKeysBucket, room.ID+"."+member, []byte(wrapped)); err != nil {
+		return unavailable("store wrapped key", err)
+	}
+	// Written last: the nodes' ACLs follow this bucket.
+	if err := s.putRaw(ctx, kv.RoomsByMemberBucket, member+"."+room.ID, []byte(role)); err != nil {
+		return unavailable("index membership", err)
+	}
+	return 0, nil
+}
+
+func (s *Server) addMember(ctx context.Context, caller store.User, r *http.Request, body []byte) (int, any) {
+	room, code, v := s.memberRoom(ctx, caller, r.PathValue("room"))
+	if code != 0 {
+		return code, v
+	}
+	var req AddMemberRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return http.StatusBadRequest, Error{Error: "body: " + err.Error()}
+	}
+	pub, err := store.CanonicalKey(req.SignPub)
+	if err != nil {
+		return http.StatusBadRequest, Error{Error: "sign_pub: " + err.Error()}
+	}
+	if u, ok := s.d.Lookup(pub); !ok || u.Status != store.StatusActive {
+		return http.StatusNotFound, Error{Error: "no active user with that key"}
+	}
+	if req.WrappedKey == "" {
+		return http.StatusBadRequest, Error{Error: "wrapped_key: the room key wrapped to the new member is required"}
+	}
+	if code, v := s.addMembership(ctx, room, pub, caller.SignPub, "member", req.WrappedKey); code != 0 {
+		return code, v
+	}
+	return http.StatusCreated, map[string]string{"room": room.ID, "member": pub}
+}
+
+// memberRoom loads a room the caller belongs to; anything else is 404, so
+// a non-member learns nothing about the room.
+func (s *Server) memberRoom(ctx context.Context, caller store.User, id string) (Room, int, any) {
+	if !regexp.MustCompile(`^[0-9a-f]{16}$`).MatchString(id) {
+		return Room{}, http.StatusNotFound, Error{Error: "no such room"}
+	}
+	if _, err := s.get(ctx, kv.MembersBucket, id+"."+caller.SignPub); err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return Room{}, http.StatusNotFound, Error{Error: "no such room"}
+		}
+		c, v := unavailable("read membership", err)
+		return Room{}, c, v
+	}
+	raw, err := s.get(ctx, kv.RoomsBucket, id)
+	if err != nil {
+		c, v := unavailable("read room", err)
+		return Room{}, c, v
+	}
+	var room Room
+	if err := json.Unmarshal(raw, &room); err != nil {
+		return Room{}, http.StatusInternalServerError, Error{Error: "corrupt room record"}
+	}
+	return room, 0, nil
+}
+
+func (s *Server) getRoom(ctx context.Context, caller store.User, r *http.Request, _ []byte) (int, any) {
+	room, code, v := s.memberRoom(ctx, caller, r.PathValue("room"))
+	if code != 0 {
+		return code, v
+	}
+	b, err := s.d.JS.KeyValue(ctx, kv.MembersBucket)
+	if err != nil {
+		return unavailable("members bucket", err)
+	}
+	keys, err := b.ListKeysFiltered(ctx, room.ID+".*")
+	if err != nil {
+		return unavailable("list members", err)
+	}
+	for k := range keys.Keys() {
+		room.Members = append(room.Members, strings.TrimPrefix(k, room.ID+"."))
+	}
+	sort.Strings(room.Members)
+	return http.StatusOK, room
+}
+
+func (s *Server) roomKey(ctx context.Context, caller store.User, r *http.Request, _ []byte) (int, any) {
+	room, code, v := s.memberRoom(ctx, caller, r.PathValue("room"))
+	if code != 0 {
+		return code, v
+	}
+	raw, err := s.get(ctx, kv.RoomKeysBucket, room.ID+"."+caller.SignPub)
+	if err != nil {
+		return unavailable("read wrapped key", err)
+	}
+	return http.StatusOK, RoomKey{Room: room.ID, WrappedKey: string(raw)}
+}
+
+func (s *Server) myRooms(ctx context.Context, caller store.User) ([]Room, error) {
+	b, err := s.d.JS.KeyValue(ctx, kv.RoomsByMemberBucket)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := b.ListKeysFiltered(ctx, caller.SignPub+".*")
+	if err != nil {
+		return nil, err
+	}
+	rooms := []Room{}
+	for k := range keys.Keys() {
+		raw, err := s.get(ctx, kv.RoomsBucket, strings.TrimPrefix(k, caller.SignPub+"."))
+		if err != nil {
+			return nil, err
+		}
+		var room Room
+		if json.Unmarshal(raw, &room) == nil {
+			rooms = append(rooms, room)
+		}
+	}
+	sort.Slice(rooms, func(i, j int) bool { return rooms[i].CreatedAt.Before(rooms[j].CreatedAt) })
+	return rooms, nil
+}
+
+func (s *Server) listRooms(ctx context.Context, caller store.User, _ *http.Request, _ []byte) (int, any) {
+	rooms, err := s.myRooms(ctx, caller)
+	if err != nil {
+		return unavailable("list rooms", err)
+	}
+	return http.StatusOK, rooms
+}
+
+func (s *Server) me(ctx context.Context, caller store.User, _ *http.Request, _ []byte) (int, any) {
+	rooms, err := s.myRooms(ctx, caller)
+	if err != nil {
+		return unavailable("list rooms", err)
+	}
+	return http.StatusOK, Me{SignPub: caller.SignPub, Handle: caller.Handle, Role: string(caller.Role), Rooms: rooms,
+		InboxPrefix: "_INBOX_" + caller.SignPub[:16]}
+}
+
+func (s *Server) users(ctx context.Context, caller store.User, _ *http.Request, _ []byte) (int, any) {
+	if caller.Role != identity.RoleAdmin {
+		return http.StatusForbidden, Error{Error: "admins only"}
+	}
+	users, err := kv.NewUsers(s.d.JS).ListUsers(ctx)
+	if err != nil {
+		return unavailable("list users", err)
+	}
+	return http.StatusOK, users
+}
+
+func (s *Server) get(ctx context.Context, bucket, key string) ([]byte, error) {
+	b, err := s.d.JS.KeyValue(ctx, bucket)
+	if err != nil {
+		return nil, err
+	}
+	e, err := b.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	return e.Value(), nil
+}
+
+func (s *Server) put(ctx context.Context, bucket, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return s.putRaw(ctx, bucket, key, b)
+}
+
+func (s *Server) putRaw(ctx context.Context, bucket, key string, val []byte) error {
+	b, err := s.d.JS.KeyValue(ctx, bucket)
+	if err != nil {
+		return err
+	}
+	_, err = b.Put(ctx, key, val)
+	return err
+}
+
+// unavailable: a control-plane read or write that did not complete is a
+// 503 (the gate said quorum a moment ago; the write path disagrees).
+func unavailable(what string, err error) (int, any) {
+	return http.StatusServiceUnavailable, Error{Error: fmt.Sprintf("%s: %v", what, err)}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,201 @@
+package specs
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"strings"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/membershipd/api"
+	"github.com/unibus/clusterkit/membershipd/e2e"
+	"github.com/unibus/clusterkit/membershipd/identity"
+	"github.com/unibus/clusterkit/membershipd/store/kv"
+)
+
+// Runbook section "Chaos test" / report 0012: the data plane a real client
+// proved against production — signed control plane, E2E rooms.
+var _ = Describe("The data plane", Ordered, func() {
+	var (
+		env             *Env
+		alice, bob, eve *identity.Identity
+		room            api.Room
+		roomKey         []byte
+		n1, n2, n3      chaos.Node
+	)
+
+	BeforeAll(func(ctx SpecContext) {
+		env = NewEnv("rooms", chaos.Spec{})
+		env.StartAll(ctx)
+		n1, n2, n3 = env.Cluster.Nodes()[0], env.Cluster.Nodes()[1], env.Cluster.Nodes()[2]
+		alice = env.AddUser(ctx, n1, "alice", identity.RoleMember)
+		bob = env.AddUser(ctx, n1, "bob", identity.RoleMember)
+		eve = env.AddUser(ctx, n1, "eve", identity.RoleMember)
+	})
+
+	It("rejects a replayed signed request on every node, and a stale or future timestamp",
+		Claim("anti-replay"), func(ctx SpecContext) {
+			r := signedRequest(n1, alice, "GET", api.PathMe, nil, time.Now())
+			code, body := env.send(r, nil)
+			Expect(code).To(Equal(200), string(body))
+
+			By("the same request again, to the same node and to the others")
+			for _, n := range []chaos.Node{n1, n2, n3} {
+				replay := r.Clone(ctx)
+				replay.URL.Host = strings.TrimPrefix(apiBase(n), "https://")
+				code, body := env.send(replay, nil)
+				Expect(code).To(Equal(409), "replay on %s: %s", n.Name(), body)
+				Expect(string(body)).To(ContainSubstring("replayed"))
+			}
+
+			By("timestamps outside the window")
+			for _, off := range []time.Duration{-api.Window - 5*time.Second, api.Window + 5*time.Second} {
+				code, body := env.send(signedRequest(n2, alice, "GET", api.PathMe, nil, time.Now().Add(off)), nil)
+				Expect(code).To(Equal(401), "timestamp %s: %s", off, body)
+				Expect(string(body)).To(ContainSubstring("stale timestamp"))
+			}
+
+			By("a tampered body, a wrong key, an unknown key")
+			b := []byte(`{"name":"x","wrapped_key":"y"}`)
+			tampered := signedRequest(n1, alice, "POST", api.PathRooms, b, time.Now())
+			code, _ = env.send(tampered, []byte(`{"name":"z","wrapped_key":"y"}`))
+			Expect(code).To(Equal(401))
+			stranger, err := identity.Generate()
+			Expect(err).NotTo(HaveOccurred())
+			code, _ = env.send(signedRequest(n1, stranger, "GET", api.PathMe, nil, time.Now()), nil)
+			Expect(code).To(Equal(403))
+
+			By("control: a fresh request with a new nonce is served")
+			var me api.Me
+			Expect(env.call(n3, alice, "GET", api.PathMe, nil, &me)).To(Equal(200))
+			Expect(me.SignPub).To(Equal(alice.SignPub()))
+		})
+
+	It("stores only ciphertext; members decrypt, a non-member and the server cannot",
+		Claim("e2e"), func(ctx SpecContext) {
+			var err error
+			roomKey, err = e2e.NewRoomKey()
+			Expect(err).NotTo(HaveOccurred())
+			name := "e2e-" + randomHex(4)
+			self, err := e2e.WrapRoomKey(roomKey, name, alice.SignPub())
+			Expect(err).NotTo(HaveOccurred())
+			Expect(env.call(n1, alice, "POST", api.PathRooms, api.CreateRoomRequest{Name: name, WrappedKey: self}, &room)).To(Equal(201))
+			forBob, err := e2e.WrapRoomKey(roomKey, room.ID, bob.SignPub())
+			Expect(err).NotTo(HaveOccurred())
+			Expect(env.call(n2, alice, "POST", "/v1/rooms/"+room.ID+"/members", api.AddMemberRequest{SignPub: bob.SignPub(), WrappedKey: forBob}, nil)).To(Equal(201))
+
+			By("alice publishes sealed messages through the room stream")
+			marker := "plaintext-marker-" + randomHex(8)
+			nc := dialMember(env, n1, alice)
+			js, err := jetstream.New(nc)
+			Expect(err).NotTo(HaveOccurred())
+			for i := range 5 {
+				sealed, err := e2e.Seal(roomKey, room.ID, alice, []byte(marker+"-"+string(rune('a'+i))))
+				Expect(err).NotTo(HaveOccurred())
+				_, err = js.Publish(ctx, room.Subject, sealed, jetstream.WithMsgID(room.ID+"-"+string(rune('a'+i))))
+				Expect(err).NotTo(HaveOccurred())
+			}
+
+			By("the stored messages, read raw with the internal identity, are ciphertext")
+			inc, err := chaos.DialInternal(env.Cluster, n3)
+			Expect(err).NotTo(HaveOccurred())
+			defer inc.Close()
+			ijs, err := jetstream.New(inc)
+			Expect(err).NotTo(HaveOccurred())
+			st, err := ijs.Stream(ctx, room.Stream)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(st.CachedInfo().Config.Replicas).To(Equal(3))
+			Expect(st.CachedInfo().State.Msgs).To(BeEquivalentTo(5))
+			raw, err := st.GetMsg(ctx, 1)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(bytes.Contains(raw.Data, []byte(marker))).To(BeFalse(), "plaintext stored")
+
+			By("the server holds only wrapped keys")
+			for _, bucket := range []string{kv.RoomKeysBucket, kv.RoomsBucket, kv.MembersBucket} {
+				b, err := ijs.KeyValue(ctx, bucket)
+				Expect(err).NotTo(HaveOccurred())
+				keys, err := b.ListKeys(ctx)
+				Expect(err).NotTo(HaveOccurred())
+				for k := range keys.Keys() {
+					e, err := b.Get(ctx, k)
+					Expect(err).NotTo(HaveOccurred())
+					Expect(bytes.Contains(e.Value(), roomKey)).To(BeFalse())
+					Expect(strings.Contains(string(e.Value()), hex.EncodeToString(roomKey))).To(BeFalse())
+				}
+			}
+
+			By("bob, a member, fetches his wrapped key and decrypts")
+			var rk api.RoomKey
+			Expect(env.call(n3, bob, "GET", "/v1/rooms/"+room.ID+"/key", nil, &rk)).To(Equal(200))
+			bobKey, err := e2e.UnwrapRoomKey(rk.WrappedKey, room.ID, bob)
+			Expect(err).NotTo(HaveOccurred())
+			pt, sender, err := e2e.Open(bobKey, room.ID, raw.Data)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(string(pt)).To(Equal(marker + "-a"))
+			Expect(sender).To(Equal(alice.SignPub()))
+
+			By("bob reads the room over NATS with his ACL")
+			bnc := dialMember(env, n2, bob)
+			bjs, err := jetstream.New(bnc)
+			Expect(err).NotTo(HaveOccurred())
+			cons, err := bjs.OrderedConsumer(ctx, room.Stream, jetstream.OrderedConsumerConfig{})
+			Expect(err).NotTo(HaveOccurred())
+			batch, err := cons.Fetch(5, jetstream.FetchMaxWait(5*time.Second))
+			Expect(err).NotTo(HaveOccurred())
+			got := 0
+			for m := range batch.Messages() {
+				_, _, err := e2e.Open(bobKey, room.ID, m.Data())
+				Expect(err).NotTo(HaveOccurred())
+				got++
+			}
+			Expect(got).To(Equal(5))
+
+			By("eve, registered but not a member, gets no key, no subscription, no plaintext")
+			Expect(env.call(n1, eve, "GET", "/v1/rooms/"+room.ID+"/key", nil, nil)).To(Equal(404))
+			_, err = e2e.UnwrapRoomKey(rk.WrappedKey, room.ID, eve)
+			Expect(err).To(HaveOccurred(), "eve unwrapping bob's key")
+			var (
+				mu   sync.Mutex
+				errs []string
+			)
+			enc, err := chaos.DialAs(env.Cluster, n1, eve, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+				mu.Lock()
+				errs = append(errs, err.Error())
+				mu.Unlock()
+			}))
+			Expect(err).NotTo(HaveOccurred())
+			defer enc.Close()
+			_, err = enc.SubscribeSync(room.Subject)
+			Expect(err).NotTo(HaveOccurred())
+			Eventually(func() []string { mu.Lock(); defer mu.Unlock(); return errs }).WithTimeout(3 * time.Second).
+				Should(ContainElement(ContainSubstring("Permissions Violation for Subscription")))
+			otherKey, err := e2e.NewRoomKey()
+			Expect(err).NotTo(HaveOccurred())
+			_, _, err = e2e.Open(otherKey, room.ID, raw.Data)
+			Expect(err).To(HaveOccurred(), "a wrong room key opens nothing")
+		})
+})
+
+// dialMember connects id to n once its ACL covers its rooms (a membership
+// reaches every node's ACL through a KV watch within milliseconds).
+func dialMember(env *Env, n chaos.Node, id *identity.Identity) *nats.Conn {
+	GinkgoHelper()
+	nc, err := chaos.DialAs(env.Cluster, n, id, nats.MaxReconnects(-1))
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(nc.Close)
+	return nc
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
