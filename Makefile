@@ -15,6 +15,8 @@ build:
 	$(GO) build -o bin/runbook ./runbook
 
 lint:
+	$(GO) build -o bin/membershipd ./membershipd
+	runbook/check-unit.sh bin/membershipd
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$bad" ]; then echo "gofmt needed on:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
