@@ -18,6 +18,7 @@ import (
 
 	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/chaos/process"
+	"github.com/unibus/clusterkit/runbook/vpssim"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -30,6 +31,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "local-cluster":
 		return localCluster(args[1:], stdout, stderr)
+	case "vps-sim":
+		return vpssim.Main(args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "runbook: unknown command %q (run `runbook help`)\n", args[0])
 		return 2

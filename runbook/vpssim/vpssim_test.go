@@ -1,0 +1,371 @@
+package vpssim
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+func TestValidate(t *testing.T) {
+	if err := validate(DefaultHosts()); err != nil {
+		t.Fatalf("default hosts: %v", err)
+	}
+	bad := map[string][]Host{
+		"controller IP": {{Name: "a", Alias: "a", IP: Controller, LoginUser: "root"}},
+		"outside":       {{Name: "a", Alias: "a", IP: "192.168.1.5", LoginUser: "root"}},
+		"dup IP":        {{Name: "a", Alias: "a", IP: "10.77.0.5", LoginUser: "root"}, {Name: "b", Alias: "b", IP: "10.77.0.5", LoginUser: "root"}},
+		"dup alias":     {{Name: "a", Alias: "x", IP: "10.77.0.5", LoginUser: "root"}, {Name: "b", Alias: "x", IP: "10.77.0.6", LoginUser: "root"}},
+		"bad name":      {{Name: "A B", Alias: "a", IP: "10.77.0.5", LoginUser: "root"}},
+		"no user":       {{Name: "a", Alias: "a", IP: "10.77.0.5"}},
+	}
+	for name, hosts := range bad {
+		if err := validate(hosts); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	for _, d := range []string{"/tmp/x", "/opt/sim", "/etc/sim", "/", "/run", "/run/a b"} {
+		if _, err := cleanDir(d); err == nil {
+			t.Errorf("cleanDir(%q) accepted", d)
+		}
+	}
+	if d, err := cleanDir(""); err != nil || d != DefaultDir {
+		t.Errorf("cleanDir(\"\") = %q, %v", d, err)
+	}
+}
+
+// TestSim brings up the default hosts and checks them with the real OpenSSH
+// client, then tears them down and checks nothing is left.
+func TestSim(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	for _, p := range []string{"/usr/sbin/sshd", "/usr/bin/ssh", "/usr/sbin/iptables"} {
+		if _, err := os.Stat(p); err != nil {
+			t.Skipf("needs %s (apt-get install -y openssh-server openssh-client iptables sudo)", p)
+		}
+	}
+	dir, err := os.MkdirTemp("/run", "vpssim-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Waits while another sim (another package's tests) holds the machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	start := time.Now()
+	s, err := Up(ctx, dir, DefaultHosts())
+	if err != nil {
+		os.Remove(dir)
+		t.Fatal(err)
+	}
+	// StartedAt is stamped once the machine lock is held: waiting for
+	// another package's sim does not count.
+	upTook := time.Since(s.StartedAt)
+	t.Logf("Up: %s (%s waiting for the machine)", upTook.Round(time.Millisecond), (time.Since(start) - upTook).Round(time.Millisecond))
+	down := false
+	t.Cleanup(func() {
+		if !down {
+			if err := Down(context.Background(), dir); err != nil {
+				t.Errorf("Down: %v", err)
+			}
+		}
+	})
+	if upTook > 10*time.Second {
+		t.Errorf("Up took %s, want well under 10s", upTook)
+	}
+	initPIDs := map[string]int{}
+	for _, h := range s.Hosts {
+		pid, err := s.InitPID(h.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		initPIDs[h.Name] = pid
+	}
+
+	// sshTo runs cmd on host through the real OpenSSH client and ssh_config.
+	sshTo := func(host, cmd string, stdin ...string) (string, string, error) {
+		c := exec.CommandContext(ctx, "ssh", "-F", s.SSHConfig, host, cmd)
+		if len(stdin) > 0 {
+			c.Stdin = strings.NewReader(stdin[0])
+		}
+		var o, e bytes.Buffer
+		c.Stdout, c.Stderr = &o, &e
+		err := c.Run()
+		return strings.TrimSpace(o.String()), strings.TrimSpace(e.String()), err
+	}
+	must := func(t *testing.T, host, cmd string, stdin ...string) string {
+		t.Helper()
+		o, e, err := sshTo(host, cmd, stdin...)
+		if err != nil {
+			t.Fatalf("ssh %s %q: %v: %s", host, cmd, err, e)
+		}
+		return o
+	}
+
+	t.Run("login", func(t *testing.T) {
+		if got := must(t, "magnus", "hostname; id -u"); got != "magnus\n0" {
+			t.Errorf("magnus: %q", got)
+		}
+		if got := must(t, "homer", "id -un; sudo -n id -u"); got != "ubuntu\n0" {
+			t.Errorf("homer: %q", got)
+		}
+		if got := must(t, "dd", "hostname"); got != "datardos" {
+			t.Errorf("dd: %q", got)
+		}
+		if got := must(t, "datardos", "getent hosts datardos homer magnus | wc -l; cat /proc/1/comm"); got != "3\nsshd" {
+			t.Errorf("datardos /etc/hosts and PID 1: %q", got)
+		}
+		// Only the login user's key is authorized: no root on homer.
+		if _, _, err := sshTo("root@homer", "true"); err == nil {
+			t.Error("root@homer accepted the key")
+		}
+		l, err := Load(dir)
+		if err != nil || l.SSHConfig != s.SSHConfig || len(l.Hosts) != 3 || l.Hosts[2].Alias != "dd" {
+			t.Errorf("Load: %+v, %v", l, err)
+		}
+	})
+
+	t.Run("processes are per host", func(t *testing.T) {
+		must(t, "dd", "setsid nohup sleep 4321 >/dev/null 2>&1 </dev/null & sleep 0.1")
+		// [p]: the pattern must not match the shell that runs pkill itself.
+		if got := must(t, "homer", `sudo -n pkill -f 'slee[p] 4321'; echo $?`); got != "1" {
+			t.Errorf("pkill on homer: %q, want 1 (no match)", got)
+		}
+		if got := must(t, "dd", `pgrep -f 'slee[p] 4321' | wc -l; pkill -f 'slee[p] 4321'; echo $?`); got != "1\n0" {
+			t.Errorf("datardos lost its process: %q", got)
+		}
+	})
+
+	t.Run("filesystems are per host", func(t *testing.T) {
+		must(t, "magnus", "mkdir -p /opt/unibus && echo magnus >/opt/unibus/marker && useradd --system vpssimtest")
+		if got := must(t, "homer", "test -e /opt/unibus/marker && echo shared || echo own; id vpssimtest >/dev/null 2>&1 && echo user || echo nouser"); got != "own\nnouser" {
+			t.Errorf("homer sees magnus's /opt or /etc/passwd: %q", got)
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, "hosts", "magnus", "opt", "unibus", "marker")); err != nil || string(b) != "magnus\n" {
+			t.Errorf("magnus /opt from the controller: %q, %v", b, err)
+		}
+		if b, _ := os.ReadFile("/etc/passwd"); bytes.Contains(b, []byte("vpssimtest:")) {
+			t.Error("useradd on a host changed the machine's /etc/passwd")
+		}
+		if o, _, err := s.Exec(ctx, "magnus", "hostname; cat /opt/unibus/marker"); err != nil || o != "magnus\nmagnus\n" {
+			t.Errorf("Exec: %q, %v", o, err)
+		}
+	})
+
+	t.Run("systemctl", func(t *testing.T) {
+		must(t, "homer", "sudo -n mkdir -p /opt/dummy && sudo -n tee /opt/dummy/dummy.env >/dev/null",
+			"# dummy\nSLEEP_SECS=1000\nGREETING=\"hello world\"\n")
+		must(t, "homer", "sudo -n tee /etc/systemd/system/dummy.service >/dev/null", `[Unit]
+Description=vpssim dummy
+[Service]
+EnvironmentFile=/opt/dummy/dummy.env
+ExecStart=/bin/sleep \
+    ${SLEEP_SECS}
+User=ubuntu
+WorkingDirectory=/opt/dummy
+Restart=always
+RestartSec=1
+ProtectSystem=strict
+[Install]
+WantedBy=multi-user.target
+`)
+		if _, e, err := sshTo("homer", "systemctl start dummy"); err == nil || !strings.Contains(e, "Interactive authentication required") {
+			t.Errorf("start without sudo: %v %q", err, e)
+		}
+		must(t, "homer", "sudo -n systemctl daemon-reload && sudo -n systemctl enable --now dummy")
+		if got := must(t, "homer", "systemctl is-active dummy; systemctl is-enabled dummy.service"); got != "active\nenabled" {
+			t.Errorf("after enable --now: %q", got)
+		}
+		pid := must(t, "homer", "systemctl show -p MainPID --value dummy")
+		if got := must(t, "homer", "stat -c %U /proc/"+pid+"; xargs -0 echo </proc/"+pid+"/cmdline; readlink /proc/"+pid+"/cwd"); got != "ubuntu\n/bin/sleep 1000\n/opt/dummy" {
+			t.Errorf("service process: %q", got)
+		}
+		if got := must(t, "homer", "systemctl status dummy"); !strings.Contains(got, "Active: active (running)") || !strings.Contains(got, "Main PID: "+pid) {
+			t.Errorf("status:\n%s", got)
+		}
+		if got := must(t, "homer", "systemctl show -p MainPID dummy"); got != "MainPID="+pid {
+			t.Errorf("show: %q", got)
+		}
+		// Restart=always: a crash brings it back with a new PID.
+		must(t, "homer", "sudo -n kill -9 "+pid)
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			o, _, err := sshTo("homer", "systemctl is-active dummy && systemctl show -p MainPID --value dummy")
+			if err == nil && o != "" && !strings.HasSuffix(o, "\n"+pid) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("not restarted after a crash: %q %v", o, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		must(t, "homer", "sudo -n systemctl stop dummy")
+		o, _, err := sshTo("homer", "systemctl is-active dummy")
+		var ee *exec.ExitError
+		if o != "inactive" || !errors.As(err, &ee) || ee.ExitCode() != 3 {
+			t.Errorf("after stop: %q %v, want inactive, exit 3", o, err)
+		}
+		time.Sleep(1500 * time.Millisecond) // longer than RestartSec: stop is not a crash
+		if got := must(t, "homer", "systemctl is-active dummy; pgrep -f 'slee[p] 1000' | wc -l"); got != "inactive\n0" {
+			t.Errorf("restarted after stop: %q", got)
+		}
+		must(t, "homer", "sudo -n systemctl start dummy && systemctl is-active dummy")
+	})
+
+	t.Run("kill and boot", func(t *testing.T) {
+		if err := s.Kill("homer"); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := sshTo("homer", "true"); err == nil {
+			t.Fatal("homer answers after Kill")
+		}
+		if err := s.Boot(ctx, "homer"); err != nil {
+			t.Fatal(err)
+		}
+		// An enabled unit starts at boot; the disks survived.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			o, _, err := sshTo("homer", "systemctl is-active dummy && cat /opt/dummy/dummy.env | grep -c SLEEP")
+			if err == nil && o == "active\n1" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after boot: %q %v", o, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		pid, err := s.InitPID("homer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		initPIDs["homer-boot"] = pid
+	})
+
+	t.Run("go client and the host key algorithm trap", func(t *testing.T) {
+		key, err := os.ReadFile(s.Identity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		signer, err := ssh.ParsePrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cb, err := knownhosts.New(s.KnownHosts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := &ssh.ClientConfig{User: "ubuntu", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: cb, Timeout: 5 * time.Second}
+		_, err = ssh.Dial("tcp", "10.77.0.12:22", cfg)
+		var ke *knownhosts.KeyError
+		if !errors.As(err, &ke) || len(ke.Want) == 0 {
+			t.Fatalf("default host key algorithms: %v; want a knownhosts key mismatch (the hosts offer RSA/ECDSA, known_hosts has ed25519 only)", err)
+		}
+		for _, w := range ke.Want {
+			cfg.HostKeyAlgorithms = append(cfg.HostKeyAlgorithms, w.Key.Type())
+		}
+		c, err := ssh.Dial("tcp", "10.77.0.12:22", cfg)
+		if err != nil {
+			t.Fatalf("with HostKeyAlgorithms %v: %v", cfg.HostKeyAlgorithms, err)
+		}
+		defer c.Close()
+		sess, err := c.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sess.Close()
+		if out, err := sess.Output("hostname"); err != nil || string(out) != "homer\n" {
+			t.Errorf("hostname: %q %v", out, err)
+		}
+	})
+
+	t.Run("partition", func(t *testing.T) {
+		reach := func(from, ip string) bool {
+			_, _, err := sshTo(from, "timeout 1 bash -c '</dev/tcp/"+ip+"/22'")
+			return err == nil
+		}
+		if !reach("homer", "10.77.0.13") {
+			t.Fatal("homer cannot reach datardos before the partition")
+		}
+		if err := s.Partition("homer", []string{"dd"}); err != nil {
+			t.Fatal(err)
+		}
+		defer s.Heal("homer")
+		if reach("homer", "10.77.0.13") || reach("dd", "10.77.0.12") {
+			t.Error("partition leaks: homer and datardos still reach each other")
+		}
+		if !reach("homer", "10.77.0.11") || !reach("dd", "10.77.0.11") {
+			t.Error("partition cut more than homer<->datardos")
+		}
+		for _, h := range []string{"homer", "dd"} { // the controller is never cut off
+			must(t, h, "true")
+		}
+		if err := s.Heal("homer"); err != nil {
+			t.Fatal(err)
+		}
+		if !reach("homer", "10.77.0.13") {
+			t.Error("still cut after Heal")
+		}
+	})
+
+	t.Run("second up is refused", func(t *testing.T) {
+		if _, err := Up(context.Background(), dir, nil); err == nil || !strings.Contains(err.Error(), "down") {
+			t.Errorf("Up on a running dir: %v", err)
+		}
+		other := filepath.Join(filepath.Dir(dir), filepath.Base(dir)+"-other")
+		if _, err := Up(context.Background(), other, nil); err == nil || !strings.Contains(err.Error(), "already up") {
+			t.Errorf("Up of a second sim: %v", err)
+		}
+		os.Remove(other)
+		must(t, "magnus", "true") // and the first one is untouched
+	})
+
+	start = time.Now()
+	if err := Down(context.Background(), dir); err != nil {
+		t.Fatalf("Down: %v", err)
+	}
+	down = true
+	t.Logf("Down: %s", time.Since(start).Round(time.Millisecond))
+	if err := Down(context.Background(), dir); err != nil {
+		t.Errorf("second Down: %v", err)
+	}
+	if m, _ := filepath.Glob("/run/netns/" + netnsPrefix + "*"); len(m) > 0 {
+		t.Errorf("namespaces left: %v", m)
+	}
+	if _, err := net.InterfaceByName(Bridge); err == nil {
+		t.Errorf("bridge %s left", Bridge)
+	}
+	if ifs, err := net.Interfaces(); err == nil {
+		for _, i := range ifs {
+			if strings.HasPrefix(i.Name, vethPrefix) {
+				t.Errorf("veth %s left", i.Name)
+			}
+		}
+	}
+	for h, pid := range initPIDs {
+		if alive(pid) {
+			t.Errorf("%s: PID %d still alive", h, pid)
+		}
+	}
+	// No process of the sim anywhere (they all name the state dir).
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, _ := os.ReadFile(p)
+		pid, _ := strconv.Atoi(strings.Split(p, "/")[2])
+		if bytes.Contains(b, []byte(dir)) && alive(pid) {
+			t.Errorf("process left: %s %q", p, bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
+		}
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state dir %s left: %v", dir, err)
+	}
+}
