@@ -6,7 +6,13 @@ SPECOUT := $(OUT)/specs
 # Extra ginkgo flags, e.g. SPECFLAGS='--label-filter=claim:r3 -v'
 SPECFLAGS ?=
 
-.PHONY: all build lint unit specs test bench cluster clean
+.PHONY: all build lint unit specs test bench cluster clean vps-sim-up vps-sim-down test-vps specs-live
+
+SIMDIR  ?= /run/unibus-vpssim
+SIMOUT  := $(OUT)/vps
+NODES   ?= runbook/nodes.env
+# Extra ssh flags for runbook commands, e.g. SSHFLAGS='-F ~/.ssh/config'
+SSHFLAGS ?=
 
 all: build
 
@@ -44,3 +50,40 @@ cluster: build
 
 clean:
 	rm -rf $(OUT) bin
+
+# --- simulated hosts (root) ------------------------------------------------
+vps-sim-up: build
+	bin/runbook vps-sim up --dir $(SIMDIR)
+	@mkdir -p $(SIMOUT)
+	bin/runbook sim-nodes-env --dir $(SIMDIR) > $(SIMOUT)/nodes.env
+	@echo "nodes.env for the simulated hosts: $(SIMOUT)/nodes.env (ssh config $(SIMDIR)/ssh_config)"
+
+vps-sim-down: build
+	bin/runbook vps-sim down --dir $(SIMDIR)
+
+SIMFLAGS = --nodes $(SIMOUT)/nodes.env --certs $(SIMOUT)/certs -F $(SIMDIR)/ssh_config
+
+# The whole runbook against three simulated hosts: deploy, start, then the
+# spec suite on the ssh target with disruption allowed.
+test-vps: build
+	-bin/runbook vps-sim down --dir $(SIMDIR) >/dev/null 2>&1
+	rm -rf $(SIMOUT)
+	$(MAKE) vps-sim-up
+	bin/runbook certs --nodes $(SIMOUT)/nodes.env --dir $(SIMOUT)/certs
+	bin/runbook deploy $(SIMFLAGS)
+	bin/runbook deploy --yes $(SIMFLAGS)
+	bin/runbook start $(SIMFLAGS)
+	bin/runbook verify $(SIMFLAGS)
+	$(GINKGO) --json-report=report.json --junit-report=junit.xml --output-dir=$(SIMOUT)/specs \
+	  $(SPECFLAGS) ./specs -- --target=ssh --nodes=$(SIMOUT)/nodes.env --certs=$(SIMOUT)/certs \
+	  --ssh-config=$(SIMDIR)/ssh_config --allow-disruptive --membershipd=$(CURDIR)/bin/membershipd \
+	  --report-dir=$(SIMOUT)/specs; rc=$$?; bin/runbook vps-sim down --dir $(SIMDIR); exit $$rc
+
+# The operator's command: the suite against the live cluster in NODES.
+# Disruptive specs are skipped unless SPECFLAGS carries --allow-disruptive
+# after the `--`.
+specs-live: build
+	@mkdir -p $(OUT)/live
+	$(GINKGO) --json-report=report.json --junit-report=junit.xml --output-dir=$(OUT)/live \
+	  ./specs -- --target=ssh --nodes=$(NODES) --certs=out/certs $(SSHFLAGS) \
+	  --membershipd=$(CURDIR)/bin/membershipd --report-dir=$(OUT)/live $(LIVEFLAGS)

@@ -25,7 +25,7 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(stdout, "usage: runbook local-cluster [--dir out/cluster] [--binary bin/membershipd] [--fresh]\n")
+		fmt.Fprint(stdout, usage)
 		return 0
 	}
 	switch args[0] {
@@ -33,6 +33,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return localCluster(args[1:], stdout, stderr)
 	case "vps-sim":
 		return vpssim.Main(args[1:], stdout, stderr)
+	case "sim-nodes-env":
+		return cmdSimNodesEnv(args[1:], stdout, stderr)
+	case "certs":
+		return cmdCerts(args[1:], stdout, stderr)
+	case "deploy":
+		return cmdDeploy(args[1:], stdout, stderr)
+	case "start":
+		return cmdStartStop(true)(args[1:], stdout, stderr)
+	case "stop":
+		return cmdStartStop(false)(args[1:], stdout, stderr)
+	case "verify":
+		return cmdVerify(args[1:], stdout, stderr)
+	case "scale-r3":
+		return onFirstNode("scale-r3", func([]string) ([]string, error) { return []string{"kv", "scale", "--replicas", "3"}, nil })(args[1:], stdout, stderr)
+	case "rollout":
+		return cmdRollout(args[1:], stdout, stderr)
+	case "user":
+		return onFirstNode("user", userArgs)(args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "runbook: unknown command %q (run `runbook help`)\n", args[0])
 		return 2
@@ -115,4 +133,29 @@ func localCluster(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, "all nodes stopped")
 	return 0
+}
+
+const usage = `usage: runbook COMMAND [flags]   (every command takes -h)
+
+  certs    [--force]            route CA, node route and data-plane certificates (out/certs)
+  deploy   [--yes]              dry run by default: every file and command per host; --yes applies, starts nothing
+  start                         start every node together, then wait for quorum
+  stop                          stop every node
+  verify                        posture from every node's /healthz and the cluster report
+  scale-r3                      raise every control-plane bucket to R3 in place
+  rollout  [--binary B]         one node at a time, backup + restart + healthz 200; stops at the first failure
+  user add|list|revoke ARGS     membershipd user ... --store kv, on a node over SSH
+  local-cluster [--fresh]       three local processes on loopback (make cluster)
+  vps-sim up|down|status        three simulated hosts on this machine (root)
+
+Host commands read --nodes (runbook/nodes.env) and ssh aliases from -F (~/.ssh/config).
+`
+
+// userArgs passes `user add|list|revoke ...` through, always on the live KV.
+func userArgs(args []string) ([]string, error) {
+	if len(args) == 0 || (args[0] != "add" && args[0] != "list" && args[0] != "revoke") {
+		return nil, fmt.Errorf("want user add|list|revoke ARGS")
+	}
+	out := []string{"user", args[0], "--store", "kv"}
+	return append(out, args[1:]...), nil
 }
