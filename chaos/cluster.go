@@ -32,6 +32,9 @@ type Spec struct {
 	KVReplicas int // 0 means 3
 	// Dir is where the target keeps certificates and node data.
 	Dir string
+	// Fresh: the spec is about start-up and needs nodes with no data,
+	// stopped (in-process clusters always are; a deployed one is reset).
+	Fresh bool
 }
 
 // StoreInspector is implemented by targets that can list what JetStream

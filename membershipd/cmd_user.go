@@ -101,7 +101,7 @@ func userFail(stderr io.Writer, cmd string, err error) int {
 		fmt.Fprintf(stderr, "membershipd %s: %v\n", cmd, err)
 		return exitBadArgs
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoStreamResponse):
-		fmt.Fprintf(stderr, "membershipd %s: no quorum: the write was not acknowledged in time (%v); check with `user list`\n", cmd, err)
+		fmt.Fprintf(stderr, "membershipd %s: no quorum: the cluster did not answer in time (%v); a write may or may not have committed: check with `user list`\n", cmd, err)
 		return exitFailed
 	default:
 		fmt.Fprintf(stderr, "membershipd %s: %v\n", cmd, err)

@@ -3,6 +3,7 @@ package specs
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/unibus/clusterkit/chaos/target"
 	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/store"
+	"github.com/unibus/clusterkit/runbook/sshx"
 )
 
 // Claim labels a spec with a registered claim id; a typo fails the tree
@@ -42,6 +44,12 @@ const (
 	restartBudget  = 90 * time.Second // restart on existing data; measured 4.5–8 s
 )
 
+// resetter is a target whose cluster outlives the spec (ssh): it can be
+// reset to no data when a spec is about start-up.
+type resetter interface {
+	Reset(ctx context.Context) error
+}
+
 // Env is what a spec gets: a cluster (not started) and a health client.
 type Env struct {
 	Cluster chaos.Cluster
@@ -59,8 +67,32 @@ func NewEnv(name string, spec chaos.Spec) *Env {
 	dir, err := os.MkdirTemp(base, name+"-")
 	Expect(err).NotTo(HaveOccurred())
 	spec.Dir = dir
-	c, err := target.New(target.Options{Name: *flagTarget, Binary: suite.binary, Log: suite.log}, spec)
+	if *flagTarget == "ssh" && (spec.Size != 0 || spec.KVReplicas != 0) {
+		Skip(fmt.Sprintf("needs a cluster of a different shape (%+v) than the deployed one", spec))
+	}
+	o := target.Options{Name: *flagTarget, Binary: suite.binary, Log: suite.log,
+		NodesFile: *flagNodes, CertsDir: *flagCerts, AllowWipe: *flagWipe,
+		SSH: sshx.Options{ConfigFile: *flagSSHConfig, Agent: true}}
+	c, err := target.New(o, spec)
 	Expect(err).NotTo(HaveOccurred())
+	if r, ok := c.(resetter); ok {
+		// A deployed cluster: leave it running and healthy after the spec.
+		DeferCleanup(func(ctx SpecContext) {
+			env := &Env{Cluster: c}
+			hc, err := chaos.NewHealthClient(c.TLS().ClientCA)
+			Expect(err).NotTo(HaveOccurred())
+			env.Health = hc
+			env.RestartStopped(ctx)
+		}, NodeTimeout(restartBudget+30*time.Second))
+		if spec.Fresh {
+			if !*flagWipe {
+				Skip("needs a fresh cluster: on the ssh target only with --allow-wipe (it deletes every node's data)")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			Expect(r.Reset(ctx)).To(Succeed())
+		}
+	}
 	DeferCleanup(func() {
 		if !suite.failed && !*flagKeep {
 			_ = os.RemoveAll(dir)
@@ -135,20 +167,43 @@ func Others(c chaos.Cluster, n chaos.Node) []chaos.Node {
 
 // AddUser registers a fresh identity through the CLI on node n, as the
 // runbook's live user add does, and returns it.
+// Handles are namespaced ("spec-...") so they cannot collide with real
+// users of a deployed cluster, and the user is revoked after the spec.
 func (e *Env) AddUser(ctx context.Context, n chaos.Node, handle string, role identity.Role) *identity.Identity {
 	GinkgoHelper()
 	id, err := identity.Generate()
 	Expect(err).NotTo(HaveOccurred())
-	r := e.CLI(ctx, n, "user", "add", "--store", "kv", "--handle", handle, "--role", string(role), "--sign-pub", id.SignPub())
+	r := e.CLI(ctx, n, "user", "add", "--store", "kv", "--handle", SpecHandle(handle), "--role", string(role), "--sign-pub", id.SignPub())
 	Expect(r.ExitCode).To(Equal(0), r.Stderr)
+	e.revokeAfter(id)
 	return id
 }
 
-// ListUsers runs `user list --store kv --json` on node n.
+// SpecHandle namespaces a handle.
+func SpecHandle(h string) string { return "spec-" + h }
+
+// revokeAfter revokes id when the spec ends (best effort: the cluster may
+// be down on purpose).
+func (e *Env) revokeAfter(id *identity.Identity) {
+	DeferCleanup(func(ctx SpecContext) {
+		for _, n := range e.Cluster.Nodes() {
+			if r, err := e.Cluster.CLI(ctx, n, "user", "revoke", "--store", "kv", id.SignPub()); err == nil && r.ExitCode == 0 {
+				return
+			}
+		}
+	}, NodeTimeout(time.Minute))
+}
+
+// ListUsers runs `user list --store kv --json` on node n. Right after a
+// recovery every stream leader may be stepping down (no request succeeds
+// for 4-8 s), so a failed list is retried for a while.
 func (e *Env) ListUsers(ctx context.Context, n chaos.Node) []store.User {
 	GinkgoHelper()
-	r := e.CLI(ctx, n, "user", "list", "--store", "kv", "--json")
-	Expect(r.ExitCode).To(Equal(0), r.Stderr)
+	var r chaos.CLIResult
+	Eventually(func() int {
+		r = e.CLI(ctx, n, "user", "list", "--store", "kv", "--json")
+		return r.ExitCode
+	}).WithContext(ctx).WithTimeout(30*time.Second).WithPolling(time.Second).Should(Equal(0), "user list on %s", n.Name())
 	var users []store.User
 	Expect(json.Unmarshal([]byte(r.Stdout), &users)).To(Succeed())
 	return users
@@ -177,4 +232,11 @@ func (e *Env) RestartStopped(ctx SpecContext) {
 	}
 	Expect(chaos.StartNodes(ctx, stopped...)).To(Succeed())
 	e.WaitHealthy(ctx, restartBudget, e.Cluster.Nodes()...)
+}
+
+// WaitAnswering waits until n's /healthz answers at all (any status).
+func (e *Env) WaitAnswering(ctx context.Context, n chaos.Node) {
+	GinkgoHelper()
+	Eventually(func() error { return e.Health.Get(ctx, n.HealthzURL()).Err }).
+		WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
 }

@@ -78,6 +78,9 @@ var _ = Describe("Rollback and migration", Ordered, func() {
 
 	It("migrates a SQLite store into the live KV over loopback, idempotently; refuses a remote target without --ca",
 		Claim("migrate-to-kv"), func(ctx SpecContext) {
+			if env.Cluster.Target() != "inproc" {
+				Skip("runs on the in-process target (CLAIMS.md: migrate-to-kv is not an ssh-target claim)")
+			}
 			first := env.Cluster.Nodes()[0]
 			db := filepath.Join(env.Dir, "legacy.db")
 			var ids []*identity.Identity

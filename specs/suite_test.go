@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -21,7 +22,13 @@ import (
 )
 
 var (
-	flagTarget    = flag.String("target", "inproc", "cluster target: inproc")
+	flagTarget    = flag.String("target", "inproc", "cluster target: inproc, or ssh (a deployed cluster: --nodes, --certs, --ssh-config)")
+	flagNodes     = flag.String("nodes", "", "ssh target: nodes.env")
+	flagCerts     = flag.String("certs", "out/certs", "ssh target: the controller's certificates (runbook certs)")
+	flagSSHConfig = flag.String("ssh-config", "", "ssh target: ssh_config file (default ~/.ssh/config)")
+	flagDisrupt   = flag.Bool("allow-disruptive", false, "ssh target: run specs that stop nodes or cut routes")
+	flagWipe      = flag.Bool("allow-wipe", false, "ssh target: run specs that need a fresh cluster by deleting every node's JetStream data (simulated hosts only)")
+	flagRunbook   = flag.String("runbook", "", "prebuilt runbook tool (deploy specs; default: bin/runbook next to --membershipd)")
 	flagBinary    = flag.String("membershipd", "", "prebuilt membershipd binary (default: build it into the report dir)")
 	flagReportDir = flag.String("report-dir", "../out/specs", "where the checklist and evidence go")
 	flagKeep      = flag.Bool("keep-clusters", false, "keep every cluster's data dir, not only those of failed specs")
@@ -51,6 +58,13 @@ var _ = BeforeSuite(func() {
 		lvl = slog.LevelInfo
 	}
 	suite.log = slog.New(slog.NewTextHandler(GinkgoWriter, &slog.HandlerOptions{Level: lvl}))
+	if *flagTarget == "ssh" {
+		Expect(*flagNodes).NotTo(BeEmpty(), "--target=ssh needs --nodes FILE")
+		for _, f := range []string{*flagNodes, *flagCerts} {
+			_, err := os.Stat(f)
+			Expect(err).NotTo(HaveOccurred(), "--target=ssh")
+		}
+	}
 	suite.binary = *flagBinary
 	if suite.binary == "" {
 		// The CLI specs run the real binary, as an operator would.
@@ -59,6 +73,13 @@ var _ = BeforeSuite(func() {
 		out, err := exec.Command("go", "build", "-o", suite.binary, "../membershipd").CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), "build membershipd: %s", out)
 		AddReportEntry("build membershipd", time.Since(start).Round(time.Millisecond).String(), ReportEntryVisibilityFailureOrVerbose)
+	}
+})
+
+// Disruptive specs never run against a live cluster by accident.
+var _ = BeforeEach(func() {
+	if *flagTarget == "ssh" && !*flagDisrupt && slices.Contains(CurrentSpecReport().Labels(), "disruptive") {
+		Skip("disruptive: stops nodes of the deployed cluster; opt in with --allow-disruptive (after the `--`)")
 	}
 })
 

@@ -1,8 +1,10 @@
 package specs
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -19,6 +21,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/membershipd/clusterinfo"
+	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/pki"
 )
 
@@ -58,7 +62,8 @@ var _ = Describe("TLS", func() {
 				By("a real server with a client-CA route certificate gets no route")
 				secret, err := pki.ReadSecretFile(t.RouteSecretFile)
 				Expect(err).NotTo(HaveOccurred())
-				rogue := startRogue("rogue-client-ca", target.RouteAddr(), secret, t.ServerCert[peer.Name()], t.ServerKey[peer.Name()], t.RouteCA)
+				cluster := clusterName(ctx, env)
+				rogue := startRogue(cluster, "rogue-client-ca", target.RouteAddr(), secret, t.ServerCert[peer.Name()], t.ServerKey[peer.Name()], t.RouteCA)
 				Consistently(rogue.NumRoutes).WithTimeout(3 * time.Second).WithPolling(200 * time.Millisecond).Should(BeZero())
 
 				By("control: the same server with a route-CA certificate does get a route")
@@ -68,7 +73,7 @@ var _ = Describe("TLS", func() {
 				Expect(err).NotTo(HaveOccurred())
 				cert, key, err := pki.WriteFiles(filepath.Join(env.Dir, "rogue"), "route", leaf.CertPEM, leaf.KeyPEM)
 				Expect(err).NotTo(HaveOccurred())
-				good := startRogue("rogue-route-ca", target.RouteAddr(), secret, cert, key, t.RouteCA)
+				good := startRogue(cluster, "rogue-route-ca", target.RouteAddr(), secret, cert, key, t.RouteCA)
 				Eventually(good.NumRoutes).WithTimeout(10 * time.Second).Should(BeNumerically(">", 0))
 				good.Shutdown()
 
@@ -92,8 +97,9 @@ var _ = Describe("TLS", func() {
 				Expect(err).NotTo(HaveOccurred())
 				Expect(chaos.PlaintextRefused(u.Host)).To(Succeed())
 
-				By("control: a client-CA certificate is admitted")
-				nc, err = chaos.DialInternal(env.Cluster, target)
+				By("control: a client-CA certificate with a registered identity is admitted")
+				who := env.AddUser(ctx, target, "tls-control", identity.RoleMember)
+				nc, err = chaos.DialAs(env.Cluster, target, who)
 				Expect(err).NotTo(HaveOccurred())
 				Expect(nc.Flush()).To(Succeed())
 				nc.Close()
@@ -184,7 +190,7 @@ func readCert(path string) *x509.Certificate {
 
 // startRogue runs a plain nats-server that tries to route to addr with the
 // given route certificate and the real route secret.
-func startRogue(name, addr, secret, certFile, keyFile, routeCA string) *server.Server {
+func startRogue(cluster, name, addr, secret, certFile, keyFile, routeCA string) *server.Server {
 	GinkgoHelper()
 	tlsCfg, err := pki.ServerTLSConfig(certFile, keyFile, routeCA, true)
 	Expect(err).NotTo(HaveOccurred())
@@ -195,9 +201,9 @@ func startRogue(name, addr, secret, certFile, keyFile, routeCA string) *server.S
 	Expect(err).NotTo(HaveOccurred())
 	u.User = url.UserPassword("unibus-route", secret)
 	s, err := server.NewServer(&server.Options{
-		ServerName: name, Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
+		ServerName: name, Host: rogueHost(addr), Port: -1, NoSigs: true, NoLog: true,
 		Cluster: server.ClusterOpts{
-			Name: "unibus-test", Host: "127.0.0.1", Port: -1, TLSConfig: tlsCfg, TLSTimeout: 2,
+			Name: cluster, Host: rogueHost(addr), Port: -1, TLSConfig: tlsCfg, TLSTimeout: 2,
 			Username: "unibus-route", Password: secret, PoolSize: -1, NoAdvertise: true,
 		},
 		Routes: []*url.URL{u},
@@ -207,4 +213,27 @@ func startRogue(name, addr, secret, certFile, keyFile, routeCA string) *server.S
 	Expect(s.ReadyForConnections(5 * time.Second)).To(BeTrue())
 	DeferCleanup(s.Shutdown)
 	return s
+}
+
+// rogueHost is the controller's address toward addr: loopback for local
+// targets, the bridge address for simulated hosts.
+func rogueHost(addr string) string {
+	c, err := net.Dial("udp", addr) // no packet is sent: this only picks the route
+	if err != nil {
+		return "127.0.0.1"
+	}
+	defer func() { _ = c.Close() }()
+	host, _, _ := net.SplitHostPort(c.LocalAddr().String())
+	return host
+}
+
+// clusterName is the cluster's name as the nodes report it.
+func clusterName(ctx context.Context, env *Env) string {
+	GinkgoHelper()
+	r := env.CLI(ctx, env.Cluster.Nodes()[0], "cluster", "report", "--json", "--nodes", "3")
+	Expect(r.ExitCode).To(Equal(0), r.Stderr)
+	var rep clusterinfo.Report
+	Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed())
+	Expect(rep.Servers).NotTo(BeEmpty())
+	return rep.Servers[0].Cluster
 }

@@ -27,7 +27,7 @@ var _ = Describe("Add users to the live cluster", Ordered, func() {
 	)
 
 	BeforeAll(func(ctx SpecContext) {
-		env = NewEnv("users", chaos.Spec{})
+		env = NewEnv("users", chaos.Spec{Fresh: true})
 		env.StartAll(ctx)
 	})
 
@@ -52,11 +52,12 @@ var _ = Describe("Add users to the live cluster", Ordered, func() {
 		Claim("user-add-live"), func(ctx SpecContext) {
 			id, err := identity.Generate()
 			Expect(err).NotTo(HaveOccurred())
-			r := env.CLI(ctx, env.Cluster.Nodes()[1], "user", "add", "--store", "kv", "--handle", "alice", "--role", "member", "--sign-pub", id.SignPub())
+			r := env.CLI(ctx, env.Cluster.Nodes()[1], "user", "add", "--store", "kv", "--handle", SpecHandle("alice"), "--role", "member", "--sign-pub", id.SignPub())
 			Expect(r.ExitCode).To(Equal(0), r.Stderr)
-			Expect(r.Stdout).To(ContainSubstring(`added user "alice" (` + id.SignPub() + `) role=member`))
-			Expect(r.Stdout).To(MatchRegexp(`KV_UNIBUS_users: replicas=3 leader=n\d followers_current=2/2`))
+			Expect(r.Stdout).To(ContainSubstring(`added user "` + SpecHandle("alice") + `" (` + id.SignPub() + `) role=member`))
+			Expect(r.Stdout).To(MatchRegexp(`KV_UNIBUS_users: replicas=3 leader=\S+ followers_current=2/2`))
 			alice = id
+			env.revokeAfter(id)
 			for _, n := range env.Cluster.Nodes() {
 				nc, err := chaos.DialAs(env.Cluster, n, alice)
 				Expect(err).NotTo(HaveOccurred(), "alice connects to %s", n.Name())
@@ -68,21 +69,21 @@ var _ = Describe("Add users to the live cluster", Ordered, func() {
 		Claim("user-add-idempotent"), func(ctx SpecContext) {
 			n := env.Cluster.Nodes()[2]
 			for _, role := range []string{"member", "admin"} {
-				r := env.CLI(ctx, n, "user", "add", "--store", "kv", "--handle", "alice2", "--role", role, "--sign-pub", alice.SignPub())
+				r := env.CLI(ctx, n, "user", "add", "--store", "kv", "--handle", SpecHandle("alice2"), "--role", role, "--sign-pub", alice.SignPub())
 				Expect(r.ExitCode).To(Equal(1), "re-add as %s", role)
 				Expect(r.Stderr).To(ContainSubstring("already registered"))
 			}
 			u, _ := FindUser(env.ListUsers(ctx, n), alice.SignPub())
 			Expect(u.Role).To(Equal(identity.RoleMember), "a re-add must not change the role")
-			Expect(u.Handle).To(Equal("alice"))
+			Expect(u.Handle).To(Equal(SpecHandle("alice")))
 
 			Expect(env.CLI(ctx, n, "user", "revoke", "--store", "kv", alice.SignPub()).ExitCode).To(Equal(0))
-			r := env.CLI(ctx, n, "user", "add", "--store", "kv", "--handle", "alice-admin", "--role", "admin", "--sign-pub", alice.SignPub())
+			r := env.CLI(ctx, n, "user", "add", "--store", "kv", "--handle", SpecHandle("alice-admin"), "--role", "admin", "--sign-pub", alice.SignPub())
 			Expect(r.ExitCode).To(Equal(0), r.Stderr)
 			u, _ = FindUser(env.ListUsers(ctx, env.Cluster.Nodes()[0]), alice.SignPub())
 			Expect(u.Role).To(Equal(identity.RoleAdmin))
 			Expect(u.Status).To(Equal(store.StatusActive))
-			Expect(u.Handle).To(Equal("alice-admin"))
+			Expect(u.Handle).To(Equal(SpecHandle("alice-admin")))
 
 			By("bad input is refused with exit 2 and writes nothing")
 			for _, bad := range [][]string{
@@ -192,12 +193,7 @@ var _ = Describe("Add users to the live cluster", Ordered, func() {
 	It("commits a user add with the KV_UNIBUS_users leader down", Claim("user-add-one-down"), Disruptive, func(ctx SpecContext) {
 		leaderName := ""
 		Eventually(func() string {
-			nc, err := chaos.DialInternal(env.Cluster, env.Cluster.Nodes()[0])
-			if err != nil {
-				return ""
-			}
-			defer nc.Close()
-			leaderName = usersLeader(ctx, nc)
+			leaderName = usersLeader(ctx, env)
 			return leaderName
 		}).WithTimeout(10 * time.Second).ShouldNot(BeEmpty())
 		leader := env.Cluster.Node(leaderName)
@@ -209,9 +205,10 @@ var _ = Describe("Add users to the live cluster", Ordered, func() {
 		Expect(err).NotTo(HaveOccurred())
 		// One attempt: the command itself must commit (a graceful stop
 		// hands the stream to a new leader in milliseconds).
-		r := env.CLI(ctx, survivor, "user", "add", "--store", "kv", "--handle", "dave", "--role", "member", "--sign-pub", id.SignPub())
+		r := env.CLI(ctx, survivor, "user", "add", "--store", "kv", "--handle", SpecHandle("dave"), "--role", "member", "--sign-pub", id.SignPub())
 		Expect(r.ExitCode).To(Equal(0), "user add with %s down: %s", leaderName, r.Stderr)
-		Expect(r.Stdout).To(ContainSubstring(`added user "dave"`))
+		Expect(r.Stdout).To(ContainSubstring(`added user "` + SpecHandle("dave") + `"`))
+		env.revokeAfter(id)
 		Expect(r.Stdout).NotTo(ContainSubstring("leader=" + leaderName + " "))
 		for _, n := range Others(env.Cluster, leader) {
 			_, ok := FindUser(env.ListUsers(ctx, n), id.SignPub())

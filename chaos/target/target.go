@@ -8,19 +8,27 @@ import (
 
 	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/chaos/inproc"
+	"github.com/unibus/clusterkit/chaos/sshtarget"
+	"github.com/unibus/clusterkit/runbook/sshx"
 )
 
 // Options are the suite-wide settings a target needs.
 type Options struct {
-	Name   string // "inproc" (default)
-	Binary string // built membershipd, for the CLI
+	Name   string // "inproc" (default) or "ssh"
+	Binary string // built membershipd, for the in-process target's CLI
 	Log    *slog.Logger
+	// ssh target
+	NodesFile string
+	CertsDir  string
+	SSH       sshx.Options
+	AllowWipe bool
 }
 
 // Names lists the targets this build knows.
-var Names = []string{"inproc"}
+var Names = []string{"inproc", "ssh"}
 
-// New makes an unstarted cluster.
+// New makes a cluster. In-process clusters are new and unstarted; the ssh
+// target is the deployed cluster itself (one for the whole run).
 func New(o Options, spec chaos.Spec) (chaos.Cluster, error) {
 	switch o.Name {
 	case "", "inproc":
@@ -28,6 +36,8 @@ func New(o Options, spec chaos.Spec) (chaos.Cluster, error) {
 			Size: spec.Size, KVReplicas: spec.KVReplicas, Dir: spec.Dir,
 			Binary: o.Binary, Log: o.Log,
 		})
+	case "ssh":
+		return sshtarget.New(sshtarget.Options{NodesFile: o.NodesFile, CertsDir: o.CertsDir, SSH: o.SSH, AllowWipe: o.AllowWipe, Log: o.Log})
 	default:
 		return nil, fmt.Errorf("unknown target %q (known: %v)", o.Name, Names)
 	}

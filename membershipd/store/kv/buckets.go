@@ -188,6 +188,9 @@ type State struct {
 	Followers        int    `json:"followers"`
 	Messages         uint64 `json:"msgs"`
 	AllowDirect      bool   `json:"allow_direct"`
+	// Created is when the stream was created (a lone node must not have
+	// created it: the staggered-start spec checks this).
+	Created time.Time `json:"created"`
 }
 
 // String renders the runbook's one-line form.
@@ -207,7 +210,7 @@ func Inspect(ctx context.Context, js jetstream.JetStream, bucket string) (State,
 		return State{}, fmt.Errorf("stream info %s: %w", StreamName(bucket), err)
 	}
 	info := st.CachedInfo()
-	s := State{Bucket: bucket, Replicas: info.Config.Replicas, Messages: info.State.Msgs, AllowDirect: info.Config.AllowDirect}
+	s := State{Bucket: bucket, Replicas: info.Config.Replicas, Messages: info.State.Msgs, AllowDirect: info.Config.AllowDirect, Created: info.Created}
 	if info.Cluster != nil {
 		s.Leader = info.Cluster.Leader
 		for _, p := range info.Cluster.Replicas {

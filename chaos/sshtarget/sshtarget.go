@@ -1,0 +1,272 @@
+// Package sshtarget is the ssh target: each node is a host reached over SSH
+// (the production VPS, or the repo's simulated hosts), running the real
+// systemd unit the runbook deploys. Nodes start and stop through the unit,
+// /healthz and the data plane are reached over the network, and the CLI
+// runs on the node with sudo, as the operator runs it.
+package sshtarget
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/runbook/deploy"
+	"github.com/unibus/clusterkit/runbook/sshx"
+)
+
+// Options configures the target.
+type Options struct {
+	NodesFile string // nodes.env
+	CertsDir  string // `runbook certs` output: the controller's CAs and operator certificate
+	SSH       sshx.Options
+	// AllowWipe lets Reset delete every node's JetStream data. Only the
+	// simulated hosts ever set it.
+	AllowWipe bool
+	Log       *slog.Logger
+}
+
+// Cluster is a deployed cluster reached over SSH.
+type Cluster struct {
+	o     Options
+	topo  deploy.Topology
+	ssh   deploy.SSH
+	nodes []*Node
+}
+
+// Node is one host.
+type Node struct {
+	c   *Cluster
+	row deploy.NodeRow
+	mu  sync.Mutex
+	cl  *sshx.Client
+}
+
+var (
+	_ chaos.Cluster        = (*Cluster)(nil)
+	_ chaos.StoreInspector = (*Cluster)(nil)
+)
+
+// New reads the topology; it connects lazily.
+func New(o Options) (*Cluster, error) {
+	t, err := deploy.ParseNodesEnv(o.NodesFile)
+	if err != nil {
+		return nil, err
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	c := &Cluster{o: o, topo: t, ssh: deploy.SSH{Options: o.SSH}}
+	for _, r := range t.Nodes {
+		c.nodes = append(c.nodes, &Node{c: c, row: r})
+	}
+	return c, nil
+}
+
+// Target implements chaos.Cluster.
+func (c *Cluster) Target() string { return "ssh" }
+
+// Nodes implements chaos.Cluster.
+func (c *Cluster) Nodes() []chaos.Node {
+	out := make([]chaos.Node, len(c.nodes))
+	for i, n := range c.nodes {
+		out[i] = n
+	}
+	return out
+}
+
+// Node implements chaos.Cluster.
+func (c *Cluster) Node(name string) chaos.Node {
+	for _, n := range c.nodes {
+		if n.row.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// Topology is the parsed nodes.env.
+func (c *Cluster) Topology() deploy.Topology { return c.topo }
+
+// TLS implements chaos.Cluster from the controller's certificates.
+func (c *Cluster) TLS() chaos.TLSFiles {
+	d := c.o.CertsDir
+	t := chaos.TLSFiles{
+		ClientCA: filepath.Join(d, "client-ca.crt"), RouteCA: filepath.Join(d, "route-ca.crt"),
+		ClientCAKey: filepath.Join(d, "client-ca.key"), RouteCAKey: filepath.Join(d, "route-ca.key"),
+		OperatorCert: filepath.Join(d, "operator.crt"), OperatorKey: filepath.Join(d, "operator.key"),
+		ServerCert: map[string]string{}, ServerKey: map[string]string{},
+		RouteCert: map[string]string{}, RouteKey: map[string]string{},
+		RouteSecretFile: filepath.Join(d, "cluster.pass"),
+		// The internal identities stay on the nodes (root-only, and only
+		// usable over a node's loopback anyway).
+		InternalID: map[string]string{},
+	}
+	for _, n := range c.nodes {
+		nd := filepath.Join(d, n.row.Name)
+		t.ServerCert[n.row.Name], t.ServerKey[n.row.Name] = filepath.Join(nd, "server.crt"), filepath.Join(nd, "server.key")
+		t.RouteCert[n.row.Name], t.RouteKey[n.row.Name] = filepath.Join(nd, "route.crt"), filepath.Join(nd, "route.key")
+	}
+	return t
+}
+
+// client returns the node's SSH connection, dialling on first use.
+func (n *Node) client(ctx context.Context) (*sshx.Client, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cl != nil {
+		return n.cl, nil
+	}
+	cl, err := n.c.ssh.Client(ctx, n.row)
+	if err != nil {
+		return nil, err
+	}
+	n.cl = cl
+	return cl, nil
+}
+
+// sudo runs cmd on the node with sudo, redialling once if the connection
+// went away (a host reboot in the simulation).
+func (n *Node) sudo(ctx context.Context, cmd string) (sshx.Result, error) {
+	for attempt := 0; ; attempt++ {
+		cl, err := n.client(ctx)
+		if err != nil {
+			return sshx.Result{}, err
+		}
+		r, err := cl.Sudo(ctx, cmd, nil)
+		if err == nil || attempt > 0 || ctx.Err() != nil {
+			return r, err
+		}
+		n.mu.Lock()
+		_ = n.cl.Close()
+		n.cl = nil
+		n.mu.Unlock()
+	}
+}
+
+// CLI implements chaos.Cluster: membershipd on the node, with sudo, with
+// the on-node defaults (loopback, internal identity, /opt/unibus/tls).
+func (c *Cluster) CLI(ctx context.Context, n chaos.Node, args ...string) (chaos.CLIResult, error) {
+	sn, ok := n.(*Node)
+	if !ok {
+		return chaos.CLIResult{}, fmt.Errorf("ssh target: node %v is not from this cluster", n)
+	}
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = deploy.Quote(a)
+	}
+	r, err := sn.sudo(ctx, deploy.BinaryPath+" "+strings.Join(q, " "))
+	if err != nil {
+		return chaos.CLIResult{}, err
+	}
+	return chaos.CLIResult{Stdout: r.Stdout, Stderr: r.Stderr, ExitCode: r.ExitCode}, nil
+}
+
+// Close closes the SSH connections; the cluster keeps running.
+func (c *Cluster) Close() error {
+	for _, n := range c.nodes {
+		n.mu.Lock()
+		if n.cl != nil {
+			_ = n.cl.Close()
+			n.cl = nil
+		}
+		n.mu.Unlock()
+	}
+	return nil
+}
+
+// Reset stops every node and deletes its JetStream data (never the
+// certificates, secrets or identities): a fresh cluster for the specs that
+// are about start-up. Refused unless AllowWipe.
+func (c *Cluster) Reset(ctx context.Context) error {
+	if !c.o.AllowWipe {
+		return errors.New("ssh target: resetting deletes every node's data; only allowed with --allow-wipe (the simulated hosts)")
+	}
+	if err := chaos.StopNodes(ctx, c.Nodes()...); err != nil {
+		return err
+	}
+	for _, n := range c.nodes {
+		r, err := n.sudo(ctx, "rm -rf /opt/unibus/local_files/jetstream")
+		if err != nil {
+			return err
+		}
+		if r.ExitCode != 0 {
+			return fmt.Errorf("wipe %s: %s", n.row.Name, r.Stderr)
+		}
+	}
+	return nil
+}
+
+// StreamDirs implements chaos.StoreInspector over SSH.
+func (c *Cluster) StreamDirs(n chaos.Node) ([]string, error) {
+	sn, ok := n.(*Node)
+	if !ok {
+		return nil, fmt.Errorf("ssh target: node %v is not from this cluster", n)
+	}
+	r, err := sn.sudo(context.Background(), "ls -1 /opt/unibus/local_files/jetstream/*/streams/ 2>/dev/null || true")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasSuffix(l, ":") {
+			out = append(out, l)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Name implements chaos.Node.
+func (n *Node) Name() string { return n.row.Name }
+
+// Row is the node's nodes.env row.
+func (n *Node) Row() deploy.NodeRow { return n.row }
+
+// ClientURL implements chaos.Node.
+func (n *Node) ClientURL() string { return n.c.topo.ClientURL(n.row) }
+
+// HealthzURL implements chaos.Node.
+func (n *Node) HealthzURL() string { return n.c.topo.HealthzURL(n.row) }
+
+// RouteAddr implements chaos.Node.
+func (n *Node) RouteAddr() string {
+	return net.JoinHostPort(n.row.Address, strconv.Itoa(n.c.topo.RoutePort))
+}
+
+// Start implements chaos.Node through the systemd unit.
+func (n *Node) Start(ctx context.Context) error { return n.systemctl(ctx, "start") }
+
+// Stop implements chaos.Node through the systemd unit (SIGTERM: graceful).
+func (n *Node) Stop(ctx context.Context) error { return n.systemctl(ctx, "stop") }
+
+func (n *Node) systemctl(ctx context.Context, verb string) error {
+	r, err := n.sudo(ctx, "systemctl "+verb+" "+deploy.UnitName)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", verb, n.row.Name, err)
+	}
+	if r.ExitCode != 0 {
+		return fmt.Errorf("%s %s: exit %d: %s", verb, n.row.Name, r.ExitCode, strings.TrimSpace(r.Stderr))
+	}
+	return nil
+}
+
+// Running implements chaos.Node: the unit is active.
+func (n *Node) Running() bool {
+	r, err := n.sudo(context.Background(), "systemctl is-active "+deploy.UnitName)
+	return err == nil && strings.TrimSpace(r.Stdout) == "active"
+}
+
+// Sudo runs a shell command on the node with sudo (specs inspect hosts
+// with it: file modes, unit state).
+func (n *Node) Sudo(ctx context.Context, cmd string) (chaos.CLIResult, error) {
+	r, err := n.sudo(ctx, cmd)
+	return chaos.CLIResult{Stdout: r.Stdout, Stderr: r.Stderr, ExitCode: r.ExitCode}, err
+}
