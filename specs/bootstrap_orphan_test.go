@@ -100,7 +100,7 @@ var _ = Describe("Seed the first admin", func() {
 
 				By("seeding the real first admin the corrected way, through the live cluster, while another node leads the users bucket")
 				moveUsersLeader(ctx, conns[third.Name()], other.Name())
-				root := env.AddUser(ctx, other, "root", identity.RoleAdmin)
+				root := env.AddUserNoWait(ctx, other, "root", identity.RoleAdmin)
 				// `user list` finds keys with a watch on a random replica, so
 				// what it shows depends on where that lands: evidence only.
 				Evidence("user-list-while-another-node-leads", userListSeen(ctx, env, seed.SignPub(), root.SignPub()))

@@ -171,12 +171,37 @@ func Others(c chaos.Cluster, n chaos.Node) []chaos.Node {
 // users of a deployed cluster, and the user is revoked after the spec.
 func (e *Env) AddUser(ctx context.Context, n chaos.Node, handle string, role identity.Role) *identity.Identity {
 	GinkgoHelper()
+	id := e.AddUserNoWait(ctx, n, handle, role)
+	e.WaitAdmitted(ctx, id)
+	return id
+}
+
+// AddUserNoWait is AddUser without waiting for every node to admit the
+// user (the bootstrap-orphan spec shows nodes that never will).
+func (e *Env) AddUserNoWait(ctx context.Context, n chaos.Node, handle string, role identity.Role) *identity.Identity {
+	GinkgoHelper()
 	id, err := identity.Generate()
 	Expect(err).NotTo(HaveOccurred())
 	r := e.CLI(ctx, n, "user", "add", "--store", "kv", "--handle", SpecHandle(handle), "--role", string(role), "--sign-pub", id.SignPub())
 	Expect(r.ExitCode).To(Equal(0), r.Stderr)
 	e.revokeAfter(id)
 	return id
+}
+
+// WaitAdmitted waits until every node admits id: each node learns of a new
+// user through its own watch of the users bucket, milliseconds after the
+// commit.
+func (e *Env) WaitAdmitted(ctx context.Context, id *identity.Identity) {
+	GinkgoHelper()
+	for _, n := range e.Cluster.Nodes() {
+		Eventually(func() error {
+			nc, err := chaos.DialAs(e.Cluster, n, id)
+			if err == nil {
+				nc.Close()
+			}
+			return err
+		}).WithContext(ctx).WithTimeout(10*time.Second).WithPolling(50*time.Millisecond).Should(Succeed(), "%s admits the new user", n.Name())
+	}
 }
 
 // SpecHandle namespaces a handle.
