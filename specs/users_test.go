@@ -56,8 +56,7 @@ var _ = Describe("Add users to the live cluster", Ordered, func() {
 			Expect(r.ExitCode).To(Equal(0), r.Stderr)
 			Expect(r.Stdout).To(ContainSubstring(`added user "` + SpecHandle("alice") + `" (` + id.SignPub() + `) role=member`))
 			Expect(r.Stdout).To(MatchRegexp(`KV_UNIBUS_users: replicas=3 leader=\S+ followers_current=2/2`))
-			alice = id
-			env.revokeAfter(id)
+			alice = id // the next spec re-adds it; it revokes it at the end
 			for _, n := range env.Cluster.Nodes() {
 				nc, err := chaos.DialAs(env.Cluster, n, alice)
 				Expect(err).NotTo(HaveOccurred(), "alice connects to %s", n.Name())
@@ -84,6 +83,7 @@ var _ = Describe("Add users to the live cluster", Ordered, func() {
 			Expect(u.Role).To(Equal(identity.RoleAdmin))
 			Expect(u.Status).To(Equal(store.StatusActive))
 			Expect(u.Handle).To(Equal(SpecHandle("alice-admin")))
+			env.revokeAfter(alice)
 
 			By("bad input is refused with exit 2 and writes nothing")
 			for _, bad := range [][]string{
