@@ -19,6 +19,7 @@ all: build
 build:
 	$(GO) build -o bin/membershipd ./membershipd
 	$(GO) build -o bin/runbook ./runbook
+	$(GO) build -o bin/clientcheck ./clientcheck
 
 lint:
 	$(GO) build -o bin/membershipd ./membershipd

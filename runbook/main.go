@@ -18,6 +18,7 @@ import (
 
 	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/chaos/process"
+	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/runbook/vpssim"
 )
 
@@ -124,6 +125,22 @@ func localCluster(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "Try:\n  curl --cacert %s %s\n", t.ClientCA, first.HealthzURL())
 	fmt.Fprintf(stdout, "  %s cluster report --nats-url %s --ca %s --cert %s --key %s --internal-id-file %s --http-port %s\n", absBin, first.ClientURL(), t.ClientCA, t.OperatorCert, t.OperatorKey, t.InternalID[first.Name()], strings.TrimSuffix(strings.TrimPrefix(first.HealthzURL(), "https://127.0.0.1:"), "/healthz"))
 	fmt.Fprintf(stdout, "  %s user add --store kv --handle alice --role member --sign-pub <64 hex> (same connection flags)\n\n", absBin)
+	// A registered identity for clientcheck, so the data plane can be tried
+	// by hand at once.
+	idFile := filepath.Join(absDir, "clientcheck.id")
+	id, _, err := identity.LoadOrCreate(idFile)
+	if err == nil {
+		res, rerr := c.CLI(ctx, first, "user", "add", "--store", "kv", "--handle", "clientcheck", "--role", "member", "--sign-pub", id.SignPub())
+		if rerr == nil && (res.ExitCode == 0 || strings.Contains(res.Stderr, "already registered")) {
+			var servers, apis []string
+			for _, n := range c.Nodes() {
+				servers = append(servers, n.ClientURL())
+				apis = append(apis, strings.TrimSuffix(n.HealthzURL(), "/healthz"))
+			}
+			fmt.Fprintf(stdout, "  bin/clientcheck --servers %s --api %s \\\n    --ca %s --cert %s --key %s --identity %s --count 1000\n\n",
+				strings.Join(servers, ","), strings.Join(apis, ","), t.ClientCA, t.OperatorCert, t.OperatorKey, idFile)
+		}
+	}
 	fmt.Fprintln(stdout, "Ctrl-C stops all nodes.")
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "stopping...")
