@@ -28,6 +28,7 @@ type ledger struct {
 	maxN     int
 	lastRecv time.Time
 	gap      time.Duration
+	ackWait  time.Duration   // longest first-attempt-to-ack
 	lat      []time.Duration // publish-to-receive of first receipts
 
 	// outstanding counts messages acked but not yet received; notify gets a
@@ -74,6 +75,9 @@ func (l *ledger) acked(n int, at time.Time) {
 	}
 	l.ackedAt[n] = at
 	l.nAcked++
+	if !l.sentAt[n].IsZero() {
+		l.ackWait = max(l.ackWait, at.Sub(l.sentAt[n]))
+	}
 	if l.recvs[n] == 0 {
 		l.outstanding++
 	}
@@ -119,6 +123,23 @@ func (l *ledger) waiting() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.outstanding
+}
+
+// oldestWaiting is the ack time of the earliest acked message not received
+// yet (zero if none).
+func (l *ledger) oldestWaiting() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.outstanding == 0 {
+		return time.Time{}
+	}
+	var oldest time.Time
+	for n := 1; n <= l.count; n++ {
+		if t := l.ackedAt[n]; !t.IsZero() && l.recvs[n] == 0 && (oldest.IsZero() || t.Before(oldest)) {
+			oldest = t
+		}
+	}
+	return oldest
 }
 
 // connected records the server the client is connected to at the start.
@@ -170,6 +191,7 @@ func (l *ledger) report() Report {
 		Duplicated: l.dups,
 		OutOfOrder: l.ooo,
 		LongestGap: l.gap,
+		LongestAck: l.ackWait,
 		Servers:    slices.Clone(l.servers),
 	}
 	for n := 1; n <= l.count; n++ {

@@ -1,0 +1,249 @@
+package probe
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/unibus/clusterkit/membershipd/api"
+	"github.com/unibus/clusterkit/membershipd/identity"
+	"github.com/unibus/clusterkit/membershipd/pki"
+)
+
+// HTTPError is a non-2xx answer of the control plane.
+type HTTPError struct {
+	Method, Path string
+	URL          string // the base URL that answered
+	Code         int    // HTTP status
+	Msg          string // api.Error's message, or the start of the body
+}
+
+func (e *HTTPError) Error() string {
+	msg := e.Msg
+	if msg == "" {
+		msg = http.StatusText(e.Code)
+	}
+	return fmt.Sprintf("%s %s%s: %d %s", e.Method, e.URL, e.Path, e.Code, msg)
+}
+
+// API is a control-plane client. Every request is signed with the
+// identity (identity.SignRequest, fresh nonce per attempt) and sent over
+// TLS verified against the CA. A connection error or a 5xx answer moves on
+// to the next URL; each call tries every URL once, starting with the one
+// that answered last.
+type API struct {
+	urls []string
+	id   *identity.Identity
+	hc   *http.Client
+
+	mu   sync.Mutex
+	next int // index of the URL to try first
+}
+
+// apiTimeout bounds one request to one URL, so a hung node costs a call
+// this long before the next URL is tried.
+const apiTimeout = 5 * time.Second
+
+// maxBody bounds a response body read.
+const maxBody = 1 << 20
+
+// NewAPI makes a control-plane client for base URLs https://HOST:PORT.
+func NewAPI(urls []string, caFile string, id *identity.Identity) (*API, error) {
+	if id == nil {
+		return nil, errors.New("control plane: no identity")
+	}
+	if len(urls) == 0 {
+		return nil, errors.New("control plane: no URL")
+	}
+	clean := make([]string, 0, len(urls))
+	for _, raw := range urls {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return nil, fmt.Errorf("control plane URL %q: want https://HOST:PORT", raw)
+		}
+		clean = append(clean, "https://"+u.Host)
+	}
+	if caFile == "" {
+		return nil, errors.New("control plane: no CA file (TLS is always verified)")
+	}
+	pool, err := pki.CertPoolFromFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("control plane: %w", err)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+	tr.Proxy = nil
+	return &API{urls: clean, id: id, hc: &http.Client{Transport: tr, Timeout: apiTimeout}}, nil
+}
+
+// URLs are the base URLs in use.
+func (a *API) URLs() []string { return append([]string(nil), a.urls...) }
+
+// CloseIdle closes idle keep-alive connections.
+func (a *API) CloseIdle() { a.hc.CloseIdleConnections() }
+
+// CreateRoom creates a room; wrappedKey is the room key wrapped to the
+// caller. The server assigns the room id, so the creator's own copy is
+// wrapped with the room NAME as the room id (e2e.WrapRoomKey(key, name,
+// self)); copies for members added later are wrapped with the room id.
+func (a *API) CreateRoom(ctx context.Context, name, wrappedKey string) (api.Room, error) {
+	var r api.Room
+	err := a.do(ctx, http.MethodPost, api.PathRooms, api.CreateRoomRequest{Name: name, WrappedKey: wrappedKey}, &r)
+	return r, err
+}
+
+// Rooms lists the caller's rooms.
+func (a *API) Rooms(ctx context.Context) ([]api.Room, error) {
+	var raw json.RawMessage
+	if err := a.do(ctx, http.MethodGet, api.PathRooms, nil, &raw); err != nil {
+		return nil, err
+	}
+	return decodeRooms(raw)
+}
+
+// decodeRooms accepts a bare array or an object {"rooms": [...]}.
+func decodeRooms(raw json.RawMessage) ([]api.Room, error) {
+	raw = bytes.TrimSpace(raw)
+	var rooms []api.Room
+	if len(raw) > 0 && raw[0] == '{' {
+		var wrapped struct {
+			Rooms []api.Room `json:"rooms"`
+		}
+		if err := json.Unmarshal(raw, &wrapped); err != nil {
+			return nil, fmt.Errorf("GET %s: decode: %w", api.PathRooms, err)
+		}
+		return wrapped.Rooms, nil
+	}
+	if err := json.Unmarshal(raw, &rooms); err != nil {
+		return nil, fmt.Errorf("GET %s: decode: %w", api.PathRooms, err)
+	}
+	return rooms, nil
+}
+
+// Room gets one of the caller's rooms.
+func (a *API) Room(ctx context.Context, roomID string) (api.Room, error) {
+	var r api.Room
+	err := a.do(ctx, http.MethodGet, roomPath(api.PathRoom, roomID), nil, &r)
+	return r, err
+}
+
+// RoomKey gets the caller's wrapped key of a room.
+func (a *API) RoomKey(ctx context.Context, roomID string) (api.RoomKey, error) {
+	var k api.RoomKey
+	err := a.do(ctx, http.MethodGet, roomPath(api.PathRoomKey, roomID), nil, &k)
+	return k, err
+}
+
+// AddMember adds a registered user to a room with the room key wrapped to
+// that user for the room id (e2e.WrapRoomKey(key, roomID, signPub)).
+func (a *API) AddMember(ctx context.Context, roomID, signPub, wrappedKey string) error {
+	return a.do(ctx, http.MethodPost, roomPath(api.PathMembers, roomID),
+		api.AddMemberRequest{SignPub: signPub, WrappedKey: wrappedKey}, nil)
+}
+
+// Me is the caller as the server knows it.
+func (a *API) Me(ctx context.Context) (api.Me, error) {
+	var m api.Me
+	err := a.do(ctx, http.MethodGet, api.PathMe, nil, &m)
+	return m, err
+}
+
+func roomPath(pattern, roomID string) string {
+	return strings.Replace(pattern, "{room}", url.PathEscape(roomID), 1)
+}
+
+// do sends one signed request, failing over across the URLs, and decodes a
+// 2xx body into out (if not nil).
+func (a *API) do(ctx context.Context, method, path string, in, out any) error {
+	var body []byte
+	if in != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			return fmt.Errorf("%s %s: encode: %w", method, path, err)
+		}
+	}
+	a.mu.Lock()
+	start := a.next
+	a.mu.Unlock()
+	var errs []error
+	for i := range a.urls {
+		idx := (start + i) % len(a.urls)
+		data, err := a.once(ctx, a.urls[idx], method, path, body)
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("%s %s: %w", method, path, ctx.Err())
+			}
+			var he *HTTPError
+			if errors.As(err, &he) && he.Code < 500 {
+				a.prefer(idx) // the node answered: it is up
+				return err
+			}
+			errs = append(errs, err)
+			continue
+		}
+		a.prefer(idx)
+		if out == nil || len(bytes.TrimSpace(data)) == 0 {
+			return nil
+		}
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("%s %s%s: decode: %w", method, a.urls[idx], path, err)
+		}
+		return nil
+	}
+	return errors.Join(errs...)
+}
+
+func (a *API) prefer(idx int) {
+	a.mu.Lock()
+	a.next = idx
+	a.mu.Unlock()
+}
+
+// once sends the request to one base URL: the 2xx body, or an error (an
+// *HTTPError for a non-2xx answer).
+func (a *API) once(ctx context.Context, base, method, path string, body []byte) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s%s: %w", method, base, path, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if err := identity.SignRequest(req, body, a.id, time.Now()); err != nil {
+		return nil, err
+	}
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s%s: %w", method, base, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s%s: read: %w", method, base, path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		he := &HTTPError{Method: method, Path: path, URL: base, Code: resp.StatusCode}
+		var ae api.Error
+		if json.Unmarshal(data, &ae) == nil && ae.Error != "" {
+			he.Msg = ae.Error
+		} else {
+			he.Msg = strings.TrimSpace(string(data[:min(len(data), 200)]))
+		}
+		return nil, he
+	}
+	return data, nil
+}

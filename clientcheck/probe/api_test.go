@@ -1,0 +1,275 @@
+package probe
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/unibus/clusterkit/membershipd/api"
+	"github.com/unibus/clusterkit/membershipd/e2e"
+	"github.com/unibus/clusterkit/membershipd/identity"
+	"github.com/unibus/clusterkit/membershipd/pki"
+)
+
+// tlsServer starts an HTTPS test server.
+func tlsServer(t *testing.T, h http.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewTLSServer(h)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// caFile writes the servers' (self-signed) certificates as a CA file.
+func caFile(t *testing.T, srvs ...*httptest.Server) string {
+	t.Helper()
+	var data []byte
+	for _, s := range srvs {
+		data = append(data, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw})...)
+	}
+	path := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// deadURL is an https URL nothing listens on.
+func deadURL(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return "https://" + addr
+}
+
+func newID(t *testing.T) *identity.Identity {
+	t.Helper()
+	id, err := identity.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+type seen struct {
+	mu    sync.Mutex
+	reqs  []string
+	nonce map[string]bool
+}
+
+func TestAPIFailoverAndSigning(t *testing.T) {
+	id := newID(t)
+	s := &seen{nonce: map[string]bool{}}
+	var fail503 bool
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		sr, err := identity.VerifyRequest(r, body)
+		s.mu.Lock()
+		s.reqs = append(s.reqs, r.Method+" "+r.URL.Path)
+		dupNonce := s.nonce[sr.Nonce]
+		s.nonce[sr.Nonce] = true
+		fail := fail503
+		s.mu.Unlock()
+		switch {
+		case err != nil || sr.SignPub != id.SignPub() || dupNonce:
+			w.WriteHeader(http.StatusUnauthorized)
+			_ = json.NewEncoder(w).Encode(api.Error{Error: "bad signature"})
+		case fail:
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_ = json.NewEncoder(w).Encode(api.Error{Error: "no quorum"})
+		case r.Method == http.MethodPost && r.URL.Path == api.PathRooms:
+			var req api.CreateRoomRequest
+			if json.Unmarshal(body, &req) != nil || req.Name == "" {
+				w.WriteHeader(http.StatusBadRequest)
+				_ = json.NewEncoder(w).Encode(api.Error{Error: "bad room"})
+				return
+			}
+			if req.Name == "taken" {
+				w.WriteHeader(http.StatusConflict)
+				_ = json.NewEncoder(w).Encode(api.Error{Error: "room exists"})
+				return
+			}
+			w.WriteHeader(http.StatusCreated)
+			_ = json.NewEncoder(w).Encode(api.Room{ID: "0123456789abcdef", Name: req.Name, Creator: sr.SignPub})
+		case r.Method == http.MethodGet && r.URL.Path == api.PathRooms:
+			_, _ = w.Write([]byte(`{"rooms":[{"id":"0123456789abcdef","name":"a"}]}`))
+		case r.Method == http.MethodGet && r.URL.Path == "/v1/rooms/0123456789abcdef/key":
+			_ = json.NewEncoder(w).Encode(api.RoomKey{Room: "0123456789abcdef", WrappedKey: "w"})
+		case r.Method == http.MethodPost && r.URL.Path == "/v1/rooms/0123456789abcdef/members":
+			var req api.AddMemberRequest
+			_ = json.Unmarshal(body, &req)
+			if req.SignPub == "" || req.WrappedKey == "" {
+				w.WriteHeader(http.StatusBadRequest)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		case r.URL.Path == api.PathMe:
+			_ = json.NewEncoder(w).Encode(api.Me{SignPub: sr.SignPub, Handle: "h"})
+		default:
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte("not here"))
+		}
+	})
+	srv := tlsServer(t, h)
+	// A dead node and a node answering 503 come first.
+	srv503 := tlsServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(api.Error{Error: "no quorum"})
+	}))
+	a, err := NewAPI([]string{deadURL(t), srv503.URL, srv.URL + "/"}, caFile(t, srv, srv503), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	room, err := a.CreateRoom(ctx, "r1", "wrapped")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if room.ID != "0123456789abcdef" || room.Name != "r1" || room.Creator != id.SignPub() {
+		t.Fatalf("room %+v", room)
+	}
+	// The next call starts at the URL that answered.
+	rooms, err := a.Rooms(ctx)
+	if err != nil || len(rooms) != 1 || rooms[0].Name != "a" {
+		t.Fatalf("rooms %+v %v", rooms, err)
+	}
+	rk, err := a.RoomKey(ctx, "0123456789abcdef")
+	if err != nil || rk.WrappedKey != "w" {
+		t.Fatalf("room key %+v %v", rk, err)
+	}
+	if err := a.AddMember(ctx, "0123456789abcdef", "ab", "w"); err != nil {
+		t.Fatal(err)
+	}
+	me, err := a.Me(ctx)
+	if err != nil || me.SignPub != id.SignPub() {
+		t.Fatalf("me %+v %v", me, err)
+	}
+	s.mu.Lock()
+	if len(s.reqs) != 5 {
+		t.Errorf("the good server saw %v: want each call once (failover sticks to the URL that answered)", s.reqs)
+	}
+	s.mu.Unlock()
+
+	// 4xx: no failover, the code and the server's message.
+	_, err = a.CreateRoom(ctx, "taken", "w")
+	var he *HTTPError
+	if !errors.As(err, &he) || he.Code != http.StatusConflict || he.Msg != "room exists" {
+		t.Fatalf("err = %v, want *HTTPError 409 room exists", err)
+	}
+	_, err = a.Room(ctx, "nope")
+	if !errors.As(err, &he) || he.Code != http.StatusNotFound || he.Msg != "not here" {
+		t.Fatalf("err = %v, want *HTTPError 404 not here", err)
+	}
+
+	// Every node failing: the error names each, 5xx included.
+	s.mu.Lock()
+	fail503 = true
+	s.mu.Unlock()
+	_, err = a.Me(ctx)
+	if err == nil || !strings.Contains(err.Error(), "no quorum") || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("err = %v", err)
+	}
+	if !errors.As(err, &he) || he.Code != http.StatusServiceUnavailable {
+		t.Fatalf("err = %v: want an *HTTPError 503 inside", err)
+	}
+}
+
+func TestAPIRefusesUnverifiedTLS(t *testing.T) {
+	srv := tlsServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{}`))
+	}))
+	// A CA that did not sign the server's certificate.
+	other, err := pki.NewCA("other", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongCA := filepath.Join(t.TempDir(), "wrong.crt")
+	if err := os.WriteFile(wrongCA, other.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, err := NewAPI([]string{srv.URL}, wrongCA, newID(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Me(context.Background()); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("err = %v, want a certificate error", err)
+	}
+}
+
+func TestNewAPIBadInput(t *testing.T) {
+	ca := caFile(t, tlsServer(t, http.NotFoundHandler()))
+	id := newID(t)
+	for _, c := range []struct {
+		urls []string
+		ca   string
+		id   *identity.Identity
+	}{
+		{nil, ca, id},
+		{[]string{"http://127.0.0.1:8470"}, ca, id},
+		{[]string{"https://127.0.0.1:8470/v1"}, ca, id},
+		{[]string{"https://"}, ca, id},
+		{[]string{"https://127.0.0.1:8470"}, "", id},
+		{[]string{"https://127.0.0.1:8470"}, filepath.Join(t.TempDir(), "missing"), id},
+		{[]string{"https://127.0.0.1:8470"}, ca, nil},
+	} {
+		if _, err := NewAPI(c.urls, c.ca, c.id); err == nil {
+			t.Errorf("NewAPI(%v, %q, %v) accepted", c.urls, c.ca, c.id)
+		}
+	}
+}
+
+func TestDecodeRooms(t *testing.T) {
+	for _, in := range []string{`[{"id":"a","name":"x"}]`, ` {"rooms":[{"id":"a","name":"x"}]}`} {
+		rooms, err := decodeRooms(json.RawMessage(in))
+		if err != nil || len(rooms) != 1 || rooms[0].ID != "a" {
+			t.Errorf("decodeRooms(%s) = %+v, %v", in, rooms, err)
+		}
+	}
+	if _, err := decodeRooms(json.RawMessage(`"x"`)); err == nil {
+		t.Error("a string decoded as rooms")
+	}
+}
+
+func TestUnwrapMine(t *testing.T) {
+	me, other := newID(t), newID(t)
+	r := &runner{id: me, self: me.SignPub()}
+	room := api.Room{ID: "0123456789abcdef", Name: "clientcheck-00112233"}
+	key, err := e2e.NewRoomKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The creator's own copy is wrapped for the room name, members' for the id.
+	for _, ad := range []string{room.Name, room.ID} {
+		w, err := e2e.WrapRoomKey(key, ad, me.SignPub())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := r.unwrapMine(api.RoomKey{Room: room.ID, WrappedKey: w}, room)
+		if err != nil || string(got) != string(key) {
+			t.Fatalf("wrapped for %q: %v", ad, err)
+		}
+	}
+	// Wrapped to someone else, or for another room: refused.
+	w, _ := e2e.WrapRoomKey(key, room.ID, other.SignPub())
+	if _, err := r.unwrapMine(api.RoomKey{Room: room.ID, WrappedKey: w}, room); err == nil {
+		t.Fatal("unwrapped a key wrapped to another identity")
+	}
+	w, _ = e2e.WrapRoomKey(key, "another-room", me.SignPub())
+	if _, err := r.unwrapMine(api.RoomKey{Room: room.ID, WrappedKey: w}, room); err == nil {
+		t.Fatal("unwrapped a key wrapped for another room")
+	}
+}

@@ -1,0 +1,234 @@
+package probe_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/chaos/inproc"
+	"github.com/unibus/clusterkit/clientcheck/probe"
+	"github.com/unibus/clusterkit/membershipd/identity"
+	"github.com/unibus/clusterkit/membershipd/store"
+	"github.com/unibus/clusterkit/membershipd/store/kv"
+)
+
+// TestRunInproc runs the probe against three in-process nodes: a fresh
+// room, a run that stops the node the client is connected to mid-publish,
+// and a run joining the same room again.
+func TestRunInproc(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster")
+	}
+	lvl := slog.LevelWarn
+	if os.Getenv("PROBE_DEBUG") != "" {
+		lvl = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	c, err := inproc.New(inproc.Options{Dir: t.TempDir(), Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := c.StartAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hc, err := chaos.NewHealthClient(c.TLS().ClientCA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hc.WaitHealthy(ctx, c.Nodes()...); err != nil {
+		t.Fatal(err)
+	}
+	user := addUser(ctx, t, c)
+
+	tlsFiles := c.TLS()
+	base := probe.Config{
+		CA: tlsFiles.ClientCA, Cert: tlsFiles.OperatorCert, Key: tlsFiles.OperatorKey,
+		Identity: user, Count: 300, Log: log,
+	}
+	for _, n := range c.Nodes() {
+		base.Servers = append(base.Servers, n.ClientURL())
+		base.APIURLs = append(base.APIURLs, strings.TrimSuffix(n.HealthzURL(), "/healthz"))
+	}
+
+	var first probe.Report
+	t.Run("fresh room", func(t *testing.T) {
+		rep, err := probe.Run(ctx, base)
+		logReport(t, rep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkClean(t, rep, 300)
+		if !strings.HasPrefix(rep.Room, "clientcheck-") || len(rep.RoomID) != 16 {
+			t.Errorf("room %q id %q", rep.Room, rep.RoomID)
+		}
+		if len(rep.Reconnects) != 0 {
+			t.Errorf("reconnects %+v in a quiet run", rep.Reconnects)
+		}
+		first = rep
+	})
+	if first.RoomID == "" {
+		t.FailNow()
+	}
+
+	t.Run("node stopped mid-publish", func(t *testing.T) {
+		cfg := base
+		cfg.Room = first.Room // joins the room made above
+		var once sync.Once
+		var stopped chaos.Node
+		stopErr := make(chan error, 1)
+		cfg.OnAcked = func(n int, server string) {
+			if n != 100 {
+				return
+			}
+			once.Do(func() {
+				stopped = c.Node(server)
+				if stopped == nil {
+					stopErr <- nil
+					t.Errorf("OnAcked named server %q, not a node", server)
+					return
+				}
+				// Stop it while the probe keeps publishing.
+				go func() { stopErr <- stopped.Stop(ctx) }()
+			})
+		}
+		rep, err := probe.Run(ctx, cfg)
+		logReport(t, rep)
+		if err := <-stopErr; err != nil {
+			t.Fatal(err)
+		}
+		if stopped != nil {
+			defer func() {
+				if err := stopped.Start(ctx); err != nil {
+					t.Error(err)
+				}
+				if _, err := hc.WaitHealthy(ctx, c.Nodes()...); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.RoomID != first.RoomID {
+			t.Errorf("joined room %s, want %s", rep.RoomID, first.RoomID)
+		}
+		checkClean(t, rep, 300)
+		if len(rep.Reconnects) == 0 {
+			t.Fatalf("no reconnect recorded after stopping %s", stopped.Name())
+		}
+		rc := rep.Reconnects[0]
+		if rc.From != stopped.Name() || rc.To == stopped.Name() || rc.To == "" {
+			t.Errorf("reconnect %+v: want from %s to another node", rc, stopped.Name())
+		}
+		if len(rep.Servers) < 2 || rep.Servers[0] != stopped.Name() {
+			t.Errorf("servers %v", rep.Servers)
+		}
+		t.Logf("failover: disconnected %s, publish gap %s, longest receive gap %s", rc.Down, rc.Gap, rep.LongestGap)
+	})
+
+	t.Run("join again", func(t *testing.T) {
+		cfg := base
+		cfg.Room = first.Room
+		cfg.Count = 50
+		cfg.Rate = 500
+		rep, err := probe.Run(ctx, cfg)
+		logReport(t, rep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The room holds 600 earlier messages: none may count as this run's.
+		checkClean(t, rep, 50)
+		if rep.RoomID != first.RoomID {
+			t.Errorf("joined room %s, want %s", rep.RoomID, first.RoomID)
+		}
+		if rep.Elapsed < 90*time.Millisecond {
+			t.Errorf("50 messages at 500/s took %s", rep.Elapsed)
+		}
+	})
+
+	t.Run("control plane", func(t *testing.T) {
+		a, err := probe.NewAPI(base.APIURLs, base.CA, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		me, err := a.Me(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if me.SignPub != user.SignPub() || len(me.Rooms) != 1 || me.Rooms[0].ID != first.RoomID {
+			t.Errorf("me %+v", me)
+		}
+		_, err = a.RoomKey(ctx, "ffffffffffffffff")
+		var he *probe.HTTPError
+		if !errors.As(err, &he) || he.Code != 404 {
+			t.Errorf("key of a room I am not in: %v", err)
+		}
+	})
+}
+
+func checkClean(t *testing.T, rep probe.Report, count int) {
+	t.Helper()
+	if !rep.OK() || rep.Sent != count || rep.Acked != count || rep.Received != count || rep.Lost != 0 || rep.Duplicated != 0 || rep.OutOfOrder != 0 {
+		t.Errorf("want %d sent, acked and received, none lost, duplicated or out of order; got %+v", count, rep)
+	}
+	if len(rep.Violations) > 0 {
+		t.Errorf("permission violations: %q", rep.Violations)
+	}
+	if rep.LatencyP50 <= 0 || rep.LatencyP99 < rep.LatencyP50 {
+		t.Errorf("latency p50 %s p99 %s", rep.LatencyP50, rep.LatencyP99)
+	}
+}
+
+func logReport(t *testing.T, rep probe.Report) {
+	t.Helper()
+	var b strings.Builder
+	_ = rep.WriteText(&b)
+	t.Log("\n" + b.String())
+}
+
+// addUser registers a member through node 1 and waits until every node
+// admits it.
+func addUser(ctx context.Context, t *testing.T, c *inproc.Cluster) *identity.Identity {
+	t.Helper()
+	user, err := identity.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := chaos.DialInternal(c, c.Nodes()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.NewUsers(js).AddUser(ctx, store.User{SignPub: user.SignPub(), Handle: "probe", Role: identity.RoleMember}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes() {
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			unc, err := chaos.DialAs(c, n, user)
+			if err == nil {
+				unc.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never admitted the user: %v", n.Name(), err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return user
+}
