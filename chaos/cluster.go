@@ -7,6 +7,8 @@ package chaos
 import (
 	"context"
 	"time"
+
+	"github.com/unibus/clusterkit/membershipd/pki"
 )
 
 // Node is one cluster member as a spec sees it: from outside.
@@ -125,4 +127,26 @@ func StopNodes(ctx context.Context, nodes ...Node) error {
 		}
 	}
 	return first
+}
+
+// TLSFromLayout fills TLSFiles from a pki layout; internalID gives a node's
+// internal identity file, or "" where the controller cannot use it.
+func TLSFromLayout(l *pki.Layout, internalID func(node string) string) TLSFiles {
+	t := TLSFiles{
+		ClientCA: l.ClientCACert, RouteCA: l.RouteCACert,
+		ClientCAKey: l.ClientCAKey, RouteCAKey: l.RouteCAKey,
+		OperatorCert: l.OperatorCert, OperatorKey: l.OperatorKey,
+		ServerCert: map[string]string{}, ServerKey: map[string]string{},
+		RouteCert: map[string]string{}, RouteKey: map[string]string{},
+		RouteSecretFile: l.RouteSecret,
+		InternalID:      map[string]string{},
+	}
+	for name, nf := range l.Nodes {
+		t.ServerCert[name], t.ServerKey[name] = nf.ServerCert, nf.ServerKey
+		t.RouteCert[name], t.RouteKey[name] = nf.RouteCert, nf.RouteKey
+		if f := internalID(name); f != "" {
+			t.InternalID[name] = f
+		}
+	}
+	return t
 }

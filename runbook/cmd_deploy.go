@@ -110,6 +110,14 @@ func cmdCerts(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// loadBinary reads the binary to ship, or cross-builds it when path is "".
+func loadBinary(path string) ([]byte, error) {
+	if path != "" {
+		return os.ReadFile(path)
+	}
+	return crossBuild("out/build/membershipd-linux-amd64")
+}
+
 // crossBuild builds the linux/amd64 binary the hosts run.
 func crossBuild(out string) ([]byte, error) {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
@@ -136,12 +144,7 @@ func cmdDeploy(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "runbook deploy: %v\n", err)
 		return 2
 	}
-	var bin []byte
-	if *binary != "" {
-		bin, err = os.ReadFile(*binary)
-	} else {
-		bin, err = crossBuild("out/build/membershipd-linux-amd64")
-	}
+	bin, err := loadBinary(*binary)
 	if err != nil {
 		return fail(stderr, "deploy", err)
 	}
@@ -328,12 +331,7 @@ func cmdRollout(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "runbook rollout: %v\n", err)
 		return 2
 	}
-	var bin []byte
-	if *binary != "" {
-		bin, err = os.ReadFile(*binary)
-	} else {
-		bin, err = crossBuild("out/build/membershipd-linux-amd64")
-	}
+	bin, err := loadBinary(*binary)
 	if err != nil {
 		return fail(stderr, "rollout", err)
 	}

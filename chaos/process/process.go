@@ -143,21 +143,9 @@ func (c *Cluster) Node(name string) chaos.Node {
 
 // TLS implements chaos.Cluster.
 func (c *Cluster) TLS() chaos.TLSFiles {
-	t := chaos.TLSFiles{
-		ClientCA: c.layout.ClientCACert, RouteCA: c.layout.RouteCACert,
-		ClientCAKey: c.layout.ClientCAKey, RouteCAKey: c.layout.RouteCAKey,
-		OperatorCert: c.layout.OperatorCert, OperatorKey: c.layout.OperatorKey,
-		ServerCert: map[string]string{}, ServerKey: map[string]string{},
-		RouteCert: map[string]string{}, RouteKey: map[string]string{},
-		RouteSecretFile: c.layout.RouteSecret,
-		InternalID:      map[string]string{},
-	}
-	for name, nf := range c.layout.Nodes {
-		t.ServerCert[name], t.ServerKey[name] = nf.ServerCert, nf.ServerKey
-		t.RouteCert[name], t.RouteKey[name] = nf.RouteCert, nf.RouteKey
-		t.InternalID[name] = filepath.Join(c.opts.Dir, name, "secrets", "internal.id")
-	}
-	return t
+	return chaos.TLSFromLayout(c.layout, func(name string) string {
+		return filepath.Join(c.opts.Dir, name, "secrets", "internal.id")
+	})
 }
 
 // CLI implements chaos.Cluster.

@@ -11,13 +11,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/membershipd/pki"
 	"github.com/unibus/clusterkit/runbook/deploy"
 	"github.com/unibus/clusterkit/runbook/sshx"
 )
@@ -95,26 +95,15 @@ func (c *Cluster) Node(name string) chaos.Node {
 // Topology is the parsed nodes.env.
 func (c *Cluster) Topology() deploy.Topology { return c.topo }
 
-// TLS implements chaos.Cluster from the controller's certificates.
+// TLS implements chaos.Cluster from the controller's certificates. The
+// internal identities stay on the nodes (root-only, and usable only over a
+// node's loopback anyway).
 func (c *Cluster) TLS() chaos.TLSFiles {
-	d := c.o.CertsDir
-	t := chaos.TLSFiles{
-		ClientCA: filepath.Join(d, "client-ca.crt"), RouteCA: filepath.Join(d, "route-ca.crt"),
-		ClientCAKey: filepath.Join(d, "client-ca.key"), RouteCAKey: filepath.Join(d, "route-ca.key"),
-		OperatorCert: filepath.Join(d, "operator.crt"), OperatorKey: filepath.Join(d, "operator.key"),
-		ServerCert: map[string]string{}, ServerKey: map[string]string{},
-		RouteCert: map[string]string{}, RouteKey: map[string]string{},
-		RouteSecretFile: filepath.Join(d, "cluster.pass"),
-		// The internal identities stay on the nodes (root-only, and only
-		// usable over a node's loopback anyway).
-		InternalID: map[string]string{},
+	names := make([]string, len(c.nodes))
+	for i, n := range c.nodes {
+		names[i] = n.row.Name
 	}
-	for _, n := range c.nodes {
-		nd := filepath.Join(d, n.row.Name)
-		t.ServerCert[n.row.Name], t.ServerKey[n.row.Name] = filepath.Join(nd, "server.crt"), filepath.Join(nd, "server.key")
-		t.RouteCert[n.row.Name], t.RouteKey[n.row.Name] = filepath.Join(nd, "route.crt"), filepath.Join(nd, "route.key")
-	}
-	return t
+	return chaos.TLSFromLayout(pki.LayoutFor(c.o.CertsDir, names), func(string) string { return "" })
 }
 
 // client returns the node's SSH connection, dialling on first use.

@@ -7,9 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/unibus/clusterkit/membershipd/pki"
 )
 
 // File is one file the deploy writes on a host.
@@ -53,25 +54,30 @@ func BuildPlans(t Topology, m Material) ([]Plan, error) {
 		}
 		return b, nil
 	}
-	ca, err := read(filepath.Join(m.CertsDir, "client-ca.crt"))
+	names := make([]string, len(t.Nodes))
+	for i, n := range t.Nodes {
+		names[i] = n.Name
+	}
+	l := pki.LayoutFor(m.CertsDir, names)
+	ca, err := read(l.ClientCACert)
 	if err != nil {
 		return nil, err
 	}
-	routeCA, err := read(filepath.Join(m.CertsDir, "route-ca.crt"))
+	routeCA, err := read(l.RouteCACert)
 	if err != nil {
 		return nil, err
 	}
-	secret, err := read(filepath.Join(m.CertsDir, "cluster.pass"))
+	secret, err := read(l.RouteSecret)
 	if err != nil {
 		return nil, err
 	}
 	svc := ServiceUser + ":" + ServiceUser
 	var plans []Plan
 	for _, n := range t.Nodes {
-		dir := filepath.Join(m.CertsDir, n.Name)
+		nf := l.Nodes[n.Name]
 		var node [4][]byte
-		for i, f := range []string{"server.crt", "server.key", "route.crt", "route.key"} {
-			if node[i], err = read(filepath.Join(dir, f)); err != nil {
+		for i, f := range []string{nf.ServerCert, nf.ServerKey, nf.RouteCert, nf.RouteKey} {
+			if node[i], err = read(f); err != nil {
 				return nil, err
 			}
 		}
