@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/unibus/clusterkit/membershipd/admin"
 	"github.com/unibus/clusterkit/membershipd/identity"
+	"github.com/unibus/clusterkit/membershipd/pki"
 	"github.com/unibus/clusterkit/membershipd/store"
 	"github.com/unibus/clusterkit/membershipd/store/kv"
 	"github.com/unibus/clusterkit/membershipd/store/sqlite"
@@ -63,7 +66,19 @@ func (f *userFlags) open() (*userStore, error) {
 	if f.store != "kv" {
 		return nil, usageErr(fmt.Sprintf("--store %q: want kv or sqlite", f.store))
 	}
+	// Bad local input is exit 2 before anything is sent.
+	if _, err := identity.LoadFile(f.conn.IdentityFile); err != nil {
+		return nil, usageErr(err.Error())
+	}
+	if _, err := pki.CertPoolFromFile(f.conn.CA); err != nil {
+		return nil, usageErr(err.Error())
+	}
 	nc, err := f.conn.Dial()
+	var unknownCA x509.UnknownAuthorityError
+	var verify *tls.CertificateVerificationError
+	if errors.As(err, &unknownCA) || errors.As(err, &verify) {
+		return nil, usageErr(fmt.Sprintf("--ca %s does not verify the node's certificate (%v)", f.conn.CA, err))
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/pki"
 )
 
@@ -110,6 +111,15 @@ func TestVersionFeatures(t *testing.T) {
 	}
 }
 
+// validPub is a valid ed25519 public key (of a fixed seed).
+var validPub = func() string {
+	id, err := identity.FromSeed(make([]byte, 32))
+	if err != nil {
+		panic(err)
+	}
+	return id.SignPub()
+}()
+
 func TestClientCommandsBadInput(t *testing.T) {
 	cases := []struct {
 		args []string
@@ -118,6 +128,12 @@ func TestClientCommandsBadInput(t *testing.T) {
 		{[]string{"kv", "scale", "--replicas", "0"}, "--replicas 0"},
 		{[]string{"kv", "frob"}, "kv scale --replicas N"},
 		{[]string{"cluster", "report", "--ca", "/nonexistent/ca.crt"}, "/nonexistent/ca.crt"},
+		{[]string{"user", "add", "--store", "kv", "--handle", "x", "--role", "member", "--sign-pub", validPub, "--internal-id-file", "/nonexistent/internal.id"}, "/nonexistent/internal.id"},
+		{[]string{"user", "list", "--store", "kv", "--internal-id-file", "/nonexistent/internal.id"}, "/nonexistent/internal.id"},
+		{[]string{"user", "add", "--store", "kv", "--handle", "x", "--role", "owner", "--sign-pub", validPub}, `unknown role "owner"`},
+		{[]string{"user", "add", "--store", "kv", "--handle", "", "--role", "member", "--sign-pub", validPub}, "--handle"},
+		{[]string{"user", "add", "--store", "kv", "--handle", "x", "--role", "member", "--sign-pub", "abc"}, "--sign-pub"},
+		{[]string{"migrate-to-kv", "--db", "x.db", "--nats-url", "tls://0.0.0.0:1"}, "refusing non-loopback"},
 	}
 	for _, c := range cases {
 		var stdout, stderr bytes.Buffer

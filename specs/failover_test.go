@@ -105,7 +105,7 @@ var _ = Describe("Chaos: one node down mid-stream", Ordered, func() {
 	It("fails over when the client's own node stops: every acked message exactly once, in order; the node catches up",
 		Claim("failover-zero-loss"), Disruptive, func(ctx SpecContext) {
 			DeferCleanup(env.RestartStopped, NodeTimeout(restartBudget+30*time.Second))
-			rep, victim := run(ctx, "", func(server string) chaos.Node { return env.Cluster.Node(server) })
+			rep, victim := run(ctx, "spec-failover-"+randomHex(4), func(server string) chaos.Node { return env.Cluster.Node(server) })
 			expectZeroLoss(rep)
 			Expect(rep.Reconnects).NotTo(BeEmpty(), "the client's node was stopped: it must have reconnected")
 			for _, rc := range rep.Reconnects {
@@ -123,7 +123,7 @@ var _ = Describe("Chaos: one node down mid-stream", Ordered, func() {
 			DeferCleanup(env.RestartStopped, NodeTimeout(restartBudget+30*time.Second))
 			key, err := e2e.NewRoomKey()
 			Expect(err).NotTo(HaveOccurred())
-			name := "leader-" + randomHex(4)
+			name := "spec-leader-" + randomHex(4)
 			self, err := e2e.WrapRoomKey(key, name, who.SignPub())
 			Expect(err).NotTo(HaveOccurred())
 			var room api.Room

@@ -13,6 +13,7 @@ import (
 
 	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/chaos/check"
+	"github.com/unibus/clusterkit/chaos/sshtarget"
 	"github.com/unibus/clusterkit/chaos/claims"
 	"github.com/unibus/clusterkit/chaos/report"
 	"github.com/unibus/clusterkit/chaos/target"
@@ -67,8 +68,11 @@ func NewEnv(name string, spec chaos.Spec) *Env {
 	dir, err := os.MkdirTemp(base, name+"-")
 	Expect(err).NotTo(HaveOccurred())
 	spec.Dir = dir
-	if *flagTarget == "ssh" && (spec.Size != 0 || spec.KVReplicas != 0) {
-		Skip(fmt.Sprintf("needs a cluster of a different shape (%+v) than the deployed one", spec))
+	if *flagTarget == "ssh" && spec.Size != 0 {
+		Skip(fmt.Sprintf("needs a cluster of %d nodes, not the deployed one", spec.Size))
+	}
+	if *flagTarget == "ssh" && spec.KVReplicas != 0 {
+		spec.Fresh = true // buckets are created at the replica count only once
 	}
 	o := target.Options{Name: *flagTarget, Binary: suite.binary, Log: suite.log,
 		NodesFile: *flagNodes, CertsDir: *flagCerts, AllowWipe: *flagWipe,
@@ -91,6 +95,13 @@ func NewEnv(name string, spec chaos.Spec) *Env {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			Expect(r.Reset(ctx)).To(Succeed())
+			if spec.KVReplicas != 0 {
+				st := c.(*sshtarget.Cluster)
+				Expect(st.SetEnv(ctx, "KV_REPLICAS", fmt.Sprint(spec.KVReplicas))).To(Succeed())
+				DeferCleanup(func(ctx SpecContext) {
+					Expect(st.SetEnv(ctx, "KV_REPLICAS", fmt.Sprint(st.Topology().KVReplicas))).To(Succeed())
+				})
+			}
 		}
 	}
 	DeferCleanup(func() {

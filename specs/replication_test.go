@@ -1,6 +1,7 @@
 package specs
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -11,6 +12,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/membershipd/api"
+	"github.com/unibus/clusterkit/membershipd/clusterinfo"
+	"github.com/unibus/clusterkit/membershipd/e2e"
+	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/store/kv"
 )
 
@@ -27,27 +32,47 @@ var _ = Describe("Replication", func() {
 
 		It("are raised to R3 in place by `kv scale --replicas 3`, every key still readable on every node",
 			Claim("r1-to-r3"), func(ctx SpecContext) {
-				const keysPerBucket = 25
 				first := env.Cluster.Nodes()[0]
-				nc, err := chaos.DialInternal(env.Cluster, first)
-				Expect(err).NotTo(HaveOccurred())
-				defer nc.Close()
-				js, err := jetstream.New(nc)
-				Expect(err).NotTo(HaveOccurred())
-
-				By("writing keys into every bucket while it is R1")
+				report := func() clusterinfo.Report {
+					GinkgoHelper()
+					r := env.CLI(ctx, first, "cluster", "report", "--json", "--nodes", "3")
+					var rep clusterinfo.Report
+					Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed(), r.Stderr)
+					return rep
+				}
+				for _, b := range report().Buckets {
+					Expect(b.Replicas).To(Equal(1), "%s starts at R1", b.Bucket)
+				}
+				// The stream configs, where the target lets us read them.
 				before := map[string]jetstream.StreamConfig{}
-				for _, b := range kv.Buckets {
-					st, err := js.Stream(ctx, kv.StreamName(b.Name))
-					Expect(err).NotTo(HaveOccurred())
-					Expect(st.CachedInfo().Config.Replicas).To(Equal(1), "%s starts at R1", b.Name)
-					before[b.Name] = st.CachedInfo().Config
-					store, err := js.KeyValue(ctx, b.Name)
-					Expect(err).NotTo(HaveOccurred())
-					for i := range keysPerBucket {
-						_, err := store.Put(ctx, fmt.Sprintf("spec.r1.k%03d", i), []byte(fmt.Sprintf("%s-%d", b.Name, i)))
+				if nc, err := chaos.DialInternal(env.Cluster, first); err == nil {
+					js, _ := jetstream.New(nc)
+					for _, b := range kv.Buckets {
+						st, err := js.Stream(ctx, kv.StreamName(b.Name))
 						Expect(err).NotTo(HaveOccurred())
+						before[b.Name] = st.CachedInfo().Config
 					}
+					nc.Close()
+				}
+
+				By("writing keys into the buckets while they are R1: users, rooms, members, wrapped keys")
+				var users []*identity.Identity
+				for i := range 8 {
+					users = append(users, env.AddUser(ctx, first, fmt.Sprintf("r1-%d", i), identity.RoleMember))
+				}
+				owner := users[0]
+				var rooms []api.Room
+				wrapped := map[string]string{}
+				for i := range 3 {
+					key, err := e2e.NewRoomKey()
+					Expect(err).NotTo(HaveOccurred())
+					name := fmt.Sprintf("spec-r1-%d-%s", i, randomHex(3))
+					w, err := e2e.WrapRoomKey(key, name, owner.SignPub())
+					Expect(err).NotTo(HaveOccurred())
+					var room api.Room
+					Expect(env.call(first, owner, "POST", api.PathRooms, api.CreateRoomRequest{Name: name, WrappedKey: w}, &room)).To(Equal(201))
+					rooms = append(rooms, room)
+					wrapped[room.ID] = w
 				}
 
 				By("scaling with the CLI on a node")
@@ -56,30 +81,38 @@ var _ = Describe("Replication", func() {
 				Expect(strings.Count(r.Stdout, "replicas=3")).To(Equal(len(kv.Buckets)), r.Stdout)
 				Expect(strings.Count(r.Stdout, "followers_current=2/2")).To(Equal(len(kv.Buckets)), r.Stdout)
 
-				By("reading every key through every node, with the rest of each bucket's config unchanged")
+				By("reading every key through every node")
 				for _, n := range env.Cluster.Nodes() {
-					nc, err := chaos.DialInternal(env.Cluster, n)
+					listed := env.ListUsers(ctx, n)
+					for _, u := range users {
+						_, ok := FindUser(listed, u.SignPub())
+						Expect(ok).To(BeTrue(), "user %s via %s", u.SignPub(), n.Name())
+					}
+					var mine []api.Room
+					Expect(env.call(n, owner, "GET", api.PathRooms, nil, &mine)).To(Equal(200))
+					Expect(mine).To(HaveLen(len(rooms)), "rooms via %s", n.Name())
+					for _, room := range rooms {
+						var rk api.RoomKey
+						Expect(env.call(n, owner, "GET", "/v1/rooms/"+room.ID+"/key", nil, &rk)).To(Equal(200))
+						Expect(rk.WrappedKey).To(Equal(wrapped[room.ID]))
+					}
+				}
+
+				if len(before) > 0 {
+					By("the rest of each bucket's config unchanged (a partial update would reset History and TTL)")
+					nc, err := chaos.DialInternal(env.Cluster, first)
 					Expect(err).NotTo(HaveOccurred())
-					js, err := jetstream.New(nc)
-					Expect(err).NotTo(HaveOccurred())
+					defer nc.Close()
+					js, _ := jetstream.New(nc)
 					for _, b := range kv.Buckets {
 						st, err := js.Stream(ctx, kv.StreamName(b.Name))
 						Expect(err).NotTo(HaveOccurred())
 						cfg := st.CachedInfo().Config
 						Expect(cfg.Replicas).To(Equal(3))
-						want := before[b.Name]
-						Expect(cfg.MaxMsgsPerSubject).To(Equal(want.MaxMsgsPerSubject), "%s history kept", b.Name)
-						Expect(cfg.MaxAge).To(Equal(want.MaxAge), "%s TTL kept", b.Name)
+						Expect(cfg.MaxMsgsPerSubject).To(Equal(before[b.Name].MaxMsgsPerSubject), "%s history kept", b.Name)
+						Expect(cfg.MaxAge).To(Equal(before[b.Name].MaxAge), "%s TTL kept", b.Name)
 						Expect(cfg.AllowDirect).To(BeFalse(), "%s direct gets stay off", b.Name)
-						store, err := js.KeyValue(ctx, b.Name)
-						Expect(err).NotTo(HaveOccurred())
-						for i := range keysPerBucket {
-							e, err := store.Get(ctx, fmt.Sprintf("spec.r1.k%03d", i))
-							Expect(err).NotTo(HaveOccurred(), "%s key %d via %s", b.Name, i, n.Name())
-							Expect(string(e.Value())).To(Equal(fmt.Sprintf("%s-%d", b.Name, i)))
-						}
 					}
-					nc.Close()
 				}
 				env.WaitHealthy(ctx, 30*time.Second, env.Cluster.Nodes()...)
 			})

@@ -84,7 +84,7 @@ var _ = Describe("The data plane", Ordered, func() {
 			var err error
 			roomKey, err = e2e.NewRoomKey()
 			Expect(err).NotTo(HaveOccurred())
-			name := "e2e-" + randomHex(4)
+			name := "spec-e2e-" + randomHex(4)
 			self, err := e2e.WrapRoomKey(roomKey, name, alice.SignPub())
 			Expect(err).NotTo(HaveOccurred())
 			Expect(env.call(n1, alice, "POST", api.PathRooms, api.CreateRoomRequest{Name: name, WrappedKey: self}, &room)).To(Equal(201))

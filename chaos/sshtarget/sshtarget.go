@@ -259,3 +259,24 @@ func (n *Node) Sudo(ctx context.Context, cmd string) (chaos.CLIResult, error) {
 	r, err := n.sudo(ctx, cmd)
 	return chaos.CLIResult{Stdout: r.Stdout, Stderr: r.Stderr, ExitCode: r.ExitCode}, err
 }
+
+// SetEnv sets KEY=VALUE in every node's cluster.env (it takes effect on
+// the next start). Used with Reset for specs that need a cluster created
+// with other settings (buckets at R1); refused unless AllowWipe.
+func (c *Cluster) SetEnv(ctx context.Context, key, value string) error {
+	if !c.o.AllowWipe {
+		return errors.New("ssh target: changing cluster.env is only allowed with --allow-wipe (the simulated hosts)")
+	}
+	line := key + "=" + value
+	for _, n := range c.nodes {
+		cmd := fmt.Sprintf("sed -i 's/^%s=.*/%s/' %s && grep -qx %s %s", key, line, deploy.EnvPath, deploy.Quote(line), deploy.EnvPath)
+		r, err := n.sudo(ctx, cmd)
+		if err != nil {
+			return err
+		}
+		if r.ExitCode != 0 {
+			return fmt.Errorf("set %s on %s: exit %d: %s", key, n.row.Name, r.ExitCode, r.Stderr)
+		}
+	}
+	return nil
+}
