@@ -13,9 +13,9 @@ import (
 
 	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/chaos/check"
-	"github.com/unibus/clusterkit/chaos/sshtarget"
 	"github.com/unibus/clusterkit/chaos/claims"
 	"github.com/unibus/clusterkit/chaos/report"
+	"github.com/unibus/clusterkit/chaos/sshtarget"
 	"github.com/unibus/clusterkit/chaos/target"
 	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/store"
