@@ -34,6 +34,9 @@ type Deps struct {
 	Lookup func(signPub string) (store.User, bool)
 	Log    *slog.Logger
 	Now    func() time.Time
+	// WaitApplied blocks until every node's ACLs reflect membership
+	// revision rev (or ctx ends) and returns the nodes still behind.
+	WaitApplied func(ctx context.Context, rev uint64) []string
 }
 
 // Server is the signed HTTPS control plane.
@@ -205,8 +208,23 @@ func (s *Server) addMembership(ctx context.Context, room Room, member, by, role,
 		return unavailable("store wrapped key", err)
 	}
 	// Written last: the nodes' ACLs follow this bucket.
-	if err := s.putRaw(ctx, kv.RoomsByMemberBucket, member+"."+room.ID, []byte(role)); err != nil {
+	b2, err := s.d.JS.KeyValue(ctx, kv.RoomsByMemberBucket)
+	if err != nil {
 		return unavailable("index membership", err)
+	}
+	rev, err := b2.Put(ctx, member+"."+room.ID, []byte(role))
+	if err != nil {
+		return unavailable("index membership", err)
+	}
+	// Answer once every node enforces the membership, so a client that
+	// connects anywhere right after the answer already has the room.
+	if s.d.WaitApplied != nil {
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		behind := s.d.WaitApplied(wctx, rev)
+		cancel()
+		if len(behind) > 0 && s.d.Log != nil {
+			s.d.Log.Warn("membership not yet applied on every node", "member", member, "room", room.ID, "behind", behind)
+		}
 	}
 	return 0, nil
 }

@@ -23,7 +23,50 @@ const (
 	PingSubject = "unibus.sys.ping"
 	// StatusSubject: every node answers with its Status.
 	StatusSubject = "unibus.sys.status"
+	// AppliedSubject: every node answers with the membership revision its
+	// ACLs reflect, so the control plane can answer a membership change
+	// only once every node enforces it.
+	AppliedSubject = "unibus.sys.applied"
 )
+
+// Applied is a node's answer on AppliedSubject.
+type Applied struct {
+	Node     string `json:"node"`
+	RoomsRev uint64 `json:"rooms_rev"`
+}
+
+// WaitApplied asks every node until each node that answers (a majority
+// at least: a stopped node cannot admit anyone) reports a membership
+// revision of at least rev, or ctx ends. It returns the nodes that had not
+// caught up (empty: all did).
+func WaitApplied(ctx context.Context, nc *nats.Conn, size int, rev uint64) []string {
+	var behind []string
+	for {
+		qctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
+		raw, _ := Collect(qctx, nc, AppliedSubject, size)
+		cancel()
+		behind = behind[:0]
+		answered := 0
+		for _, b := range raw {
+			var a Applied
+			if json.Unmarshal(b, &a) != nil {
+				continue
+			}
+			answered++
+			if a.RoomsRev < rev {
+				behind = append(behind, a.Node)
+			}
+		}
+		if (answered > size/2 && len(behind) == 0) || ctx.Err() != nil {
+			return behind
+		}
+		select {
+		case <-ctx.Done():
+			return behind
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
 
 // Pong is a peer's answer to a ping. PutAgeMS is the age of the peer's own
 // last successful replicated heartbeat write, -1 if it never had one.

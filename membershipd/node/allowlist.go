@@ -36,6 +36,7 @@ type kvAllowlist struct {
 	conns      map[uint64]map[string]bool // connection -> rooms in its ACL
 	usersReady bool
 	roomsReady bool
+	roomsRev   uint64 // last rooms_by_member revision applied
 }
 
 func newKVAllowlist() *kvAllowlist {
@@ -63,14 +64,22 @@ func (a *kvAllowlist) Admitted(_ string, cid uint64, rooms []string) {
 	a.mu.Unlock()
 }
 
-// addMembership records that member joined room.
-func (a *kvAllowlist) addMembership(member, room string) {
+// addMembership records that member joined room (at KV revision rev).
+func (a *kvAllowlist) addMembership(member, room string, rev uint64) {
 	a.mu.Lock()
 	if a.rooms[member] == nil {
 		a.rooms[member] = map[string]bool{}
 	}
 	a.rooms[member][room] = true
+	a.roomsRev = max(a.roomsRev, rev)
 	a.mu.Unlock()
+}
+
+// RoomsRevision is the last membership revision this node's ACLs reflect.
+func (a *kvAllowlist) RoomsRevision() uint64 {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.roomsRev
 }
 
 // lacks reports whether connection cid was admitted without room.
@@ -158,12 +167,12 @@ func (n *Node) watchMemberships(ctx context.Context) {
 		return
 	}
 	for ctx.Err() == nil {
-		err := n.watchBucket(ctx, kv.RoomsByMemberBucket, func(key string) {
+		err := n.watchBucket(ctx, kv.RoomsByMemberBucket, func(key string, rev uint64) {
 			member, room, ok := strings.Cut(key, ".")
 			if !ok {
 				return
 			}
-			al.addMembership(member, room)
+			al.addMembership(member, room, rev)
 			go n.refreshConns(member, room)
 		}, func() {
 			al.markRoomsReady()
@@ -182,7 +191,7 @@ func (n *Node) watchMemberships(ctx context.Context) {
 
 // watchBucket calls fn with every key put into bucket (existing ones first,
 // then ready, then new ones) until ctx ends or the watch fails.
-func (n *Node) watchBucket(ctx context.Context, bucket string, fn func(key string), ready func()) error {
+func (n *Node) watchBucket(ctx context.Context, bucket string, fn func(key string, rev uint64), ready func()) error {
 	b, err := n.js.KeyValue(ctx, bucket)
 	if err != nil {
 		return err
@@ -204,7 +213,7 @@ func (n *Node) watchBucket(ctx context.Context, bucket string, fn func(key strin
 				ready()
 				continue
 			}
-			fn(e.Key())
+			fn(e.Key(), e.Revision())
 		}
 	}
 }

@@ -245,6 +245,16 @@ func (n *Node) subscribe() error {
 	}); err != nil {
 		return fmt.Errorf("subscribe %s: %w", clusterinfo.PingSubject, err)
 	}
+	if _, err := n.nc.Subscribe(clusterinfo.AppliedSubject, func(m *nats.Msg) {
+		var rev uint64
+		if al, ok := n.allow.(*kvAllowlist); ok {
+			rev = al.RoomsRevision()
+		}
+		b, _ := json.Marshal(clusterinfo.Applied{Node: n.cfg.Name, RoomsRev: rev})
+		_ = m.Respond(b)
+	}); err != nil {
+		return fmt.Errorf("subscribe %s: %w", clusterinfo.AppliedSubject, err)
+	}
 	if _, err := n.nc.Subscribe(clusterinfo.StatusSubject, func(m *nats.Msg) {
 		b, _ := json.Marshal(n.Status())
 		_ = m.Respond(b)
@@ -406,6 +416,9 @@ func (n *Node) startHTTP() error {
 		api.New(api.Deps{
 			Node: n.cfg.Name, JS: n.js, Replicas: n.cfg.KVReplicas, Gate: n.inQuorum,
 			Lookup: n.allow.Lookup, Log: n.log.With("component", "api"),
+			WaitApplied: func(ctx context.Context, rev uint64) []string {
+				return clusterinfo.WaitApplied(ctx, n.nc, n.cfg.size(), rev)
+			},
 		}).Register(mux)
 	}
 	addr := net.JoinHostPort(n.cfg.Bind, strconv.Itoa(n.cfg.HTTPPort))
