@@ -150,3 +150,22 @@ func TLSFromLayout(l *pki.Layout, internalID func(node string) string) TLSFiles 
 	}
 	return t
 }
+
+// AsNodes converts a target's concrete node list.
+func AsNodes[T Node](ns []T) []Node {
+	out := make([]Node, len(ns))
+	for i, n := range ns {
+		out[i] = n
+	}
+	return out
+}
+
+// FindNode returns the node named name, or nil.
+func FindNode[T Node](ns []T, name string) Node {
+	for _, n := range ns {
+		if n.Name() == name {
+			return n
+		}
+	}
+	return nil
+}

@@ -45,7 +45,7 @@ import (
 var _ = Describe("Seed the first admin", func() {
 	Context("the old loopback bootstrap", Ordered, func() {
 		It("never seeds the cluster: the seed stays in the seed node's replica only, and replaces acknowledged writes whenever that node leads",
-			Claim("bootstrap-orphan"), Slow, func(ctx SpecContext) {
+			Claim("claim:bootstrap-orphan"), Slow, func(ctx SpecContext) {
 				// nats-server looks for orphaned streams 30 s after its meta
 				// recovery (before the node is healthy); watch past that.
 				const orphanCheck = 30 * time.Second

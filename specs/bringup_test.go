@@ -30,7 +30,7 @@ var _ = Describe("Bring up", func() {
 		})
 
 		It("form a quorum: every node healthy with the full posture, one meta leader, all routed",
-			Claim("quorum-start"), func(ctx SpecContext) {
+			Claim("claim:quorum-start"), func(ctx SpecContext) {
 				took := env.StartAll(ctx)
 				AddReportEntry("start to quorum, three nodes together", took.Round(time.Millisecond).String(), ReportEntryVisibilityFailureOrVerbose)
 
@@ -67,7 +67,7 @@ var _ = Describe("Bring up", func() {
 			})
 
 		It("run the cold-start fixes: pooling off, no-advertise, KV-open retry",
-			Claim("cold-start-fixes"), func(ctx SpecContext) {
+			Claim("claim:cold-start-fixes"), func(ctx SpecContext) {
 				r := env.CLI(ctx, env.Cluster.Nodes()[0], "version", "--features")
 				Expect(r.ExitCode).To(Equal(0))
 				for _, f := range []string{node.FeatureRoutePoolOff, node.FeatureNoAdvertise, node.FeatureKVOpenRetry} {
@@ -102,7 +102,7 @@ var _ = Describe("Bring up", func() {
 				Consistently(nc.DiscoveredServers).WithTimeout(time.Second).Should(BeEmpty())
 			})
 
-		It("keep all six control-plane buckets at R3 with 2/2 followers current", Claim("r3"), func(ctx SpecContext) {
+		It("keep all six control-plane buckets at R3 with 2/2 followers current", Claim("claim:r3"), func(ctx SpecContext) {
 			Eventually(func(g Gomega) {
 				r := env.CLI(ctx, env.Cluster.Nodes()[2], "cluster", "report", "--json", "--nodes", "3")
 				g.Expect(r.ExitCode).To(Equal(0), r.Stderr)
@@ -134,7 +134,7 @@ var _ = Describe("Bring up", func() {
 		})
 
 		It("never serves: healthz 503 naming quorum for the whole window, no bucket, no client",
-			Claim("no-self-serve"), Slow, func(ctx SpecContext) {
+			Claim("claim:no-self-serve"), Slow, func(ctx SpecContext) {
 				const window = 12 * time.Second // the claim asks ≥ 10 s
 				Expect(lone.Start(ctx)).To(Succeed())
 				env.WaitAnswering(ctx, lone) // a unit's start returns before the process listens
@@ -167,7 +167,7 @@ var _ = Describe("Bring up", func() {
 			})
 
 		It("converges when a second node starts without waiting on the first's health; the third catches up",
-			Claim("staggered-start"), func(ctx SpecContext) {
+			Claim("claim:staggered-start"), func(ctx SpecContext) {
 				second, third := env.Cluster.Nodes()[1], env.Cluster.Nodes()[2]
 				Expect(env.Health.Get(ctx, lone.HealthzURL()).Code).To(Equal(503), "the first node is still not healthy")
 				secondAt := time.Now()

@@ -76,7 +76,7 @@ var _ = Describe("Chaos: the quorum gate", Ordered, func() {
 		})
 
 	It("fails closed with two nodes down: connections, user add and authorizing reads refused within 2 s for 20 s; nothing acknowledged lost",
-		Claim("two-down-fail-closed"), Disruptive, Slow, func(ctx SpecContext) {
+		Claim("claim:two-down-fail-closed"), Disruptive, Slow, func(ctx SpecContext) {
 			nodes := env.Cluster.Nodes()
 			survivor, a, b := nodes[0], nodes[1], nodes[2]
 

@@ -81,7 +81,7 @@ var _ = Describe("Stage the nodes and roll upgrades", Ordered, func() {
 		return out
 	}
 
-	It("prints the full plan without --yes and changes nothing; refuses placeholders", Claim("deploy-dry-run"), func(ctx SpecContext) {
+	It("prints the full plan without --yes and changes nothing; refuses placeholders", Claim("claim:deploy-dry-run"), func(ctx SpecContext) {
 		before := snapshot(ctx)
 		r := runbook(ctx, "deploy")
 		Expect(r.ExitCode).To(Equal(0), r.Stderr)
@@ -117,7 +117,7 @@ var _ = Describe("Stage the nodes and roll upgrades", Ordered, func() {
 		Expect(snapshot(ctx)).To(Equal(before))
 	})
 
-	It("stages everything atomically with secrets 0600, starts nothing, and a second run changes nothing", Claim("deploy-apply"), func(ctx SpecContext) {
+	It("stages everything atomically with secrets 0600, starts nothing, and a second run changes nothing", Claim("claim:deploy-apply"), func(ctx SpecContext) {
 		first := env.Cluster.Nodes()[0].(*sshtarget.Node)
 		By("converging every host first (the binary built here may be newer)")
 		conv := runbook(ctx, "deploy", "--yes")
@@ -159,7 +159,7 @@ var _ = Describe("Stage the nodes and roll upgrades", Ordered, func() {
 	})
 
 	It("rolls a new binary one node at a time with a backup, and stops at the first node that does not return to health",
-		Claim("rolling-upgrade"), Disruptive, Slow, func(ctx SpecContext) {
+		Claim("claim:rolling-upgrade"), Disruptive, Slow, func(ctx SpecContext) {
 			version := "spec-upgrade-" + randomHex(4)
 			newBin := filepath.Join(env.Dir, "membershipd-new")
 			build := exec.CommandContext(ctx, "go", "build", "-o", newBin, "-ldflags", "-X github.com/unibus/clusterkit/membershipd/node.Version="+version, "./membershipd")

@@ -103,7 +103,7 @@ var _ = Describe("Chaos: one node down mid-stream", Ordered, func() {
 	}
 
 	It("fails over when the client's own node stops: every acked message exactly once, in order; the node catches up",
-		Claim("failover-zero-loss"), Disruptive, func(ctx SpecContext) {
+		Claim("claim:failover-zero-loss"), Disruptive, func(ctx SpecContext) {
 			DeferCleanup(env.RestartStopped, NodeTimeout(restartBudget+30*time.Second))
 			rep, victim := run(ctx, "spec-failover-"+randomHex(4), func(server string) chaos.Node { return env.Cluster.Node(server) })
 			expectZeroLoss(rep)
@@ -119,7 +119,7 @@ var _ = Describe("Chaos: one node down mid-stream", Ordered, func() {
 		})
 
 	It("keeps every acked message when the room stream's leader stops mid-stream; the node catches up",
-		Claim("failover-zero-loss"), Disruptive, func(ctx SpecContext) {
+		Claim("claim:failover-zero-loss"), Disruptive, func(ctx SpecContext) {
 			DeferCleanup(env.RestartStopped, NodeTimeout(restartBudget+30*time.Second))
 			key, err := e2e.NewRoomKey()
 			Expect(err).NotTo(HaveOccurred())

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -22,9 +23,14 @@ import (
 	"github.com/unibus/clusterkit/runbook/sshx"
 )
 
-// Claim labels a spec with a registered claim id; a typo fails the tree
-// build instead of silently matching nothing.
-func Claim(id string) Labels {
+// Claim labels a spec with a registered claim ("claim:<id>", spelled out
+// so a grep finds every claim's spec); a typo fails the tree build instead
+// of silently matching nothing.
+func Claim(label string) Labels {
+	id, ok := strings.CutPrefix(label, claims.LabelPrefix)
+	if !ok {
+		panic(fmt.Sprintf("claim label %q must start with %q", label, claims.LabelPrefix))
+	}
 	l, err := claims.Label(id)
 	if err != nil {
 		panic(err)

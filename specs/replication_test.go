@@ -31,7 +31,7 @@ var _ = Describe("Replication", func() {
 		})
 
 		It("are raised to R3 in place by `kv scale --replicas 3`, every key still readable on every node",
-			Claim("r1-to-r3"), func(ctx SpecContext) {
+			Claim("claim:r1-to-r3"), func(ctx SpecContext) {
 				first := env.Cluster.Nodes()[0]
 				report := func() clusterinfo.Report {
 					GinkgoHelper()

@@ -24,7 +24,7 @@ var _ = Describe("Rollback and migration", Ordered, func() {
 	})
 
 	It("runs a node restarted without --store kv standalone on SQLite, keeping the KV buckets on disk for a retry",
-		Claim("rollback-sqlite"), Disruptive, func(ctx SpecContext) {
+		Claim("claim:rollback-sqlite"), Disruptive, func(ctx SpecContext) {
 			n3, ok := env.Cluster.Nodes()[2].(*inproc.Node)
 			if !ok {
 				Skip("only the in-process target can restart a node standalone")
@@ -77,7 +77,7 @@ var _ = Describe("Rollback and migration", Ordered, func() {
 		})
 
 	It("migrates a SQLite store into the live KV over loopback, idempotently; refuses a remote target without --ca",
-		Claim("migrate-to-kv"), func(ctx SpecContext) {
+		Claim("claim:migrate-to-kv"), func(ctx SpecContext) {
 			if env.Cluster.Target() != "inproc" {
 				Skip("runs on the in-process target (CLAIMS.md: migrate-to-kv is not an ssh-target claim)")
 			}

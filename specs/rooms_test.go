@@ -42,7 +42,7 @@ var _ = Describe("The data plane", Ordered, func() {
 	})
 
 	It("rejects a replayed signed request on every node, and a stale or future timestamp",
-		Claim("anti-replay"), func(ctx SpecContext) {
+		Claim("claim:anti-replay"), func(ctx SpecContext) {
 			r := signedRequest(n1, alice, "GET", api.PathMe, nil, time.Now())
 			code, body := env.send(r, nil)
 			Expect(code).To(Equal(200), string(body))
@@ -80,7 +80,7 @@ var _ = Describe("The data plane", Ordered, func() {
 		})
 
 	It("stores only ciphertext; members decrypt, a non-member and the server cannot",
-		Claim("e2e"), func(ctx SpecContext) {
+		Claim("claim:e2e"), func(ctx SpecContext) {
 			var err error
 			roomKey, err = e2e.NewRoomKey()
 			Expect(err).NotTo(HaveOccurred())

@@ -38,7 +38,7 @@ var _ = Describe("TLS", func() {
 		})
 
 		It("route port takes only route-CA certificates; client port demands a valid client certificate over TLS",
-			Claim("route-ca"), func(ctx SpecContext) {
+			Claim("claim:route-ca"), func(ctx SpecContext) {
 				t := env.Cluster.TLS()
 				target := env.Cluster.Nodes()[0]
 				peer := env.Cluster.Nodes()[1]
@@ -106,7 +106,7 @@ var _ = Describe("TLS", func() {
 			})
 
 		It("separates the route CA from the client CA on every node's listeners; --force rotates the route CA",
-			Claim("certs"), func(ctx SpecContext) {
+			Claim("claim:certs"), func(ctx SpecContext) {
 				t := env.Cluster.TLS()
 				clientCA := readCert(t.ClientCA)
 				routeCA := readCert(t.RouteCA)

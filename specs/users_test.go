@@ -32,7 +32,7 @@ var _ = Describe("Add users to the live cluster", Ordered, func() {
 	})
 
 	It("seeds the first admin on a fresh cluster through the live cluster, present on every node",
-		Claim("first-admin"), func(ctx SpecContext) {
+		Claim("claim:first-admin"), func(ctx SpecContext) {
 			for _, n := range env.Cluster.Nodes() {
 				Expect(env.ListUsers(ctx, n)).To(BeEmpty(), "a fresh cluster has no users")
 			}
@@ -49,7 +49,7 @@ var _ = Describe("Add users to the live cluster", Ordered, func() {
 		})
 
 	It("adds a user live: exit 0, the user and KV_UNIBUS_users followers_current=2/2 printed",
-		Claim("user-add-live"), func(ctx SpecContext) {
+		Claim("claim:user-add-live"), func(ctx SpecContext) {
 			id, err := identity.Generate()
 			Expect(err).NotTo(HaveOccurred())
 			r := env.CLI(ctx, env.Cluster.Nodes()[1], "user", "add", "--store", "kv", "--handle", SpecHandle("alice"), "--role", "member", "--sign-pub", id.SignPub())
@@ -65,7 +65,7 @@ var _ = Describe("Add users to the live cluster", Ordered, func() {
 		})
 
 	It("refuses a re-add of the same key and never flips its role; revoke then add replaces",
-		Claim("user-add-idempotent"), func(ctx SpecContext) {
+		Claim("claim:user-add-idempotent"), func(ctx SpecContext) {
 			n := env.Cluster.Nodes()[2]
 			for _, role := range []string{"member", "admin"} {
 				r := env.CLI(ctx, n, "user", "add", "--store", "kv", "--handle", SpecHandle("alice2"), "--role", role, "--sign-pub", alice.SignPub())
@@ -99,7 +99,7 @@ var _ = Describe("Add users to the live cluster", Ordered, func() {
 		})
 
 	It("confines a member to its own inbox and rooms: no KV, no stream or consumer admin, no other inbox",
-		Claim("acl"), func(ctx SpecContext) {
+		Claim("claim:acl"), func(ctx SpecContext) {
 			bob := env.AddUser(ctx, env.Cluster.Nodes()[0], "bob", identity.RoleMember)
 			var (
 				mu   sync.Mutex
@@ -151,7 +151,7 @@ var _ = Describe("Add users to the live cluster", Ordered, func() {
 		})
 
 	It("revokes: the row stays listed as revoked, new connections are refused and live ones closed within 2 s on every node",
-		Claim("user-revoke"), func(ctx SpecContext) {
+		Claim("claim:user-revoke"), func(ctx SpecContext) {
 			carol := env.AddUser(ctx, env.Cluster.Nodes()[0], "carol", identity.RoleMember)
 			closed := make(chan time.Time, len(env.Cluster.Nodes()))
 			var conns []*nats.Conn
@@ -190,7 +190,7 @@ var _ = Describe("Add users to the live cluster", Ordered, func() {
 			}
 		})
 
-	It("commits a user add with the KV_UNIBUS_users leader down", Claim("user-add-one-down"), Disruptive, func(ctx SpecContext) {
+	It("commits a user add with the KV_UNIBUS_users leader down", Claim("claim:user-add-one-down"), Disruptive, func(ctx SpecContext) {
 		leaderName := ""
 		Eventually(func() string {
 			leaderName = usersLeader(ctx, env)

@@ -74,23 +74,10 @@ func New(o Options) (*Cluster, error) {
 func (c *Cluster) Target() string { return "ssh" }
 
 // Nodes implements chaos.Cluster.
-func (c *Cluster) Nodes() []chaos.Node {
-	out := make([]chaos.Node, len(c.nodes))
-	for i, n := range c.nodes {
-		out[i] = n
-	}
-	return out
-}
+func (c *Cluster) Nodes() []chaos.Node { return chaos.AsNodes(c.nodes) }
 
 // Node implements chaos.Cluster.
-func (c *Cluster) Node(name string) chaos.Node {
-	for _, n := range c.nodes {
-		if n.row.Name == name {
-			return n
-		}
-	}
-	return nil
-}
+func (c *Cluster) Node(name string) chaos.Node { return chaos.FindNode(c.nodes, name) }
 
 // Topology is the parsed nodes.env.
 func (c *Cluster) Topology() deploy.Topology { return c.topo }
