@@ -105,8 +105,18 @@ func NewEnv(name string, spec chaos.Spec) *Env {
 				st := c.(*sshtarget.Cluster)
 				Expect(st.SetEnv(ctx, "KV_REPLICAS", fmt.Sprint(spec.KVReplicas))).To(Succeed())
 				DeferCleanup(func(ctx SpecContext) {
+					// Back to the deployed config, and running it: the nodes
+					// read cluster.env only when they start.
 					Expect(st.SetEnv(ctx, "KV_REPLICAS", fmt.Sprint(st.Topology().KVReplicas))).To(Succeed())
-				})
+					Expect(chaos.StopNodes(ctx, st.Nodes()...)).To(Succeed())
+					Expect(chaos.StartNodes(ctx, st.Nodes()...)).To(Succeed())
+					hc, err := chaos.NewHealthClient(st.TLS().ClientCA)
+					Expect(err).NotTo(HaveOccurred())
+					wctx, cancel := context.WithTimeout(ctx, restartBudget)
+					defer cancel()
+					_, err = hc.WaitHealthy(wctx, st.Nodes()...)
+					Expect(err).NotTo(HaveOccurred())
+				}, NodeTimeout(restartBudget+time.Minute))
 			}
 		}
 	}
