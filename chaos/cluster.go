@@ -169,3 +169,17 @@ func FindNode[T Node](ns []T, name string) Node {
 	}
 	return nil
 }
+
+// TalksToNode reports whether `membershipd ARGS...` connects to a live node,
+// so a local target must add the connection flags a real node's defaults
+// would supply (loopback URL, /opt/unibus/tls, the internal identity).
+func TalksToNode(args []string) bool {
+	if len(args) == 0 {
+		return false
+	}
+	switch args[0] {
+	case "cluster", "kv", "user", "migrate-to-kv":
+		return true
+	}
+	return false
+}

@@ -156,7 +156,7 @@ func (c *Cluster) CLI(ctx context.Context, n chaos.Node, args ...string) (chaos.
 		return chaos.CLIResult{}, fmt.Errorf("inproc: node %v is not from this cluster", n)
 	}
 	full := append([]string{}, args...)
-	if len(args) > 0 && clusterCommands[args[0]] {
+	if chaos.TalksToNode(args) {
 		// What the on-node defaults (loopback URL, /opt/unibus/tls/...)
 		// resolve to on a real node.
 		full = append(full, "--nats-url", in.ClientURL(), "--ca", c.layout.ClientCACert,
@@ -166,8 +166,6 @@ func (c *Cluster) CLI(ctx context.Context, n chaos.Node, args ...string) (chaos.
 	return RunBinary(ctx, c.opts.Binary, full...)
 }
 
-// clusterCommands are the membershipd commands that talk to a live node.
-var clusterCommands = map[string]bool{"cluster": true, "kv": true, "user": true, "migrate-to-kv": true}
 
 // RunBinary runs a command and captures its output and exit status.
 func RunBinary(ctx context.Context, bin string, args ...string) (chaos.CLIResult, error) {

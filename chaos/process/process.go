@@ -142,7 +142,7 @@ func (c *Cluster) CLI(ctx context.Context, n chaos.Node, args ...string) (chaos.
 		return chaos.CLIResult{}, fmt.Errorf("process: node %v is not from this cluster", n)
 	}
 	full := append([]string{}, args...)
-	if len(args) > 0 && (args[0] == "cluster" || args[0] == "kv" || args[0] == "user" || args[0] == "migrate-to-kv") {
+	if chaos.TalksToNode(args) {
 		nf := c.layout.Nodes[pn.name]
 		full = append(full, "--nats-url", pn.ClientURL(), "--ca", c.layout.ClientCACert, "--cert", nf.ServerCert, "--key", nf.ServerKey,
 			"--internal-id-file", filepath.Join(c.opts.Dir, pn.name, "secrets", "internal.id"), "--http-port", strconv.Itoa(pn.httpPort))
