@@ -166,7 +166,6 @@ func (c *Cluster) CLI(ctx context.Context, n chaos.Node, args ...string) (chaos.
 	return RunBinary(ctx, c.opts.Binary, full...)
 }
 
-
 // RunBinary runs a command and captures its output and exit status.
 func RunBinary(ctx context.Context, bin string, args ...string) (chaos.CLIResult, error) {
 	cmd := exec.CommandContext(ctx, bin, args...)
