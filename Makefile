@@ -77,7 +77,8 @@ test-vps: build
 	bin/runbook verify $(SIMFLAGS)
 	$(GINKGO) --json-report=report.json --junit-report=junit.xml --output-dir=$(SIMOUT)/specs \
 	  $(SPECFLAGS) ./specs -- --target=ssh --nodes=$(SIMOUT)/nodes.env --certs=$(SIMOUT)/certs \
-	  --ssh-config=$(SIMDIR)/ssh_config --allow-disruptive --allow-wipe --membershipd=$(CURDIR)/bin/membershipd \
+	  --ssh-config=$(SIMDIR)/ssh_config --allow-disruptive --allow-wipe --sim-dir=$(SIMDIR) \
+	  --membershipd=$(CURDIR)/bin/membershipd \
 	  --report-dir=$(SIMOUT)/specs; rc=$$?; bin/runbook vps-sim down --dir $(SIMDIR); exit $$rc
 
 # The operator's command: the suite against the live cluster in NODES.

@@ -85,6 +85,10 @@ type Cluster interface {
 
 // Partitioner is implemented by targets that can cut routes.
 type Partitioner interface {
+	// CanPartition is false where this particular cluster cannot (an ssh
+	// target on real hosts: only the simulated hosts have a controllable
+	// network).
+	CanPartition() bool
 	// Isolate cuts every route to and from n ("cut" resets connections,
 	// "blackhole" silently drops them).
 	Isolate(n Node, mode string) error

@@ -81,7 +81,7 @@ func NewEnv(name string, spec chaos.Spec) *Env {
 		spec.Fresh = true // buckets are created at the replica count only once
 	}
 	o := target.Options{Name: *flagTarget, Binary: suite.binary, Log: suite.log,
-		NodesFile: *flagNodes, CertsDir: *flagCerts, AllowWipe: *flagWipe,
+		NodesFile: *flagNodes, CertsDir: *flagCerts, AllowWipe: *flagWipe, SimDir: *flagSimDir,
 		SSH: sshx.Options{ConfigFile: *flagSSHConfig, Agent: true}}
 	c, err := target.New(o, spec)
 	Expect(err).NotTo(HaveOccurred())

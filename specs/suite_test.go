@@ -28,6 +28,7 @@ var (
 	flagSSHConfig = flag.String("ssh-config", "", "ssh target: ssh_config file (default ~/.ssh/config)")
 	flagDisrupt   = flag.Bool("allow-disruptive", false, "ssh target: run specs that stop nodes or cut routes")
 	flagWipe      = flag.Bool("allow-wipe", false, "ssh target: run specs that need a fresh cluster by deleting every node's JetStream data (simulated hosts only)")
+	flagSimDir    = flag.String("sim-dir", "", "ssh target: the simulated hosts' state dir (enables partition specs)")
 	flagRunbook   = flag.String("runbook", "", "prebuilt runbook tool (deploy specs; default: bin/runbook next to --membershipd)")
 	flagBinary    = flag.String("membershipd", "", "prebuilt membershipd binary (default: build it into the report dir)")
 	flagReportDir = flag.String("report-dir", "../out/specs", "where the checklist and evidence go")

@@ -199,6 +199,9 @@ func (c *Cluster) Isolate(n chaos.Node, mode string) error {
 	return fmt.Errorf("inproc: node %v is not from this cluster", n)
 }
 
+// CanPartition implements chaos.Partitioner.
+func (c *Cluster) CanPartition() bool { return true }
+
 // HealAll implements chaos.Partitioner.
 func (c *Cluster) HealAll() error { c.mesh.HealAll(); return nil }
 

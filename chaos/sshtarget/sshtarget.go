@@ -20,6 +20,7 @@ import (
 	"github.com/unibus/clusterkit/membershipd/pki"
 	"github.com/unibus/clusterkit/runbook/deploy"
 	"github.com/unibus/clusterkit/runbook/sshx"
+	"github.com/unibus/clusterkit/runbook/vpssim"
 )
 
 // Options configures the target.
@@ -30,7 +31,10 @@ type Options struct {
 	// AllowWipe lets Reset delete every node's JetStream data. Only the
 	// simulated hosts ever set it.
 	AllowWipe bool
-	Log       *slog.Logger
+	// SimDir is the simulated hosts' state dir; with it the target can
+	// partition nodes (iptables inside the hosts' namespaces).
+	SimDir string
+	Log    *slog.Logger
 }
 
 // Cluster is a deployed cluster reached over SSH.
@@ -52,7 +56,46 @@ type Node struct {
 var (
 	_ chaos.Cluster        = (*Cluster)(nil)
 	_ chaos.StoreInspector = (*Cluster)(nil)
+	_ chaos.Partitioner    = (*Cluster)(nil)
 )
+
+// CanPartition implements chaos.Partitioner: only on simulated hosts.
+func (c *Cluster) CanPartition() bool { return c.o.SimDir != "" }
+
+// Isolate implements chaos.Partitioner on simulated hosts: every packet
+// between n and the other nodes is dropped (both directions, INPUT and
+// OUTPUT); the controller still reaches n. There is no RST variant, so
+// "cut" and "blackhole" both drop.
+func (c *Cluster) Isolate(n chaos.Node, mode string) error {
+	if mode != "cut" && mode != "blackhole" {
+		return fmt.Errorf("unknown partition mode %q (want cut or blackhole)", mode)
+	}
+	sim, err := c.sim()
+	if err != nil {
+		return err
+	}
+	return sim.Partition(n.Name(), nil)
+}
+
+// HealAll implements chaos.Partitioner.
+func (c *Cluster) HealAll() error {
+	sim, err := c.sim()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range c.nodes {
+		errs = append(errs, sim.Heal(n.row.Name))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Cluster) sim() (*vpssim.Sim, error) {
+	if c.o.SimDir == "" {
+		return nil, errors.New("ssh target: partitions need the simulated hosts (--sim-dir)")
+	}
+	return vpssim.Load(c.o.SimDir)
+}
 
 // New reads the topology; it connects lazily.
 func New(o Options) (*Cluster, error) {

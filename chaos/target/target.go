@@ -22,6 +22,7 @@ type Options struct {
 	CertsDir  string
 	SSH       sshx.Options
 	AllowWipe bool
+	SimDir    string
 }
 
 // Names lists the targets this build knows.
@@ -37,7 +38,7 @@ func New(o Options, spec chaos.Spec) (chaos.Cluster, error) {
 			Binary: o.Binary, Log: o.Log,
 		})
 	case "ssh":
-		return sshtarget.New(sshtarget.Options{NodesFile: o.NodesFile, CertsDir: o.CertsDir, SSH: o.SSH, AllowWipe: o.AllowWipe, Log: o.Log})
+		return sshtarget.New(sshtarget.Options{NodesFile: o.NodesFile, CertsDir: o.CertsDir, SSH: o.SSH, AllowWipe: o.AllowWipe, SimDir: o.SimDir, Log: o.Log})
 	default:
 		return nil, fmt.Errorf("unknown target %q (known: %v)", o.Name, Names)
 	}
