@@ -6,6 +6,8 @@ package chaos
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/unibus/clusterkit/membershipd/pki"
@@ -186,4 +188,20 @@ func TalksToNode(args []string) bool {
 		return true
 	}
 	return false
+}
+
+// MintLocal names size loopback nodes n1..nN and mints their certificates
+// under dir/tls: what every local target starts from.
+func MintLocal(dir string, size int) ([]string, *pki.Layout, error) {
+	names := make([]string, size)
+	specs := make([]pki.NodeSpec, size)
+	for i := range names {
+		names[i] = fmt.Sprintf("n%d", i+1)
+		specs[i] = pki.NodeSpec{Name: names[i], Hosts: []string{"127.0.0.1"}}
+	}
+	layout, err := pki.MintCluster(filepath.Join(dir, "tls"), specs, false)
+	if err != nil {
+		return nil, nil, fmt.Errorf("mint certificates: %w", err)
+	}
+	return names, layout, nil
 }

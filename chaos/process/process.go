@@ -83,15 +83,9 @@ func New(o Options) (*Cluster, error) {
 		}
 		o.ClientBase, o.RouteBase, o.HTTPBase = base, base+o.Size, base+2*o.Size
 	}
-	names := make([]string, o.Size)
-	specs := make([]pki.NodeSpec, o.Size)
-	for i := range names {
-		names[i] = fmt.Sprintf("n%d", i+1)
-		specs[i] = pki.NodeSpec{Name: names[i], Hosts: []string{"127.0.0.1"}}
-	}
-	layout, err := pki.MintCluster(filepath.Join(o.Dir, "tls"), specs, false)
+	names, layout, err := chaos.MintLocal(o.Dir, o.Size)
 	if err != nil {
-		return nil, fmt.Errorf("mint certificates: %w", err)
+		return nil, err
 	}
 	c := &Cluster{opts: o, layout: layout}
 	for i, name := range names {
