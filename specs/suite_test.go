@@ -91,16 +91,16 @@ var _ = ReportAfterEach(func(r SpecReport) {
 })
 
 var _ = ReportAfterSuite("claim checklist", func(r Report) {
-	rows := report.Checklist(r, *flagTarget)
+	c := report.NewChecklist(r, *flagTarget)
 	dir := suite.reportDir
 	if dir == "" {
 		dir, _ = filepath.Abs(*flagReportDir)
 	}
 	ms := report.Measurements(r)
-	if err := report.WriteChecklistFiles(dir, *flagTarget, rows, ms); err != nil {
+	if err := report.WriteChecklistFiles(dir, c, ms); err != nil {
 		fmt.Fprintf(os.Stderr, "write checklist: %v\n", err)
 	}
 	fmt.Println()
-	_ = report.WriteChecklist(os.Stdout, *flagTarget, rows)
+	_ = report.WriteChecklist(os.Stdout, c)
 	_ = report.WriteMeasurements(os.Stdout, ms)
 })
