@@ -1,4 +1,5 @@
-// Package claims is the registry of runbook claims (../shared/CLAIMS.md).
+// Package claims is the registry of runbook claims; CLAIMS.md at the
+// repository root is generated from it (go run ./chaos/claims/gen).
 // Specs label themselves through it, so a misspelt claim id fails when the
 // spec tree is built instead of silently filtering nothing.
 package claims
@@ -16,7 +17,7 @@ type Claim struct {
 	InProc, SSH bool
 }
 
-// All lists every claim in CLAIMS.md order.
+// All lists every claim, in the order CLAIMS.md shows them.
 var All = []Claim{
 	{"quorum-start", "three nodes started together form a quorum; healthz 200 with the full posture on every node", true, true},
 	{"no-self-serve", "a lone node never serves: healthz 503 naming quorum, no bucket, no client", true, true},

@@ -4,7 +4,7 @@
 // trust on first use), runs commands, escalates with non-interactive sudo,
 // and writes files atomically over SFTP.
 //
-// Traps handled here (see shared/notes/ssh-facts.md):
+// Traps handled here (measured; NOTES.md at the repository root):
 //   - x/crypto prefers ECDSA/RSA host keys while known_hosts usually holds only
 //     the ed25519 key, so HostKeyAlgorithms is set, per hop, to the key types
 //     known_hosts already holds for that host.
