@@ -127,7 +127,7 @@ func claimRow(r types.Report, c claims.Claim, setupFailed bool) Row {
 		// Ginkgo reports no spec at all when BeforeSuite fails, so "no
 		// spec" here would blame the catalog for a setup failure.
 		row.State = "not run"
-		row.addReason("not run: the suite setup failed (above)")
+		row.addReason("not run: the suite setup failed")
 	}
 	return row
 }
@@ -176,11 +176,12 @@ func location(l types.CodeLocation) string {
 	return fmt.Sprintf("%s:%d", filepath.Base(l.FileName), l.LineNumber)
 }
 
-// firstLines keeps the first n non-empty lines of s, trimmed.
+// firstLines keeps the first n lines of s that say something, trimmed.
 func firstLines(s string, n int) string {
 	var out []string
 	for _, l := range strings.Split(s, "\n") {
-		if l = strings.TrimSpace(l); l != "" {
+		// Gomega's dumps put lone braces on lines of their own.
+		if l = strings.TrimSpace(l); strings.Trim(l, "{}[](),") != "" {
 			out = append(out, l)
 		}
 		if len(out) == n {
