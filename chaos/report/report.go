@@ -68,12 +68,14 @@ const (
 // failed no spec ran, and every row says so instead of "no spec".
 func NewChecklist(r types.Report, target string) Checklist {
 	c := Checklist{Target: target}
+	setup := "" // e.g. "BeforeSuite failed", when setup did not pass
 	for _, s := range r.SpecReports {
 		if !s.LeafNodeType.Is(setupNodes|teardownNodes) || s.State.Is(types.SpecStatePassed) {
 			continue
 		}
 		if s.LeafNodeType.Is(setupNodes) {
 			c.SetupFailed = true
+			setup = s.LeafNodeType.String() + " " + s.State.String()
 		}
 		c.Suite = append(c.Suite, SuiteProblem{
 			Node:     s.LeafNodeType.String(),
@@ -89,12 +91,12 @@ func NewChecklist(r types.Report, target string) Checklist {
 		if (target == "ssh" && !cl.SSH) || (target != "ssh" && !cl.InProc) {
 			continue
 		}
-		c.Claims = append(c.Claims, claimRow(r, cl, c.SetupFailed))
+		c.Claims = append(c.Claims, claimRow(r, cl, setup))
 	}
 	return c
 }
 
-func claimRow(r types.Report, c claims.Claim, setupFailed bool) Row {
+func claimRow(r types.Report, c claims.Claim, setup string) Row {
 	row := Row{Claim: c.ID, Summary: c.Summary, State: "no spec"}
 	passed, failed, skipped := 0, 0, 0
 	for _, s := range r.SpecReports {
@@ -123,11 +125,11 @@ func claimRow(r types.Report, c claims.Claim, setupFailed bool) Row {
 		row.State = "partial"
 	case skipped > 0:
 		row.State = "skipped"
-	case setupFailed:
+	case setup != "":
 		// Ginkgo reports no spec at all when BeforeSuite fails, so "no
 		// spec" here would blame the catalog for a setup failure.
 		row.State = "not run"
-		row.addReason("not run: the suite setup failed")
+		row.addReason("not run: the suite setup (" + setup + ")")
 	}
 	return row
 }

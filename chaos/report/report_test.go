@@ -145,7 +145,7 @@ func TestChecklistBeforeSuiteFailure(t *testing.T) {
 			t.Errorf("message not cut to its first lines: %q", p.Message)
 		}
 		for _, row := range c.Claims {
-			if row.State != "not run" || len(row.Reasons) != 1 || !strings.Contains(row.Reasons[0], "suite setup failed") {
+			if row.State != "not run" || len(row.Reasons) != 1 || row.Reasons[0] != "not run: the suite setup ("+nt.String()+" failed)" {
 				t.Errorf("%s: row %+v, want not run because setup failed", nt, row)
 			}
 		}
