@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/unibus/clusterkit/membershipd/api"
 	"github.com/unibus/clusterkit/membershipd/authn"
 	"github.com/unibus/clusterkit/membershipd/node"
 )
@@ -39,6 +40,7 @@ func cmdServe(args []string, _ io.Writer, stderr io.Writer) int {
 	fs.StringVar(&cfg.RouteSecretFile, "route-secret-file", "/opt/unibus/secrets/cluster.pass", "file holding the route secret (mode 0600)")
 	fs.IntVar(&cfg.KVReplicas, "kv-replicas", node.DefaultKVReplicas, "replicas of the control-plane buckets when created")
 	fs.DurationVar(&cfg.BootstrapBudget, "bootstrap-budget", node.DefaultBootstrapBudget, "how long to retry opening the buckets while waiting for a quorum")
+	fs.IntVar(&cfg.RoomMaxConsumers, "room-max-consumers", api.DefaultMaxConsumers, "consumer limit of each new room stream (one consumer per member)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if code, ok := parse(fs, args); !ok {
 		return code
@@ -46,6 +48,10 @@ func cmdServe(args []string, _ io.Writer, stderr io.Writer) int {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 		fmt.Fprintf(stderr, "membershipd serve: --log-level %q: want debug, info, warn or error\n", logLevel)
+		return exitBadArgs
+	}
+	if cfg.RoomMaxConsumers < 1 {
+		fmt.Fprintf(stderr, "membershipd serve: --room-max-consumers %d: want at least 1 (one consumer per room member)\n", cfg.RoomMaxConsumers)
 		return exitBadArgs
 	}
 	cfg.BusAuth = authn.Mode(busAuth)

@@ -150,6 +150,15 @@ func (a *API) AddMember(ctx context.Context, roomID, signPub, wrappedKey string)
 		api.AddMemberRequest{SignPub: signPub, WrappedKey: wrappedKey}, nil)
 }
 
+// Consumer asks the control plane for the caller's pull consumer on a
+// room's stream: created if missing; with from > 0, delivery (re)starts at
+// stream sequence from.
+func (a *API) Consumer(ctx context.Context, roomID string, from uint64) (api.RoomConsumer, error) {
+	var c api.RoomConsumer
+	err := a.do(ctx, http.MethodPost, roomPath(api.PathConsumer, roomID), api.ConsumerRequest{DeliverFromSeq: from}, &c)
+	return c, err
+}
+
 // Me is the caller as the server knows it.
 func (a *API) Me(ctx context.Context) (api.Me, error) {
 	var m api.Me

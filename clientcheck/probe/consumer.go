@@ -9,35 +9,51 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/unibus/clusterkit/membershipd/api"
 	"github.com/unibus/clusterkit/membershipd/e2e"
 )
 
-// reader reads the room's stream with a jetstream ordered consumer and
-// supervises it. nats.go resets an ordered consumer itself after a
-// reconnect or missed heartbeats, but a reset whose consumer-create request
-// is swallowed by a node going down waits 10 s for that request, then backs
-// off for seconds more — longer than the drain (seen about once in 20
-// failovers in-process: 198 acked messages never delivered). So the reader
-// replaces the consumer itself, with a new one starting right after the
-// last stream sequence it delivered and a 2 s create timeout: at once after
-// every reconnect, and whenever acked messages stop arriving for
-// stallAfter. Deliveries are tagged with a generation and a superseded
-// consumer's are dropped, so a replacement never produces a duplicate by
-// itself.
+// reader reads the room's stream through the caller's own pull consumer,
+// which the control plane creates (POST /v1/rooms/{id}/consumer): the
+// member's ACL allows fetching from, acking and inspecting that one
+// consumer and nothing else (no consumer create or delete).
+//
+// The consumer is durable and R3 (api.RoomConsumerConfig), so it survives
+// the loss of any one node, the client's included: after a reconnect the
+// client keeps fetching from the same consumer (nats.go re-issues its pull
+// requests) and nothing is re-created. A design that re-creates a consumer
+// on failover pays a create round trip through the meta leader, which a
+// dying node can swallow for seconds. What a dead connection may lose is
+// deliveries in flight: the consumer counts them as delivered and would
+// redeliver them only after its AckWait (5 s). So after every reconnect,
+// and whenever acked messages stop arriving for stallAfter, the reader
+// asks the control plane to reset the consumer to the first stream
+// sequence it has not yet received: a replicated reset, not a re-creation.
+//
+// Delivery is at least once; the reader hands messages on in stream order
+// and exactly once per stream sequence: a sequence seen before (a
+// redelivery) is dropped, one that arrives early is held until the gap
+// before it is filled. So the ledger's duplicate count still means "stored
+// twice" (distinct stream sequences, same message number).
 type reader struct {
 	r     *runner
 	js    jetstream.JetStream
 	first uint64 // the first stream sequence this run reads
-	// kick asks the supervisor for a replacement now (after a reconnect).
+	// kick asks the supervisor for a reset now (after a reconnect).
 	kick chan struct{}
 
 	mu       sync.Mutex
-	gen      int
+	name     string // the consumer's name (from the control plane)
 	cc       jetstream.ConsumeContext
-	oc       jetstream.Consumer
-	lastSeq  uint64    // last stream sequence delivered (any generation, in order)
-	lastRecv time.Time // last delivery, or the start of the current generation
-	restarts int
+	next     uint64             // the next stream sequence to hand on
+	held     map[uint64]heldMsg // early arrivals, by stream sequence
+	lastRecv time.Time          // last new delivery, or the last reset
+	restarts int                // resets and restarts
+}
+
+type heldMsg struct {
+	data []byte
+	at   time.Time
 }
 
 // Supervision timings.
@@ -45,78 +61,84 @@ const (
 	stallAfter     = time.Second
 	superviseEvery = 250 * time.Millisecond
 	createTimeout  = 2 * time.Second
+	// skipAfter: a gap that resets cannot fill (a message deleted from
+	// the stream) is skipped after this long.
+	skipAfter = 15 * time.Second
+	pullBatch = 128
 )
 
-// start creates the current generation's consumer, starting after the
-// last delivered sequence (or at first).
+func newReader(r *runner) *reader {
+	return &reader{r: r, first: 1, kick: make(chan struct{}, 1), held: map[uint64]heldMsg{}}
+}
+
+// start asks the control plane for the consumer (starting at first) and
+// starts fetching from it.
 func (rd *reader) start(ctx context.Context) error {
 	rd.mu.Lock()
-	rd.gen++
-	gen := rd.gen
-	startSeq := max(rd.lastSeq+1, rd.first)
-	old, oldCons := rd.cc, rd.oc
-	rd.cc, rd.oc = nil, nil
-	rd.lastRecv = time.Now()
-	rd.mu.Unlock()
-	if old != nil {
-		// In the background: Stop takes the ordered consumer's lock, which
-		// nats.go holds for as long as its own stuck reset lasts (the very
-		// stall being repaired). Its deliveries are dropped from now on.
-		go func() {
-			old.Stop()
-			rd.deleteConsumer(oldCons)
-		}()
+	if rd.next == 0 {
+		rd.next = rd.first
 	}
+	from := rd.next
+	rd.mu.Unlock()
+	rc, err := rd.r.api.Consumer(ctx, rd.r.room.ID, from)
+	if err != nil {
+		return fmt.Errorf("room consumer from sequence %d: %w", from, err)
+	}
+	return rd.consume(ctx, rc)
+}
+
+// consume starts fetching from the named consumer (replacing a stopped
+// consume loop).
+func (rd *reader) consume(ctx context.Context, rc api.RoomConsumer) error {
 	cctx, cancel := context.WithTimeout(ctx, createTimeout)
 	defer cancel()
-	oc, err := rd.js.OrderedConsumer(cctx, rd.r.stream, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: startSeq,
-	})
+	cons, err := rd.js.Consumer(cctx, rd.r.stream, rc.Consumer)
 	if err != nil {
-		return fmt.Errorf("ordered consumer on %s from sequence %d: %w%s", rd.r.stream, startSeq, err, rd.r.violationHint())
+		return fmt.Errorf("consumer %s on %s: %w%s", rc.Consumer, rd.r.stream, err, rd.r.violationHint())
 	}
-	cc, err := oc.Consume(func(m jetstream.Msg) { rd.onMsg(gen, m) },
+	cc, err := cons.Consume(rd.onMsg,
+		jetstream.PullMaxMessages(pullBatch), // within the consumer's MaxRequestBatch
 		jetstream.PullHeartbeat(heartbeat),
 		jetstream.PullExpiry(pullExpiry),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			rd.r.log.Debug("consumer", "gen", gen, "err", err)
+			rd.r.log.Debug("consumer", "err", err)
 		}))
 	if err != nil {
-		go rd.deleteConsumer(oc)
-		return fmt.Errorf("consume %s: %w", rd.r.stream, err)
+		return fmt.Errorf("consume %s/%s: %w", rd.r.stream, rc.Consumer, err)
 	}
 	rd.mu.Lock()
-	defer rd.mu.Unlock()
-	if rd.gen != gen { // superseded meanwhile (only stop does that)
-		go cc.Stop()
-		return nil
+	old := rd.cc
+	rd.cc, rd.name = cc, rc.Consumer
+	rd.lastRecv = time.Now()
+	rd.mu.Unlock()
+	if old != nil {
+		go old.Stop()
 	}
-	rd.cc, rd.oc = cc, oc
-	rd.r.log.Debug("consumer started", "gen", gen, "from_seq", startSeq)
+	rd.r.log.Debug("consuming", "consumer", rc.Consumer, "from_seq", rc.DeliverFromSeq)
 	return nil
 }
 
-// deleteConsumer removes a replaced consumer's server-side state (its
-// inactivity threshold would, in minutes). Best effort.
-func (rd *reader) deleteConsumer(oc jetstream.Consumer) {
-	if oc == nil {
-		return
+// reset restarts delivery at the first sequence not yet handed on; a
+// reset for a stall is counted in the report.
+func (rd *reader) reset(ctx context.Context, stalled bool) error {
+	rd.mu.Lock()
+	from := rd.next
+	if stalled {
+		rd.restarts++
 	}
-	info := oc.CachedInfo()
-	if info == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), createTimeout)
+	rd.lastRecv = time.Now()
+	rd.mu.Unlock()
+	rctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
-	_ = rd.js.DeleteConsumer(ctx, rd.r.stream, info.Name)
+	if _, err := rd.r.api.Consumer(rctx, rd.r.room.ID, from); err != nil {
+		return fmt.Errorf("reset the room consumer to sequence %d: %w", from, err)
+	}
+	rd.r.log.Debug("consumer reset", "from_seq", from)
+	return nil
 }
 
-func newReader(r *runner) *reader {
-	return &reader{r: r, first: 1, kick: make(chan struct{}, 1)}
-}
-
-// reconnected asks for a fresh consumer; it never blocks (it runs on
-// nats.go's callback goroutine).
+// reconnected asks for a reset; it never blocks (it runs on nats.go's
+// callback goroutine).
 func (rd *reader) reconnected() {
 	select {
 	case rd.kick <- struct{}{}:
@@ -124,8 +146,8 @@ func (rd *reader) reconnected() {
 	}
 }
 
-// supervise replaces the consumer after a reconnect, after a failed
-// replacement and when it stalls, until ctx ends.
+// supervise resets the consumer after a reconnect and when it stalls, and
+// restarts a consume loop that ended, until ctx ends.
 func (rd *reader) supervise(ctx context.Context) {
 	t := time.NewTicker(superviseEvery)
 	defer t.Stop()
@@ -138,77 +160,142 @@ func (rd *reader) supervise(ctx context.Context) {
 			kicked = true
 		case <-t.C:
 		}
+		rd.skipStuckGap()
 		oldest := rd.r.led.oldestWaiting()
 		rd.mu.Lock()
-		running, last := rd.cc != nil, rd.lastRecv
+		cc, last, next := rd.cc, rd.lastRecv, rd.next
 		rd.mu.Unlock()
 		stalled := !oldest.IsZero() && time.Since(oldest) > stallAfter && time.Since(last) > stallAfter
+		ended := cc == nil || isClosed(cc)
 		switch {
-		case kicked:
-			rd.r.log.Debug("reconnected: replacing the consumer", "after_seq", rd.seq())
-		case !running || stalled:
+		case ended:
+			rd.r.log.Info("restarting the consume loop", "after_seq", next-1)
 			rd.mu.Lock()
 			rd.restarts++
 			rd.mu.Unlock()
-			rd.r.log.Info("replacing the consumer", "running", running, "quiet_for", time.Since(last).Round(time.Millisecond),
-				"waiting_for", rd.r.led.waiting(), "after_seq", rd.seq())
+			if err := rd.start(ctx); err != nil && ctx.Err() == nil {
+				rd.r.log.Warn("consume loop not restarted yet", "err", err)
+			}
+			continue
+		case kicked:
+			rd.r.log.Debug("reconnected: resetting the consumer", "from_seq", next)
+		case stalled:
+			rd.r.log.Info("resetting the consumer", "quiet_for", time.Since(last).Round(time.Millisecond),
+				"waiting_for", rd.r.led.waiting(), "from_seq", next)
 		default:
 			continue
 		}
-		if err := rd.start(ctx); err != nil && ctx.Err() == nil {
-			rd.r.log.Warn("consumer not replaced yet", "err", err)
+		if err := rd.reset(ctx, stalled && !kicked); err != nil && ctx.Err() == nil {
+			rd.r.log.Warn("consumer not reset yet", "err", err)
+			if kicked {
+				rd.reconnected() // try again on the next tick
+			}
 		}
 	}
+}
+
+func isClosed(cc jetstream.ConsumeContext) bool {
+	select {
+	case <-cc.Closed():
+		return true
+	default:
+		return false
+	}
+}
+
+// skipStuckGap hands on held messages past a gap that no reset filled for
+// skipAfter (the missing sequence is gone from the stream).
+func (rd *reader) skipStuckGap() {
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	if len(rd.held) == 0 {
+		return
+	}
+	low := uint64(0)
+	for s := range rd.held {
+		if low == 0 || s < low {
+			low = s
+		}
+	}
+	if time.Since(rd.held[low].at) < skipAfter {
+		return
+	}
+	rd.r.log.Warn("skipping stream sequences that never arrived", "from", rd.next, "to", low-1)
+	rd.next = low
+	rd.flushLocked()
 }
 
 func (rd *reader) seq() uint64 {
 	rd.mu.Lock()
 	defer rd.mu.Unlock()
-	return rd.lastSeq
+	return rd.next - 1
 }
 
-// stop ends the current consumer; later deliveries are dropped.
+// stop ends the consume loop; later deliveries are dropped.
 func (rd *reader) stop() {
 	rd.mu.Lock()
-	rd.gen++
 	cc := rd.cc
-	rd.cc, rd.oc = nil, nil
+	rd.cc = nil
 	rd.mu.Unlock()
 	if cc != nil {
-		go cc.Stop() // may wait for a stuck nats.go reset; see start
+		go cc.Stop()
 	}
 }
 
-// replaced is how many times the consumer was replaced.
+// replaced is how many times the consumer was reset or restarted.
 func (rd *reader) replaced() int {
 	rd.mu.Lock()
 	defer rd.mu.Unlock()
 	return rd.restarts
 }
 
-// onMsg handles one delivery of generation gen.
-func (rd *reader) onMsg(gen int, m jetstream.Msg) {
+// onMsg handles one delivery: ack it (a redelivery too), then hand it on
+// in stream order, once per stream sequence.
+func (rd *reader) onMsg(m jetstream.Msg) {
 	at := time.Now()
-	r := rd.r
-	var seq uint64
-	if md, err := m.Metadata(); err == nil {
-		seq = md.Sequence.Stream
-	}
-	plain, sender, openErr := e2e.Open(r.key, r.room.ID, m.Data())
-	// Checked and recorded under the lock: a delivery of a superseded
-	// consumer is either recorded before the replacement computes its
-	// start, or dropped.
-	rd.mu.Lock()
-	defer rd.mu.Unlock()
-	if gen != rd.gen {
+	md, err := m.Metadata()
+	_ = m.Ack()
+	if err != nil {
+		rd.r.bad("metadata", err)
 		return
 	}
-	if seq > rd.lastSeq {
-		rd.lastSeq = seq
+	seq := md.Sequence.Stream
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	switch {
+	case seq < rd.next:
+		return // a redelivery of a message handed on already
+	case seq > rd.next:
+		if _, ok := rd.held[seq]; !ok {
+			rd.held[seq] = heldMsg{data: m.Data(), at: at}
+		}
+		return
 	}
 	rd.lastRecv = at
-	if openErr != nil {
-		r.bad("open", openErr)
+	rd.handle(m.Data(), at)
+	rd.next++
+	rd.flushLocked()
+}
+
+// flushLocked hands on held messages that are next in order.
+func (rd *reader) flushLocked() {
+	for {
+		h, ok := rd.held[rd.next]
+		if !ok {
+			return
+		}
+		delete(rd.held, rd.next)
+		rd.handle(h.data, h.at)
+		rd.next++
+	}
+}
+
+// handle opens and records one message (called in stream order, under mu).
+func (rd *reader) handle(data []byte, at time.Time) {
+	r := rd.r
+	plain, sender, err := e2e.Open(r.key, r.room.ID, data)
+	if err != nil {
+		r.bad("open", err)
 		return
 	}
 	if sender != r.self {

@@ -43,9 +43,9 @@ type Report struct {
 	OutOfOrder int `json:"out_of_order"`
 
 	Reconnects []Reconnect `json:"reconnects"`
-	// ConsumerRestarts counts replacements of the consumer beyond the
-	// routine one after each reconnect: a consumer stalled (acked messages
-	// not arriving for 1 s) or a replacement that failed.
+	// ConsumerRestarts counts resets of the consumer beyond the routine
+	// one after each reconnect: a consumer stalled (acked messages not
+	// arriving for 1 s) or a consume loop that ended and was restarted.
 	ConsumerRestarts int `json:"consumer_restarts"`
 	// LongestGap is the longest time between consecutive receipts.
 	LongestGap time.Duration `json:"longest_gap_ns"`
@@ -93,7 +93,7 @@ func (r Report) WriteText(w io.Writer) error {
 			rc.At.Format("15:04:05.000"), orDash(rc.From), orDash(rc.To), ms(rc.Down), ms(rc.Gap))
 	}
 	if r.ConsumerRestarts > 0 {
-		p("consumer", "replaced %d times (stalled)", r.ConsumerRestarts)
+		p("consumer", "reset %d times (stalled)", r.ConsumerRestarts)
 	}
 	p("longest gap", "%s between receipts; longest publish-to-ack %s", ms(r.LongestGap), ms(r.LongestAck))
 	p("latency", "p50 %s  p99 %s", ms(r.LatencyP50), ms(r.LatencyP99))

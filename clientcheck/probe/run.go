@@ -1,8 +1,8 @@
 // Package probe is the data-plane client check: a real authenticated
 // client (identity key, client certificate, CA, all seed URLs) creates or
 // joins an end-to-end encrypted room through the control plane, publishes
-// numbered messages with JetStream acks while an ordered consumer reads
-// them back, and reports sent / acked / received / lost / duplicated /
+// numbered messages with JetStream acks while its own control-plane-made
+// pull consumer reads them back, and reports sent / acked / received / lost / duplicated /
 // out-of-order, the reconnects with their failover gaps, the longest gap
 // between receipts and publish-to-receive latency.
 //
@@ -10,7 +10,7 @@
 // once (nats.go would otherwise wait for its timeout) and retried on the
 // new connection with the same Nats-Msg-Id, so JetStream stores it once;
 // a message is retried until it is acked or the context ends, never
-// skipped. The reading side replaces its consumer after every reconnect
+// skipped. The reading side resets its consumer after every reconnect
 // and whenever acked messages stop arriving (see reader).
 package probe
 
@@ -131,6 +131,7 @@ type runner struct {
 	led   *ledger
 	cs    *connState
 
+	api     *API
 	room    api.Room
 	subject string
 	stream  string
@@ -204,6 +205,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		return Report{Count: r.cfg.Count}, err
 	}
 	defer a.CloseIdle()
+	r.api = a
 	fresh, err := r.setupRoom(ctx, a)
 	if err != nil {
 		return Report{Count: r.cfg.Count}, err

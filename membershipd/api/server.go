@@ -28,6 +28,10 @@ type Deps struct {
 	Node     string
 	JS       jetstream.JetStream // the node's internal connection
 	Replicas int                 // room streams get the control plane's replica count
+	// MaxConsumers is every new room stream's consumer limit (0:
+	// DefaultMaxConsumers). Only the control plane creates consumers, one
+	// per member; the limit is the backstop.
+	MaxConsumers int
 	// Gate is the quorum gate: nothing is served without quorum.
 	Gate func() (bool, string)
 	// Lookup answers from the node's allowlist.
@@ -40,12 +44,18 @@ type Deps struct {
 }
 
 // Server is the signed HTTPS control plane.
-type Server struct{ d Deps }
+type Server struct {
+	d      Deps
+	resets resets
+}
 
 // New makes a server; Register mounts it.
 func New(d Deps) *Server {
 	if d.Now == nil {
 		d.Now = time.Now
+	}
+	if d.MaxConsumers <= 0 {
+		d.MaxConsumers = DefaultMaxConsumers
 	}
 	return &Server{d: d}
 }
@@ -57,6 +67,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.Handle("GET "+PathRoom, s.signed(s.getRoom))
 	mux.Handle("POST "+PathMembers, s.signed(s.addMember))
 	mux.Handle("GET "+PathRoomKey, s.signed(s.roomKey))
+	mux.Handle("POST "+PathConsumer, s.signed(s.roomConsumer))
 	mux.Handle("GET "+PathMe, s.signed(s.me))
 	mux.Handle("GET "+PathUsers, s.signed(s.users))
 }
@@ -163,7 +174,7 @@ func (s *Server) createRoom(ctx context.Context, caller store.User, _ *http.Requ
 	now := s.d.Now().UTC()
 	room := Room{ID: id, Name: req.Name, Creator: caller.SignPub, CreatedAt: now, Subject: RoomSubject(id), Stream: RoomStream(id)}
 	// The stream first: a room record never points at a missing stream.
-	if _, err := s.d.JS.CreateStream(ctx, RoomStreamConfig(id, s.d.Replicas)); err != nil {
+	if _, err := s.d.JS.CreateStream(ctx, RoomStreamConfig(id, s.d.Replicas, s.d.MaxConsumers)); err != nil {
 		return unavailable("create room stream", err)
 	}
 	if err := s.put(ctx, kv.RoomsBucket, id, room); err != nil {
@@ -178,8 +189,9 @@ func (s *Server) createRoom(ctx context.Context, caller store.User, _ *http.Requ
 
 // RoomStreamConfig is a room's stream: R3 like the control plane (the
 // servers run SyncAlways), de-duplication by Nats-Msg-Id for 2 minutes so
-// a publisher's retry after an ambiguous ack is stored once.
-func RoomStreamConfig(id string, replicas int) jetstream.StreamConfig {
+// a publisher's retry after an ambiguous ack is stored once, and at most
+// maxConsumers consumers (members get one each, made by the control plane).
+func RoomStreamConfig(id string, replicas, maxConsumers int) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:       RoomStream(id),
 		Subjects:   []string{"unibus.room." + id + ".>"},
@@ -188,6 +200,8 @@ func RoomStreamConfig(id string, replicas int) jetstream.StreamConfig {
 		Duplicates: 2 * time.Minute,
 		MaxAge:     30 * 24 * time.Hour,
 		Discard:    jetstream.DiscardOld,
+		// Not editable later: a room keeps the limit it was created with.
+		MaxConsumers: maxConsumers,
 	}
 }
 

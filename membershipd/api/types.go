@@ -16,8 +16,10 @@ const (
 	PathRoom    = "/v1/rooms/{room}"         // GET one room I am a member of
 	PathMembers = "/v1/rooms/{room}/members" // POST add a member (members only)
 	PathRoomKey = "/v1/rooms/{room}/key"     // GET my wrapped room key
-	PathMe      = "/v1/me"                   // GET who the server thinks I am
-	PathUsers   = "/v1/admin/users"          // GET all users (admins only)
+	// PathConsumer: POST creates (or finds, or resets) my pull consumer.
+	PathConsumer = "/v1/rooms/{room}/consumer"
+	PathMe       = "/v1/me"          // GET who the server thinks I am
+	PathUsers    = "/v1/admin/users" // GET all users (admins only)
 )
 
 // Request signing: every /v1 request carries these headers (see
@@ -63,6 +65,23 @@ type AddMemberRequest struct {
 type RoomKey struct {
 	Room       string `json:"room"`
 	WrappedKey string `json:"wrapped_key"`
+}
+
+// ConsumerRequest asks for the caller's pull consumer on a room stream.
+// DeliverFromSeq 0 keeps an existing consumer as it is (a new one starts at
+// sequence 1); otherwise delivery (re)starts at that stream sequence.
+type ConsumerRequest struct {
+	DeliverFromSeq uint64 `json:"deliver_from_seq,omitempty"`
+}
+
+// RoomConsumer names the caller's consumer: fetch with
+// $JS.API.CONSUMER.MSG.NEXT.<Stream>.<Consumer>, the only consumer the
+// caller's ACL lets it read, ack or inspect.
+type RoomConsumer struct {
+	Room           string `json:"room"`
+	Stream         string `json:"stream"`
+	Consumer       string `json:"consumer"`
+	DeliverFromSeq uint64 `json:"deliver_from_seq"`
 }
 
 // Me is the caller as the server knows it.

@@ -53,6 +53,9 @@ type Config struct {
 
 	KVReplicas      int
 	BootstrapBudget time.Duration
+	// RoomMaxConsumers is each new room stream's consumer limit (0: the
+	// control plane's default).
+	RoomMaxConsumers int
 	// ClusterSize is the number of nodes; 0 means len(Routes)+1.
 	ClusterSize int
 

@@ -52,6 +52,7 @@ type Node struct {
 	id    *identity.Identity
 	allow allowlist
 	users store.Users // the control-plane users store (KV or SQLite)
+	api   *api.Server // the signed control plane (nil on a SQLite node)
 
 	started time.Time
 	cancel  context.CancelFunc
@@ -168,6 +169,9 @@ func (n *Node) Start() error {
 	if err := n.startHTTP(); err != nil {
 		n.shutdown()
 		return err
+	}
+	if n.api != nil {
+		loops = append(loops, n.api.Reap) // revoked members' consumers
 	}
 	for _, loop := range loops {
 		n.wg.Add(1)
@@ -413,13 +417,15 @@ func (n *Node) startHTTP() error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", n.serveHealthz)
 	if n.js != nil {
-		api.New(api.Deps{
+		n.api = api.New(api.Deps{
 			Node: n.cfg.Name, JS: n.js, Replicas: n.cfg.KVReplicas, Gate: n.inQuorum,
+			MaxConsumers: n.cfg.RoomMaxConsumers,
 			Lookup: n.allow.Lookup, Log: n.log.With("component", "api"),
 			WaitApplied: func(ctx context.Context, rev uint64) []string {
 				return clusterinfo.WaitApplied(ctx, n.nc, n.cfg.size(), rev)
 			},
-		}).Register(mux)
+		})
+		n.api.Register(mux)
 	}
 	addr := net.JoinHostPort(n.cfg.Bind, strconv.Itoa(n.cfg.HTTPPort))
 	l, err := net.Listen("tcp", addr)

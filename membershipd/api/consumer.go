@@ -1,0 +1,244 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/clusterkit/membershipd/authn"
+	"github.com/unibus/clusterkit/membershipd/store"
+	"github.com/unibus/clusterkit/membershipd/store/kv"
+)
+
+// DefaultMaxConsumers is a room stream's consumer limit when the node is
+// given none (--room-max-consumers): one consumer per member, so it is
+// also how many members can read a room.
+const DefaultMaxConsumers = 256
+
+// Limits of a member's room consumer. The member's ACL lets it fetch from
+// and ack only this consumer, but nats-server does not check the reply
+// subject of a fetch, so a member could have its consumer deliver to a
+// foreign subject; these bound how much per AckWait (see authn.ACL).
+const (
+	consumerAckWait       = 5 * time.Second
+	consumerMaxAckPending = 256
+	consumerMaxWaiting    = 8
+	consumerMaxBatch      = 256
+	consumerMaxExpires    = 30 * time.Second
+	// minResetInterval rate-limits resets of one consumer on one node: a
+	// reset starts a new MaxAckPending window. A client resets once per
+	// reconnect or stall.
+	minResetInterval = 200 * time.Millisecond
+)
+
+// RoomConsumerConfig is a member's consumer on a room stream: a durable
+// pull consumer (never push: a push consumer's deliver subject is where
+// the server sends messages, whatever the member's ACL says), explicit
+// acks, starting at stream sequence from. It has the stream's replicas
+// (R3), so it survives the loss of any one node: a client whose node dies
+// reconnects and keeps fetching from the same consumer, with no
+// re-creation. Its state is kept in memory on each replica: under
+// SyncAlways a file-backed consumer fsyncs every ack and doubles publish
+// latency, and a client re-syncs a lost state with a reset anyway.
+func RoomConsumerConfig(name string, from uint64) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:           name,
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       max(from, 1),
+		AckPolicy:         jetstream.AckExplicitPolicy,
+		AckWait:           consumerAckWait,
+		MaxAckPending:     consumerMaxAckPending,
+		MaxWaiting:        consumerMaxWaiting,
+		MaxRequestBatch:   consumerMaxBatch,
+		MaxRequestExpires: consumerMaxExpires,
+		MemoryStorage:     true,
+	}
+}
+
+// roomConsumer creates the caller's pull consumer on the room stream, or
+// finds it. With deliver_from_seq it (re)starts delivery at that stream
+// sequence: a reset in place when the consumer allows it, else the
+// consumer is replaced. Idempotent: the name is fixed per user and room.
+func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Request, body []byte) (int, any) {
+	room, code, v := s.memberRoom(ctx, caller, r.PathValue("room"))
+	if code != 0 {
+		return code, v
+	}
+	var req ConsumerRequest
+	if len(strings.TrimSpace(string(body))) > 0 {
+		if err := json.Unmarshal(body, &req); err != nil {
+			return http.StatusBadRequest, Error{Error: "body: " + err.Error()}
+		}
+	}
+	name := authn.RoomConsumer(caller.SignPub)
+	out := RoomConsumer{Room: room.ID, Stream: room.Stream, Consumer: name}
+	c, err := s.d.JS.Consumer(ctx, room.Stream, name)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		if code, v := s.createConsumer(ctx, room.Stream, name, req.DeliverFromSeq); code != 0 {
+			return code, v
+		}
+		out.DeliverFromSeq = max(req.DeliverFromSeq, 1)
+		return http.StatusCreated, out
+	case err != nil:
+		return unavailable("consumer info", err)
+	}
+	out.DeliverFromSeq = c.CachedInfo().Config.OptStartSeq
+	if req.DeliverFromSeq == 0 {
+		return http.StatusOK, out
+	}
+	if !s.allowReset(room.Stream + "." + name) {
+		return http.StatusTooManyRequests, Error{Error: "consumer reset too soon after the last one; retry in a moment"}
+	}
+	out.DeliverFromSeq = req.DeliverFromSeq
+	if req.DeliverFromSeq >= c.CachedInfo().Config.OptStartSeq {
+		if _, err := s.d.JS.ResetConsumerToSequence(ctx, room.Stream, name, req.DeliverFromSeq); err == nil {
+			return http.StatusOK, out
+		} else if !isAPIError(err) {
+			return unavailable("reset consumer", err)
+		}
+	}
+	// Below the consumer's start (its policy forbids the reset): replace it.
+	if err := s.d.JS.DeleteConsumer(ctx, room.Stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return unavailable("replace consumer", err)
+	}
+	if code, v := s.createConsumer(ctx, room.Stream, name, req.DeliverFromSeq); code != 0 {
+		return code, v
+	}
+	return http.StatusOK, out
+}
+
+func (s *Server) createConsumer(ctx context.Context, stream, name string, from uint64) (int, any) {
+	_, err := s.d.JS.CreateConsumer(ctx, stream, RoomConsumerConfig(name, from))
+	var apiErr *jetstream.APIError
+	switch {
+	case err == nil:
+		return 0, nil
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeMaximumConsumersLimit:
+		return http.StatusConflict, Error{Error: "the room's consumer limit is reached (one per member; --room-max-consumers)"}
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeConsumerExists:
+		return 0, nil // a concurrent request made it with another start: a reset repairs that
+	}
+	return unavailable("create consumer", err)
+}
+
+func isAPIError(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr)
+}
+
+// resets remembers the last reset of each consumer on this node.
+type resets struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+func (s *Server) allowReset(key string) bool {
+	s.resets.mu.Lock()
+	defer s.resets.mu.Unlock()
+	now := s.d.Now()
+	if s.resets.last == nil {
+		s.resets.last = map[string]time.Time{}
+	}
+	if t, ok := s.resets.last[key]; ok && now.Sub(t) < minResetInterval {
+		return false
+	}
+	for k, t := range s.resets.last { // keep the map small
+		if now.Sub(t) > time.Minute {
+			delete(s.resets.last, k)
+		}
+	}
+	s.resets.last[key] = now
+	return true
+}
+
+// Reap deletes the room consumers of revoked users, on every node (a
+// delete is idempotent), until ctx ends: at start for users revoked
+// earlier, then at each revoke. There is no "leave a room" operation, so a
+// revoke is the only way a member stops being one.
+func (s *Server) Reap(ctx context.Context) {
+	for ctx.Err() == nil {
+		err := kv.NewUsers(s.d.JS).Watch(ctx, func(u store.User) {
+			if u.Status == store.StatusRevoked {
+				go s.deleteConsumersOf(ctx, u.SignPub)
+			}
+		}, func() {})
+		if ctx.Err() != nil {
+			return
+		}
+		if s.d.Log != nil {
+			s.d.Log.Debug("consumer reaper: users watch ended; restarting", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// deleteConsumersOf deletes member's consumer in every room it belongs to,
+// retrying while the cluster has no quorum.
+func (s *Server) deleteConsumersOf(ctx context.Context, member string) {
+	if len(member) < 16 {
+		return
+	}
+	name := authn.RoomConsumer(member)
+	for attempt := 0; attempt < 30 && ctx.Err() == nil; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+		if ok, _ := s.d.Gate(); !ok {
+			continue
+		}
+		rooms, err := s.roomIDsOf(ctx, member)
+		if err != nil {
+			continue
+		}
+		failed := false
+		for _, id := range rooms {
+			dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			err := s.d.JS.DeleteConsumer(dctx, RoomStream(id), name)
+			cancel()
+			switch {
+			case err == nil:
+				if s.d.Log != nil {
+					s.d.Log.Info("deleted a revoked member's room consumer", "member", member, "room", id, "consumer", name)
+				}
+			case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
+			default:
+				failed = true
+			}
+		}
+		if !failed {
+			return
+		}
+	}
+}
+
+// roomIDsOf lists the rooms member belongs to (rooms_by_member keys
+// "<member>.<room>").
+func (s *Server) roomIDsOf(ctx context.Context, member string) ([]string, error) {
+	b, err := s.d.JS.KeyValue(ctx, kv.RoomsByMemberBucket)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := b.ListKeysFiltered(ctx, member+".*")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for k := range keys.Keys() {
+		out = append(out, strings.TrimPrefix(k, member+"."))
+	}
+	return out, nil
+}
