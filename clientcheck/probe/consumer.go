@@ -225,12 +225,6 @@ func (rd *reader) skipStuckGap() {
 	rd.flushLocked()
 }
 
-func (rd *reader) seq() uint64 {
-	rd.mu.Lock()
-	defer rd.mu.Unlock()
-	return rd.next - 1
-}
-
 // stop ends the consume loop; later deliveries are dropped.
 func (rd *reader) stop() {
 	rd.mu.Lock()
