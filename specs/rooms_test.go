@@ -2,6 +2,7 @@ package specs
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"strings"
@@ -121,7 +122,12 @@ var _ = Describe("The data plane", Ordered, func() {
 			Expect(err).NotTo(HaveOccurred())
 			Expect(st.CachedInfo().Config.Replicas).To(Equal(3))
 			Expect(st.CachedInfo().State.Msgs).To(BeEquivalentTo(5))
-			rawCons, err := ijs.OrderedConsumer(ctx, room.Stream, jetstream.OrderedConsumerConfig{})
+			var rawCons jetstream.Consumer
+			if internal {
+				rawCons, err = ijs.OrderedConsumer(ctx, room.Stream, jetstream.OrderedConsumerConfig{})
+			} else {
+				rawCons = memberConsumer(ctx, env, n1, alice, js, room)
+			}
 			Expect(err).NotTo(HaveOccurred())
 			first, err := rawCons.Next(jetstream.FetchMaxWait(5 * time.Second))
 			Expect(err).NotTo(HaveOccurred())
@@ -158,8 +164,7 @@ var _ = Describe("The data plane", Ordered, func() {
 			bnc := dialMember(env, n2, bob)
 			bjs, err := jetstream.New(bnc)
 			Expect(err).NotTo(HaveOccurred())
-			cons, err := bjs.OrderedConsumer(ctx, room.Stream, jetstream.OrderedConsumerConfig{})
-			Expect(err).NotTo(HaveOccurred())
+			cons := memberConsumer(ctx, env, n2, bob, bjs, room)
 			batch, err := cons.Fetch(5, jetstream.FetchMaxWait(5*time.Second))
 			Expect(err).NotTo(HaveOccurred())
 			got := 0
@@ -204,6 +209,17 @@ func dialMember(env *Env, n chaos.Node, id *identity.Identity) *nats.Conn {
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(nc.Close)
 	return nc
+}
+
+// memberConsumer gets id's pull consumer on room's stream from the control
+// plane (members cannot create consumers themselves), reading from the start.
+func memberConsumer(ctx context.Context, env *Env, n chaos.Node, id *identity.Identity, js jetstream.JetStream, room api.Room) jetstream.Consumer {
+	GinkgoHelper()
+	var rc api.RoomConsumer
+	Expect(env.call(n, id, "POST", "/v1/rooms/"+room.ID+"/consumer", api.ConsumerRequest{DeliverFromSeq: 1}, &rc)).To(BeNumerically("<", 300))
+	cons, err := js.Consumer(ctx, room.Stream, rc.Consumer)
+	Expect(err).NotTo(HaveOccurred())
+	return cons
 }
 
 func randomHex(n int) string {

@@ -34,6 +34,7 @@ var All = []Claim{
 	{"two-down-fail-closed", "with two nodes down the survivor denies everything within 2 s and loses nothing", true, true},
 	{"failover-zero-loss", "a client whose node stops mid-stream fails over with every acked message received once, in order", true, true},
 	{"acl", "a member reaches only its own rooms", true, true},
+	{"acl-jetstream", "a member cannot escape its ACL through JetStream: no push consumer, no other member's consumer, no consumer past the limit or after a revoke", true, true},
 	{"route-ca", "the route port takes only route-CA certificates; the client port demands a valid client certificate over TLS", true, true},
 	{"anti-replay", "replayed or stale signed control-plane requests are rejected", true, true},
 	{"e2e", "room messages are stored as ciphertext only members can decrypt", true, true},
