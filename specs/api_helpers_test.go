@@ -14,6 +14,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/membershipd/api"
 	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/pki"
 )
@@ -21,13 +22,32 @@ import (
 // apiBase is node n's control-plane base URL.
 func apiBase(n chaos.Node) string { return strings.TrimSuffix(n.HealthzURL(), "/healthz") }
 
-// signedRequest builds a request to node n signed by id at time at.
-func signedRequest(n chaos.Node, id *identity.Identity, method, path string, body []byte, at time.Time) *http.Request {
+// signedRequest builds a request to node n signed by id at time at for n's
+// cluster (a POST with a fresh idempotency key).
+func (e *Env) signedRequest(n chaos.Node, id *identity.Identity, method, path string, body []byte, at time.Time) *http.Request {
 	GinkgoHelper()
 	r, err := http.NewRequest(method, apiBase(n)+path, bytes.NewReader(body))
 	Expect(err).NotTo(HaveOccurred())
+	r.Header.Set(identity.HeaderCluster, e.clusterName(n))
+	if method != http.MethodGet {
+		r.Header.Set(identity.HeaderIdempotencyKey, identity.NewIdempotencyKey())
+	}
 	Expect(identity.SignRequest(r, body, id, at)).To(Succeed())
 	return r
+}
+
+// clusterName asks node n which cluster it belongs to (signed into every
+// request).
+func (e *Env) clusterName(n chaos.Node) string {
+	GinkgoHelper()
+	r, err := http.NewRequest(http.MethodGet, apiBase(n)+api.PathCluster, nil)
+	Expect(err).NotTo(HaveOccurred())
+	code, b := e.send(r, nil)
+	Expect(code).To(Equal(http.StatusOK), string(b))
+	var ci api.ClusterInfo
+	Expect(json.Unmarshal(b, &ci)).To(Succeed())
+	Expect(ci.Cluster).NotTo(BeEmpty())
+	return ci.Cluster
 }
 
 // send sends a (possibly replayed) request and returns status and body.
@@ -55,7 +75,7 @@ func (e *Env) call(n chaos.Node, id *identity.Identity, method, path string, in,
 		body, err = json.Marshal(in)
 		Expect(err).NotTo(HaveOccurred())
 	}
-	code, b := e.send(signedRequest(n, id, method, path, body, time.Now()), body)
+	code, b := e.send(e.signedRequest(n, id, method, path, body, time.Now()), body)
 	GinkgoWriter.Printf("%s %s on %s -> %d %s\n", method, path, n.Name(), code, b)
 	if out != nil && code < 300 {
 		Expect(json.Unmarshal(b, out)).To(Succeed())

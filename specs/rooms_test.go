@@ -44,7 +44,7 @@ var _ = Describe("The data plane", Ordered, func() {
 
 	It("rejects a replayed signed request on every node, and a stale or future timestamp",
 		Claim("claim:anti-replay"), func(ctx SpecContext) {
-			r := signedRequest(n1, alice, "GET", api.PathMe, nil, time.Now())
+			r := env.signedRequest(n1, alice, "GET", api.PathMe, nil, time.Now())
 			code, body := env.send(r, nil)
 			Expect(code).To(Equal(200), string(body))
 
@@ -59,20 +59,28 @@ var _ = Describe("The data plane", Ordered, func() {
 
 			By("timestamps outside the window")
 			for _, off := range []time.Duration{-api.Window - 5*time.Second, api.Window + 5*time.Second} {
-				code, body := env.send(signedRequest(n2, alice, "GET", api.PathMe, nil, time.Now().Add(off)), nil)
+				code, body := env.send(env.signedRequest(n2, alice, "GET", api.PathMe, nil, time.Now().Add(off)), nil)
 				Expect(code).To(Equal(401), "timestamp %s: %s", off, body)
 				Expect(string(body)).To(ContainSubstring("stale timestamp"))
 			}
 
 			By("a tampered body, a wrong key, an unknown key")
 			b := []byte(`{"name":"x","wrapped_key":"y"}`)
-			tampered := signedRequest(n1, alice, "POST", api.PathRooms, b, time.Now())
+			tampered := env.signedRequest(n1, alice, "POST", api.PathRooms, b, time.Now())
 			code, _ = env.send(tampered, []byte(`{"name":"z","wrapped_key":"y"}`))
 			Expect(code).To(Equal(401))
 			stranger, err := identity.Generate()
 			Expect(err).NotTo(HaveOccurred())
-			code, _ = env.send(signedRequest(n1, stranger, "GET", api.PathMe, nil, time.Now()), nil)
+			code, _ = env.send(env.signedRequest(n1, stranger, "GET", api.PathMe, nil, time.Now()), nil)
 			Expect(code).To(Equal(403))
+
+			By("a request signed for another cluster")
+			other := env.signedRequest(n1, alice, "GET", api.PathMe, nil, time.Now())
+			other.Header.Set(identity.HeaderCluster, "another-cluster")
+			Expect(identity.SignRequest(other, nil, alice, time.Now())).To(Succeed())
+			code, body = env.send(other, nil)
+			Expect(code).To(Equal(401), string(body))
+			Expect(string(body)).To(ContainSubstring("signed for cluster"))
 
 			By("control: a fresh request with a new nonce is served")
 			var me api.Me

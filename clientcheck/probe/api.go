@@ -45,13 +45,17 @@ type API struct {
 	id   *identity.Identity
 	hc   *http.Client
 
-	mu   sync.Mutex
-	next int // index of the URL to try first
+	mu      sync.Mutex
+	next    int    // index of the URL to try first
+	cluster string // signed into every request; learnt from GET /v1/cluster
 }
 
 // apiTimeout bounds one request to one URL, so a hung node costs a call
-// this long before the next URL is tried.
-const apiTimeout = 5 * time.Second
+// this long before the next URL is tried. It is longer than the server's
+// own budget for a request (api.Budget: 5 s + 2 s for every node's ACL),
+// so the client never gives up on an attempt that is still running and
+// retries it elsewhere; a retry reuses the idempotency key anyway.
+const apiTimeout = api.Budget + 3*time.Second
 
 // maxBody bounds a response body read.
 const maxBody = 1 << 20
@@ -170,8 +174,54 @@ func roomPath(pattern, roomID string) string {
 	return strings.Replace(pattern, "{room}", url.PathEscape(roomID), 1)
 }
 
+// SetCluster sets the cluster name signed into every request (default:
+// asked of the first node that answers GET /v1/cluster).
+func (a *API) SetCluster(name string) {
+	a.mu.Lock()
+	a.cluster = name
+	a.mu.Unlock()
+}
+
+// clusterName returns the cluster name, asking the nodes once.
+func (a *API) clusterName(ctx context.Context) (string, error) {
+	a.mu.Lock()
+	c := a.cluster
+	a.mu.Unlock()
+	if c != "" {
+		return c, nil
+	}
+	var errs []error
+	for _, base := range a.urls {
+		rctx, cancel := context.WithTimeout(ctx, apiTimeout)
+		req, err := http.NewRequestWithContext(rctx, http.MethodGet, base+api.PathCluster, nil)
+		if err != nil {
+			cancel()
+			return "", err
+		}
+		resp, err := a.hc.Do(req)
+		if err != nil {
+			cancel()
+			errs = append(errs, err)
+			continue
+		}
+		var ci api.ClusterInfo
+		err = json.NewDecoder(io.LimitReader(resp.Body, maxBody)).Decode(&ci)
+		_ = resp.Body.Close()
+		cancel()
+		if err != nil || resp.StatusCode != http.StatusOK || ci.Cluster == "" {
+			errs = append(errs, fmt.Errorf("GET %s%s: %d %v", base, api.PathCluster, resp.StatusCode, err))
+			continue
+		}
+		a.SetCluster(ci.Cluster)
+		return ci.Cluster, nil
+	}
+	return "", fmt.Errorf("learn the cluster name: %w", errors.Join(errs...))
+}
+
 // do sends one signed request, failing over across the URLs, and decodes a
-// 2xx body into out (if not nil).
+// 2xx body into out (if not nil). A mutating request gets one idempotency
+// key for all its attempts, so a retry on another node after a timeout or
+// a 5xx returns the first attempt's result instead of doing it twice.
 func (a *API) do(ctx context.Context, method, path string, in, out any) error {
 	var body []byte
 	if in != nil {
@@ -180,13 +230,21 @@ func (a *API) do(ctx context.Context, method, path string, in, out any) error {
 			return fmt.Errorf("%s %s: encode: %w", method, path, err)
 		}
 	}
+	cluster, err := a.clusterName(ctx)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	idem := ""
+	if method != http.MethodGet {
+		idem = identity.NewIdempotencyKey()
+	}
 	a.mu.Lock()
 	start := a.next
 	a.mu.Unlock()
 	var errs []error
 	for i := range a.urls {
 		idx := (start + i) % len(a.urls)
-		data, err := a.once(ctx, a.urls[idx], method, path, body)
+		data, err := a.once(ctx, a.urls[idx], method, path, body, cluster, idem)
 		if err != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("%s %s: %w", method, path, ctx.Err())
@@ -219,7 +277,7 @@ func (a *API) prefer(idx int) {
 
 // once sends the request to one base URL: the 2xx body, or an error (an
 // *HTTPError for a non-2xx answer).
-func (a *API) once(ctx context.Context, base, method, path string, body []byte) ([]byte, error) {
+func (a *API) once(ctx context.Context, base, method, path string, body []byte, cluster, idem string) ([]byte, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -232,6 +290,10 @@ func (a *API) once(ctx context.Context, base, method, path string, body []byte) 
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	req.Header.Set(identity.HeaderCluster, cluster)
+	if idem != "" {
+		req.Header.Set(identity.HeaderIdempotencyKey, idem)
+	}
 	if err := identity.SignRequest(req, body, a.id, time.Now()); err != nil {
 		return nil, err
 	}

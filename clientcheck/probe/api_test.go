@@ -75,9 +75,22 @@ func TestAPIFailoverAndSigning(t *testing.T) {
 	id := newID(t)
 	s := &seen{nonce: map[string]bool{}}
 	var fail503 bool
+	var idemKeys []string // of POSTs, as received by either node
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == api.PathCluster {
+			_ = json.NewEncoder(w).Encode(api.ClusterInfo{Cluster: "c1"})
+			return
+		}
 		body, _ := io.ReadAll(r.Body)
 		sr, err := identity.VerifyRequest(r, body)
+		if err == nil && sr.Cluster != "c1" {
+			err = errors.New("wrong cluster")
+		}
+		if r.Method == http.MethodPost {
+			s.mu.Lock()
+			idemKeys = append(idemKeys, sr.IdempotencyKey)
+			s.mu.Unlock()
+		}
 		s.mu.Lock()
 		s.reqs = append(s.reqs, r.Method+" "+r.URL.Path)
 		dupNonce := s.nonce[sr.Nonce]
@@ -127,6 +140,11 @@ func TestAPIFailoverAndSigning(t *testing.T) {
 	srv := tlsServer(t, h)
 	// A dead node and a node answering 503 come first.
 	srv503 := tlsServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			s.mu.Lock()
+			idemKeys = append(idemKeys, r.Header.Get(identity.HeaderIdempotencyKey))
+			s.mu.Unlock()
+		}
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_ = json.NewEncoder(w).Encode(api.Error{Error: "no quorum"})
 	}))
@@ -161,6 +179,11 @@ func TestAPIFailoverAndSigning(t *testing.T) {
 	s.mu.Lock()
 	if len(s.reqs) != 5 {
 		t.Errorf("the good server saw %v: want each call once (failover sticks to the URL that answered)", s.reqs)
+	}
+	// The create failed over from the 503 node: both attempts carry one
+	// idempotency key, so the server returns the first result.
+	if len(idemKeys) < 2 || idemKeys[0] == "" || idemKeys[0] != idemKeys[1] {
+		t.Errorf("idempotency keys of the create's attempts: %q, want one key reused", idemKeys)
 	}
 	s.mu.Unlock()
 

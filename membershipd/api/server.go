@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -25,7 +26,10 @@ import (
 
 // Deps are what the control plane needs from its node.
 type Deps struct {
-	Node     string
+	Node string
+	// Cluster is the cluster's name: a request signed for another cluster
+	// is refused (401), so a captured request cannot be replayed there.
+	Cluster  string
 	JS       jetstream.JetStream // the node's internal connection
 	Replicas int                 // room streams get the control plane's replica count
 	// MaxConsumers is every new room stream's consumer limit (0:
@@ -41,6 +45,9 @@ type Deps struct {
 	// WaitApplied blocks until every node's ACLs reflect membership
 	// revision rev (or ctx ends) and returns the nodes still behind.
 	WaitApplied func(ctx context.Context, rev uint64) []string
+	// AfterStep, when set (tests), is called after each step of a
+	// multi-write operation; an error simulates a crash there.
+	AfterStep func(step string) error
 }
 
 // Server is the signed HTTPS control plane.
@@ -70,6 +77,9 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.Handle("POST "+PathConsumer, s.signed(s.roomConsumer))
 	mux.Handle("GET "+PathMe, s.signed(s.me))
 	mux.Handle("GET "+PathUsers, s.signed(s.users))
+	mux.HandleFunc("GET "+PathCluster, func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, ClusterInfo{Cluster: s.d.Cluster})
+	})
 }
 
 type handler func(ctx context.Context, caller store.User, r *http.Request, body []byte) (int, any)
@@ -96,6 +106,15 @@ func (s *Server) signed(h handler) http.Handler {
 			writeJSON(w, http.StatusUnauthorized, Error{Error: err.Error()})
 			return
 		}
+		if sr.Cluster != s.d.Cluster {
+			writeJSON(w, http.StatusUnauthorized, Error{Error: fmt.Sprintf("request signed for cluster %q; this is cluster %q", sr.Cluster, s.d.Cluster)})
+			return
+		}
+		mutating := r.Method != http.MethodGet && r.Method != http.MethodHead
+		if mutating && sr.IdempotencyKey == "" {
+			writeJSON(w, http.StatusBadRequest, Error{Error: "missing " + identity.HeaderIdempotencyKey + " (one random key per operation, reused by its retries)"})
+			return
+		}
 		if skew := s.d.Now().Sub(sr.Timestamp); skew > Window || skew < -Window {
 			writeJSON(w, http.StatusUnauthorized, Error{Error: fmt.Sprintf("stale timestamp (%s off; window %s)", skew.Round(time.Second), Window)})
 			return
@@ -111,8 +130,12 @@ func (s *Server) signed(h handler) http.Handler {
 			writeJSON(w, code, Error{Error: err.Error()})
 			return
 		}
-		code, v := h(ctx, caller, r, body)
-		writeJSON(w, code, v)
+		if !mutating {
+			code, v := h(ctx, caller, r, body)
+			writeJSON(w, code, v)
+			return
+		}
+		s.idempotent(ctx, w, sr, r, body, func() (int, any) { return h(ctx, caller, r, body) })
 	})
 }
 
@@ -159,7 +182,7 @@ type memberRecord struct {
 	AddedAt time.Time `json:"added_at"`
 }
 
-func (s *Server) createRoom(ctx context.Context, caller store.User, _ *http.Request, body []byte) (int, any) {
+func (s *Server) createRoom(ctx context.Context, caller store.User, r *http.Request, body []byte) (int, any) {
 	var req CreateRoomRequest
 	if err := json.Unmarshal(body, &req); err != nil {
 		return http.StatusBadRequest, Error{Error: "body: " + err.Error()}
@@ -170,15 +193,30 @@ func (s *Server) createRoom(ctx context.Context, caller store.User, _ *http.Requ
 	if req.WrappedKey == "" {
 		return http.StatusBadRequest, Error{Error: "wrapped_key: the room key wrapped to the creator is required"}
 	}
-	id := randHex(8)
+	// The id follows from the caller and the idempotency key, so a retry
+	// whose first attempt crashed midway completes the same room instead
+	// of making a second one.
+	id := roomID(caller.SignPub, r.Header.Get(identity.HeaderIdempotencyKey))
 	now := s.d.Now().UTC()
 	room := Room{ID: id, Name: req.Name, Creator: caller.SignPub, CreatedAt: now, Subject: RoomSubject(id), Stream: RoomStream(id)}
+	if raw, err := s.get(ctx, kv.RoomsBucket, id); err == nil {
+		var prev Room
+		if json.Unmarshal(raw, &prev) == nil && prev.Creator == caller.SignPub {
+			room = prev // a retry: keep the first attempt's record
+		}
+	}
 	// The stream first: a room record never points at a missing stream.
-	if _, err := s.d.JS.CreateStream(ctx, RoomStreamConfig(id, s.d.Replicas, s.d.MaxConsumers)); err != nil {
+	if _, err := s.d.JS.CreateStream(ctx, RoomStreamConfig(id, s.d.Replicas, s.d.MaxConsumers)); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		return unavailable("create room stream", err)
+	}
+	if err := s.step("stream"); err != nil {
+		return unavailable("create room", err)
 	}
 	if err := s.put(ctx, kv.RoomsBucket, id, room); err != nil {
 		return unavailable("record room", err)
+	}
+	if err := s.step("room"); err != nil {
+		return unavailable("create room", err)
 	}
 	if code, v := s.addMembership(ctx, room, caller.SignPub, caller.SignPub, "creator", req.WrappedKey); code != 0 {
 		return code, v
@@ -205,6 +243,11 @@ func RoomStreamConfig(id string, replicas, maxConsumers int) jetstream.StreamCon
 	}
 }
 
+// addMembership writes the three rows of a membership: the member row,
+// the wrapped key, and last the ACL index (the nodes' ACLs follow it). A
+// retry after a failure at any step completes the missing ones; only a
+// membership with all three is "already a member" (409). An existing
+// wrapped key is never overwritten.
 func (s *Server) addMembership(ctx context.Context, room Room, member, by, role, wrapped string) (int, any) {
 	rec := memberRecord{Role: role, AddedBy: by, AddedAt: s.d.Now().UTC()}
 	b, err := s.d.JS.KeyValue(ctx, kv.MembersBucket)
@@ -212,19 +255,37 @@ func (s *Server) addMembership(ctx context.Context, room Room, member, by, role,
 		return unavailable("members bucket", err)
 	}
 	val, _ := json.Marshal(rec)
-	if _, err := b.Create(ctx, room.ID+"."+member, val); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			return http.StatusConflict, Error{Error: "already a member"}
+	key := room.ID + "." + member
+	complete := false
+	if _, err := b.Create(ctx, key, val); err != nil {
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return unavailable("record membership", err)
 		}
+		complete = true // unless a later step is missing
+	}
+	if err := s.step("member"); err != nil {
 		return unavailable("record membership", err)
 	}
-	if err := s.putRaw(ctx, kv.RoomKeysBucket, room.ID+"."+member, []byte(wrapped)); err != nil {
+	switch _, err := s.get(ctx, kv.RoomKeysBucket, key); {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		complete = false
+		if err := s.putRaw(ctx, kv.RoomKeysBucket, key, []byte(wrapped)); err != nil {
+			return unavailable("store wrapped key", err)
+		}
+	case err != nil:
+		return unavailable("read wrapped key", err)
+	}
+	if err := s.step("key"); err != nil {
 		return unavailable("store wrapped key", err)
 	}
-	// Written last: the nodes' ACLs follow this bucket.
 	b2, err := s.d.JS.KeyValue(ctx, kv.RoomsByMemberBucket)
 	if err != nil {
 		return unavailable("index membership", err)
+	}
+	if _, err := b2.Get(ctx, member+"."+room.ID); err == nil && complete {
+		return http.StatusConflict, Error{Error: "already a member"}
+	} else if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return unavailable("read membership index", err)
 	}
 	rev, err := b2.Put(ctx, member+"."+room.ID, []byte(role))
 	if err != nil {
@@ -319,6 +380,11 @@ func (s *Server) roomKey(ctx context.Context, caller store.User, r *http.Request
 		return code, v
 	}
 	raw, err := s.get(ctx, kv.RoomKeysBucket, room.ID+"."+caller.SignPub)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		// Retrying cannot help: a member must add the caller again (which
+		// completes the membership).
+		return http.StatusNotFound, Error{Error: "no wrapped room key for you in this room; ask a member to add you again"}
+	}
 	if err != nil {
 		return unavailable("read wrapped key", err)
 	}
@@ -417,6 +483,21 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// step runs the test hook after a step of a multi-write operation.
+func (s *Server) step(name string) error {
+	if s.d.AfterStep == nil {
+		return nil
+	}
+	return s.d.AfterStep(name)
+}
+
+// roomID derives a room id from its creator and the create request's
+// idempotency key (16 lower-case hex).
+func roomID(creator, idemKey string) string {
+	sum := sha256.Sum256([]byte("unibus-room\n" + creator + "\n" + idemKey))
+	return hex.EncodeToString(sum[:8])
 }
 
 func randHex(n int) string {

@@ -20,6 +20,9 @@ const (
 	PathConsumer = "/v1/rooms/{room}/consumer"
 	PathMe       = "/v1/me"          // GET who the server thinks I am
 	PathUsers    = "/v1/admin/users" // GET all users (admins only)
+	// PathCluster (unsigned) names the cluster, which clients sign into
+	// every request.
+	PathCluster = "/v1/cluster"
 )
 
 // Request signing: every /v1 request carries these headers (see
@@ -29,7 +32,16 @@ const (
 	HeaderTimestamp = identity.HeaderTimestamp
 	HeaderNonce     = identity.HeaderNonce
 	HeaderSignature = identity.HeaderSignature
+	HeaderCluster   = identity.HeaderCluster
+	// HeaderIdempotencyKey is required on every POST: a retry with the same
+	// key (fresh nonce and signature) gets the first attempt's answer.
+	HeaderIdempotencyKey = identity.HeaderIdempotencyKey
 )
+
+// ClusterInfo is GET /v1/cluster.
+type ClusterInfo struct {
+	Cluster string `json:"cluster"`
+}
 
 // Window is how far a request timestamp may be from the server's clock.
 // Nonces are remembered (UNIBUS_nonces TTL 10 min) far longer than this.

@@ -15,9 +15,15 @@ import (
 	"time"
 )
 
+const testCluster = "unibus-test"
+
 func signedReq(t *testing.T, id *Identity, method, url string, body []byte, now time.Time) *http.Request {
 	t.Helper()
 	r := httptest.NewRequest(method, url, bytes.NewReader(body))
+	r.Header.Set(HeaderCluster, testCluster)
+	if method == http.MethodPost {
+		r.Header.Set(HeaderIdempotencyKey, "idem-1")
+	}
 	if err := SignRequest(r, body, id, now); err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +47,7 @@ func TestSignVerifyRoundTrip(t *testing.T) {
 	}
 	// The signature is over the documented canonical string.
 	sum := sha256.Sum256(body)
-	want := "UNIBUS-SIG-V1\nPOST\n/v1/rooms?x=1&y=a+b\n1700000000123\n" + r.Header.Get(HeaderNonce) + "\n" +
+	want := "UNIBUS-SIG-V2\nunibus-test\nPOST\n/v1/rooms?x=1&y=a+b\n1700000000123\n" + r.Header.Get(HeaderNonce) + "\nidem-1\n" +
 		hex.EncodeToString(sum[:])
 	sig, _ := base64.StdEncoding.DecodeString(r.Header.Get(HeaderSignature))
 	pub, _ := ParseSignPub(id.SignPub())
@@ -53,7 +59,8 @@ func TestSignVerifyRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.SignPub != id.SignPub() || !got.Timestamp.Equal(now) || got.Nonce != r.Header.Get(HeaderNonce) {
+	if got.SignPub != id.SignPub() || !got.Timestamp.Equal(now) || got.Nonce != r.Header.Get(HeaderNonce) ||
+		got.Cluster != testCluster || got.IdempotencyKey != "idem-1" {
 		t.Fatalf("VerifyRequest = %+v", got)
 	}
 
@@ -71,6 +78,7 @@ func TestSignVerifyRoundTrip(t *testing.T) {
 	// A client request's empty method is GET.
 	r4 := httptest.NewRequest(http.MethodGet, "/v1/me", nil)
 	r4.Method = ""
+	r4.Header.Set(HeaderCluster, testCluster)
 	if err := SignRequest(r4, nil, id, now); err != nil {
 		t.Fatal(err)
 	}
@@ -105,6 +113,7 @@ func TestSignVerifyOverHTTP(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		req.Header.Set(HeaderCluster, testCluster)
 		if err := SignRequest(req, body, id, time.Now()); err != nil {
 			t.Fatal(err)
 		}
@@ -137,6 +146,11 @@ func TestVerifyRejectsTampering(t *testing.T) {
 		{"query dropped", func(r *http.Request) []byte { r.URL.RawQuery = ""; return body }, "bad signature"},
 		{"body", func(r *http.Request) []byte { return append(bytes.Clone(body), ' ') }, "bad signature"},
 		{"empty body", func(r *http.Request) []byte { return nil }, "bad signature"},
+		{"another cluster", func(r *http.Request) []byte { r.Header.Set(HeaderCluster, "other"); return body }, "bad signature"},
+		{"cluster with a newline", func(r *http.Request) []byte { r.Header.Set(HeaderCluster, "a\nb"); return body }, "bad X-Unibus-Cluster"},
+		{"idempotency key", func(r *http.Request) []byte { r.Header.Set(HeaderIdempotencyKey, "idem-2"); return body }, "bad signature"},
+		{"idempotency key dropped", func(r *http.Request) []byte { r.Header.Del(HeaderIdempotencyKey); return body }, "bad signature"},
+		{"idempotency key bad", func(r *http.Request) []byte { r.Header.Set(HeaderIdempotencyKey, "a b"); return body }, "bad X-Unibus-Idempotency-Key"},
 		{"timestamp", func(r *http.Request) []byte {
 			ms, _ := strconv.ParseInt(r.Header.Get(HeaderTimestamp), 10, 64)
 			r.Header.Set(HeaderTimestamp, strconv.FormatInt(ms+1, 10))
@@ -215,7 +229,7 @@ func TestVerifyRejectsTampering(t *testing.T) {
 			return body
 		}, "duplicate X-Unibus-Nonce"},
 	}
-	for _, h := range []string{HeaderKey, HeaderTimestamp, HeaderNonce, HeaderSignature} {
+	for _, h := range []string{HeaderKey, HeaderTimestamp, HeaderNonce, HeaderSignature, HeaderCluster} {
 		tests = append(tests, struct {
 			name   string
 			mutate func(r *http.Request) []byte
