@@ -28,7 +28,7 @@ const DefaultMaxConsumers = 256
 const (
 	consumerAckWait       = 5 * time.Second
 	consumerMaxAckPending = 256
-	consumerMaxWaiting    = 8
+	consumerMaxWaiting    = 16
 	consumerMaxBatch      = 256
 	consumerMaxExpires    = 30 * time.Second
 	// minResetInterval rate-limits resets of one consumer on one node: a
