@@ -420,7 +420,7 @@ func (n *Node) startHTTP() error {
 		n.api = api.New(api.Deps{
 			Node: n.cfg.Name, JS: n.js, Replicas: n.cfg.KVReplicas, Gate: n.inQuorum,
 			MaxConsumers: n.cfg.RoomMaxConsumers, Cluster: n.cfg.Cluster,
-			Lookup:       n.allow.Lookup, Log: n.log.With("component", "api"),
+			Lookup: n.allow.Lookup, Log: n.log.With("component", "api"),
 			WaitApplied: func(ctx context.Context, rev uint64) []string {
 				return clusterinfo.WaitApplied(ctx, n.nc, n.cfg.size(), rev)
 			},
