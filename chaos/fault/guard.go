@@ -12,15 +12,15 @@ import (
 
 // state is one fault's place in its lifecycle, per Runner:
 //
-//	            Inject ok              Heal ok
-//	  ┌───────┐ ─────────▶ ┌────────┐ ─────────▶ ┌───────┐
-//	  │ ready │            │ active │            │ ready │
-//	  └───────┘            └────────┘            └───────┘
-//	      │ Inject error       │ Heal error
-//	      ▼                    ▼
-//	  ┌─────────────────────────────┐
-//	  │ invalid: refuses everything │  (the cluster is in an unknown
-//	  └─────────────────────────────┘   state; the spec must fail)
+//	          Inject ok              Heal ok
+//	┌───────┐ ─────────▶ ┌────────┐ ─────────▶ ┌───────┐
+//	│ ready │            │ active │            │ ready │
+//	└───────┘            └────────┘            └───────┘
+//	    │ Inject error       │ Heal error
+//	    ▼                    ▼
+//	┌─────────────────────────────┐
+//	│ invalid: refuses everything │  (the cluster is in an unknown
+//	└─────────────────────────────┘   state; the spec must fail)
 //
 // A second Inject of a fault that is active is refused: two overlapping
 // injections of one fault would heal each other's links or restart each
