@@ -18,6 +18,9 @@ type Options struct {
 	Name   string // "inproc" (default), "process" or "ssh"
 	Binary string // built membershipd: the nodes of the process target, every target's local CLI
 	Log    *slog.Logger
+	// Size is the local targets' cluster size for specs that do not ask
+	// for one (0: 3). The ssh target is the deployed cluster, whatever its size.
+	Size int
 	// ssh target
 	NodesFile string
 	CertsDir  string
@@ -33,6 +36,9 @@ var Names = []string{"inproc", "process", "ssh"}
 // unstarted, of spec.Size nodes; the ssh target is the deployed cluster
 // itself (one for the whole run).
 func New(o Options, spec chaos.Spec) (chaos.Cluster, error) {
+	if spec.Size == 0 {
+		spec.Size = o.Size
+	}
 	switch o.Name {
 	case "", "inproc":
 		return inproc.New(inproc.Options{
