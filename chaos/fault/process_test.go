@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/chaos/clustertest"
 	"github.com/unibus/clusterkit/chaos/fault"
 	"github.com/unibus/clusterkit/chaos/inproc"
 	"github.com/unibus/clusterkit/chaos/process"
@@ -31,26 +32,10 @@ func TestFaultsOnProcessTarget(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "../../membershipd").CombinedOutput(); err != nil {
 		t.Fatalf("build membershipd: %v\n%s", err, out)
 	}
-	c, err := process.New(process.Options{Dir: dir, Binary: bin, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	c, hc := clustertest.Process(t, process.Options{Dir: dir, Binary: bin, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if err := chaos.StartNodes(ctx, c.Nodes()...); err != nil {
-		t.Fatal(err)
-	}
-	hc, err := chaos.NewHealthClient(c.TLS().ClientCA)
-	if err != nil {
-		t.Fatal(err)
-	}
 	wait := func(d time.Duration) (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, d) }
-	w, done := wait(60 * time.Second)
-	if _, err := hc.WaitHealthy(w, c.Nodes()...); err != nil {
-		t.Fatal(err)
-	}
-	done()
 
 	r := fault.NewRunner(c, nil)
 	step := func(name string, a fault.Args, during func(*fault.Active)) {
