@@ -2,6 +2,7 @@ package fault
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -50,11 +51,18 @@ func (f Latency) Inject(ctx context.Context, c chaos.Cluster, a Args) (Injection
 		nodes: names(sa),
 		waitInj: func(ctx context.Context) error {
 			return poll(ctx, "status round slowed by the latency", func(ctx context.Context) (bool, string) {
-				rtt, err := statusRound(ctx, c, sa[0])
-				if err != nil {
-					return false, err.Error()
+				// Ask from side B first: a delayed node may fail closed and
+				// refuse even the internal identity.
+				var errs []error
+				for _, n := range append(append([]chaos.Node{}, sb...), sa...) {
+					rtt, err := statusRound(ctx, c, n)
+					if err != nil {
+						errs = append(errs, err)
+						continue
+					}
+					return rtt >= a.Latency, fmt.Sprintf("round from %s took %s", n.Name(), rtt)
 				}
-				return rtt >= a.Latency, fmt.Sprintf("round from %s took %s", sa[0].Name(), rtt)
+				return false, errors.Join(errs...).Error()
 			})
 		},
 		heal:       heal,

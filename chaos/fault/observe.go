@@ -98,17 +98,27 @@ func waitSilent(ctx context.Context, hc *chaos.HealthClient, nodes ...chaos.Node
 	})
 }
 
-// reach names the nodes that answer a status request sent through n.
+// reach names the nodes that answer a status request sent through n. A
+// node that fails closed refuses even its internal identity; then its own
+// /healthz says which peers answered its gate's pings lately.
 func reach(ctx context.Context, c chaos.Cluster, n chaos.Node) ([]string, error) {
 	st, err := chaos.Reachable(ctx, c, n)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		out := make([]string, 0, len(st))
+		for _, s := range st {
+			out = append(out, s.Node)
+		}
+		return out, nil
 	}
-	out := make([]string, 0, len(st))
-	for _, s := range st {
-		out = append(out, s.Node)
+	hc, herr := chaos.NewHealthClient(c.TLS().ClientCA)
+	if herr != nil {
+		return nil, errors.Join(err, herr)
 	}
-	return out, nil
+	p := hc.Get(ctx, n.HealthzURL())
+	if p.Err != nil || p.Health.Node != n.Name() {
+		return nil, fmt.Errorf("%w; healthz: %s", err, p)
+	}
+	return append([]string{n.Name()}, p.Health.Quorum.ReachablePeers...), nil
 }
 
 // waitSplit: no node of a reaches a node of b and no node of b reaches a

@@ -28,10 +28,7 @@ func TestFaultsOnProcessTarget(t *testing.T) {
 		t.Skip("starts a cluster of processes")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "membershipd")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../membershipd").CombinedOutput(); err != nil {
-		t.Fatalf("build membershipd: %v\n%s", err, out)
-	}
+	bin := buildDaemon(t, dir)
 	c, hc := clustertest.Process(t, process.Options{Dir: dir, Binary: bin, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -135,5 +132,62 @@ func TestUnavailableOnInproc(t *testing.T) {
 		if err := f.Available(c, fault.Args{}); err != nil {
 			t.Fatalf("%s unavailable on inproc: %v", name, err)
 		}
+	}
+}
+
+func buildDaemon(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "membershipd")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../membershipd").CombinedOutput(); err != nil {
+		t.Fatalf("build membershipd: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestLinkFaultsOnProcessTarget: one-way, isolate-leader (rst, of the meta
+// group), latency and part-kill, each observed and healed on real
+// processes.
+func TestLinkFaultsOnProcessTarget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster of processes")
+	}
+	dir := t.TempDir()
+	c, hc := clustertest.Process(t, process.Options{Dir: dir, Binary: buildDaemon(t, dir)})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r := fault.NewRunner(c, nil)
+	for _, tc := range []struct {
+		name string
+		args fault.Args
+	}{
+		{"one-way", fault.Args{Nodes: []string{"n1"}, Rest: []string{"n2"}}},
+		{"isolate-leader", fault.Args{Stream: "meta", Mode: fault.RST}},
+		{"latency", fault.Args{Nodes: []string{"n2"}, Latency: 200 * time.Millisecond}},
+		{"part-kill", fault.Args{Nodes: []string{"n3", "n1"}, Mode: fault.Drop}},
+	} {
+		start := time.Now()
+		act, err := fault.InjectFor(ctx, r, fault.CleanupFor(t), tc.name, tc.args)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		w, done := context.WithTimeout(ctx, 30*time.Second)
+		if err := act.WaitInjected(w); err != nil {
+			t.Fatal(err)
+		}
+		done()
+		observed := time.Since(start)
+		for _, n := range c.Nodes() {
+			t.Logf("  during %s: %s %s", tc.name, n.Name(), hc.Get(ctx, n.HealthzURL()))
+		}
+		if err := act.Heal(ctx); err != nil {
+			t.Fatal(err)
+		}
+		healStart := time.Now()
+		w, done = context.WithTimeout(ctx, 90*time.Second)
+		if err := act.WaitHealed(w); err != nil {
+			t.Fatal(err)
+		}
+		done()
+		t.Logf("%s %v: observed after %s, recovered %s after heal", tc.name, act.Nodes(), observed.Round(time.Millisecond), time.Since(healStart).Round(time.Millisecond))
 	}
 }

@@ -58,7 +58,7 @@ func leaseCmd(id string, d time.Duration, undo string) string {
 	// systemd-run only where systemd is PID 1 (sd_booted's test).
 	return fmt.Sprintf(`if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then `+
 		`systemd-run --quiet --unit=%[1]s --on-active=%[2]ds --timer-property=AccuracySec=1s /bin/sh -c %[3]s; `+
-		`else mkdir -p %[4]s && setsid nohup /bin/sh -c %[5]s </dev/null >/dev/null 2>&1 & echo $! > %[4]s/%[1]s.pid; fi`,
+		`else mkdir -p %[4]s; setsid nohup /bin/sh -c %[5]s </dev/null >/dev/null 2>&1 & echo $! > %[4]s/%[1]s.pid; fi`,
 		id, secs, deploy.Quote(undo), leaseDir, deploy.Quote(fmt.Sprintf("sleep %d; %s; rm -f %s/%s.pid", secs, undo, leaseDir, id)))
 }
 
