@@ -5,6 +5,8 @@ OUT     := $(CURDIR)/out
 SPECOUT := $(OUT)/specs
 # Extra ginkgo flags, e.g. SPECFLAGS='--label-filter=claim:r3 -v'
 SPECFLAGS ?=
+# Cluster size for the local targets, e.g. `make specs SIZE=5` (default 3)
+SIZE ?=
 
 .PHONY: all build lint unit specs test bench cluster clean vps-sim-up vps-sim-down test-vps specs-live
 
@@ -38,7 +40,7 @@ unit:
 specs: build
 	@mkdir -p $(SPECOUT)
 	$(GINKGO) --json-report=report.json --junit-report=junit.xml --output-dir=$(SPECOUT) \
-	  $(SPECFLAGS) ./specs -- --membershipd=$(CURDIR)/bin/membershipd --report-dir=$(SPECOUT)
+	  $(SPECFLAGS) ./specs -- --membershipd=$(CURDIR)/bin/membershipd --report-dir=$(SPECOUT) $(if $(SIZE),--size=$(SIZE))
 
 test: lint unit specs
 

@@ -98,6 +98,68 @@ type Partitioner interface {
 	HealAll() error
 }
 
+// Killer is a node whose process can crash: SIGKILL, no raft step-down,
+// nothing flushed. The node stays down until Start; a node on a remote host
+// starts by itself after lease if the controller never does (a fault must
+// not outlive the controller that installed it).
+type Killer interface {
+	Kill(ctx context.Context, lease time.Duration) error
+}
+
+// Pauser is a node whose process can be frozen (SIGSTOP: a GC or VM stall)
+// and thawed (SIGCONT). A node on a remote host thaws by itself after
+// lease if the controller never resumes it.
+type Pauser interface {
+	Pause(ctx context.Context, lease time.Duration) error
+	Resume(ctx context.Context) error
+}
+
+// LinkKind is a kind of link fault.
+type LinkKind string
+
+// The link faults. Each is named for what the packets see, never swapped
+// for another: a target that cannot do one says so (LinkFaulter.CanFaultLinks).
+const (
+	// LinkRST resets every connection, live and new, like a REJECT rule
+	// with tcp-reset or a crashed peer.
+	LinkRST LinkKind = "rst"
+	// LinkDrop silently loses every packet both ways (a blackhole).
+	LinkDrop LinkKind = "drop"
+	// LinkOneWay loses side A's packets to side B; B's reach A.
+	LinkOneWay LinkKind = "one-way"
+	// LinkLatency delays every packet both ways by LinkFault.Latency.
+	LinkLatency LinkKind = "latency"
+)
+
+// LinkFault is what FaultLinks applies.
+type LinkFault struct {
+	Kind    LinkKind
+	Latency time.Duration // LinkLatency only
+	// ClientPort also faults the client (data-plane) port between the
+	// sides, not only the route port. Targets whose nodes only talk over
+	// routes ignore it.
+	ClientPort bool
+	// Lease: a fault installed on a remote host removes itself after Lease
+	// even if the controller disappears. Local targets ignore it.
+	Lease time.Duration
+}
+
+// LinkFaulter is a cluster that can fault the links between sets of its
+// nodes (the cluster's own ports only, never other traffic).
+type LinkFaulter interface {
+	// CanFaultLinks is nil when this cluster can apply kind, else it says
+	// why not.
+	CanFaultLinks(kind LinkKind) error
+	// FaultLinks applies f to every link between a node of a and a node of
+	// b (for LinkOneWay: a's packets to b are lost). heal undoes exactly
+	// this fault and nothing else.
+	FaultLinks(ctx context.Context, a, b []Node, f LinkFault) (heal func(context.Context) error, err error)
+}
+
+// DefaultLease is how long a fault on a remote host lasts if the controller
+// disappears without healing it.
+const DefaultLease = 2 * time.Minute
+
 // Majority is the quorum size for n nodes.
 func Majority(n int) int { return n/2 + 1 }
 

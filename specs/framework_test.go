@@ -80,7 +80,7 @@ func NewEnv(name string, spec chaos.Spec) *Env {
 	if *flagTarget == "ssh" && spec.KVReplicas != 0 {
 		spec.Fresh = true // buckets are created at the replica count only once
 	}
-	o := target.Options{Name: *flagTarget, Binary: suite.binary, Log: suite.log,
+	o := target.Options{Name: *flagTarget, Binary: suite.binary, Log: suite.log, Size: *flagSize,
 		NodesFile: *flagNodes, CertsDir: *flagCerts, AllowWipe: *flagWipe, SimDir: *flagSimDir,
 		SSH: sshx.Options{ConfigFile: *flagSSHConfig, Agent: true}}
 	c, err := target.New(o, spec)

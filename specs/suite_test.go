@@ -22,7 +22,8 @@ import (
 )
 
 var (
-	flagTarget    = flag.String("target", "inproc", "cluster target: inproc, or ssh (a deployed cluster: --nodes, --certs, --ssh-config)")
+	flagTarget    = flag.String("target", "inproc", "cluster target: inproc (nodes in the test process), process (membershipd subprocesses), or ssh (a deployed cluster: --nodes, --certs, --ssh-config)")
+	flagSize      = flag.Int("size", 3, "inproc and process targets: nodes per cluster, for specs that do not ask for a size")
 	flagNodes     = flag.String("nodes", "", "ssh target: nodes.env")
 	flagCerts     = flag.String("certs", "out/certs", "ssh target: the controller's certificates (runbook certs)")
 	flagSSHConfig = flag.String("ssh-config", "", "ssh target: ssh_config file (default ~/.ssh/config)")

@@ -58,6 +58,7 @@ type Node struct {
 var _ chaos.Cluster = (*Cluster)(nil)
 var _ chaos.Partitioner = (*Cluster)(nil)
 var _ chaos.StoreInspector = (*Cluster)(nil)
+var _ chaos.LinkFaulter = (*Cluster)(nil)
 
 // New mints certificates, reserves ports and builds the route proxies.
 // No node is started: specs decide the order (together, staggered, alone).
@@ -191,6 +192,36 @@ func (c *Cluster) Isolate(n chaos.Node, mode string) error {
 		}
 	}
 	return fmt.Errorf("inproc: node %v is not from this cluster", n)
+}
+
+// CanFaultLinks implements chaos.LinkFaulter: the mesh does every kind.
+func (c *Cluster) CanFaultLinks(kind chaos.LinkKind) error { return netproxy.CanFault(kind) }
+
+// FaultLinks implements chaos.LinkFaulter on the route proxies.
+func (c *Cluster) FaultLinks(_ context.Context, a, b []chaos.Node, f chaos.LinkFault) (func(context.Context) error, error) {
+	idx := func(ns []chaos.Node) ([]int, error) {
+		out := make([]int, 0, len(ns))
+	next:
+		for _, n := range ns {
+			for i, x := range c.nodes {
+				if chaos.Node(x) == n {
+					out = append(out, i)
+					continue next
+				}
+			}
+			return nil, fmt.Errorf("inproc: node %v is not from this cluster", n)
+		}
+		return out, nil
+	}
+	ia, err := idx(a)
+	if err != nil {
+		return nil, err
+	}
+	ib, err := idx(b)
+	if err != nil {
+		return nil, err
+	}
+	return netproxy.FaultMesh(c.mesh, ia, ib, f)
 }
 
 // CanPartition implements chaos.Partitioner.

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"time"
 )
 
 // Mesh is a full set of directed route proxies for N nodes plus one Sink per
@@ -108,12 +109,56 @@ func (m *Mesh) Partition(groupA, groupB []int, mode Mode) {
 	}
 }
 
-// HealAll sets every proxy back to Pass.
+// OneWay loses every byte node a sends to node b, for every a in from and b
+// in to, on both TCP flows between them (a dials b through P(a→b) and b
+// dials a through P(b→a)): a one-way rule on only one flow would leave a
+// route alive whenever the other flow's dial won. b's bytes to a still
+// flow.
+func (m *Mesh) OneWay(from, to []int) {
+	for _, a := range from {
+		for _, b := range to {
+			if a != b {
+				m.links[a][b].SetMode(DropToTarget)
+				m.links[b][a].SetMode(DropToClient)
+			}
+		}
+	}
+}
+
+// SetLatency adds d to both directions of every link between groupA and
+// groupB (0 removes it).
+func (m *Mesh) SetLatency(groupA, groupB []int, d time.Duration) {
+	for _, a := range groupA {
+		for _, b := range groupB {
+			if a != b {
+				m.links[a][b].SetLatency(d)
+				m.links[b][a].SetLatency(d)
+			}
+		}
+	}
+}
+
+// Heal restores every link between groupA and groupB, both directions:
+// mode Pass and no latency. Other links are untouched.
+func (m *Mesh) Heal(groupA, groupB []int) {
+	for _, a := range groupA {
+		for _, b := range groupB {
+			if a != b {
+				m.setLink(a, b, Pass)
+				m.links[a][b].SetLatency(0)
+				m.links[b][a].SetLatency(0)
+			}
+		}
+	}
+}
+
+// HealAll sets every proxy back to Pass with no latency.
 func (m *Mesh) HealAll() {
 	for i := range m.links {
 		for j, p := range m.links[i] {
 			if j != i {
 				p.SetMode(Pass)
+				p.SetLatency(0)
 			}
 		}
 	}

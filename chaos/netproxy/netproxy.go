@@ -12,9 +12,21 @@
 //     new connections are accepted but never forwarded, like dropped packets.
 //     The proxy simply stops reading, so TCP backpressure builds instead of
 //     an unbounded buffer.
+//   - DropToTarget / DropToClient: one direction of every connection stops
+//     moving bytes (the proxy stops reading that side), the other keeps
+//     flowing: a one-way link. This is a stream-level model of one-way packet
+//     loss: with real one-way loss the surviving direction also stalls once
+//     its unacknowledged window fills (its ACKs ride the lost direction),
+//     and retransmits leak through whenever a rule is only one-way on one of
+//     two TCP flows; here the surviving direction keeps delivering. For a
+//     NATS route the effect on the far side is the same either way: pings go
+//     unanswered, so both ends eventually drop the route.
 //   - Pass: normal forwarding for new connections; connections frozen by a
-//     blackhole are closed so the peers reconnect cleanly rather than resume
-//     a stream with a hole in it.
+//     blackhole or a one-way drop are closed so the peers reconnect cleanly
+//     rather than resume a stream with a hole in it.
+//
+// Independently of the mode, SetLatency delays every chunk by a fixed time
+// in both directions.
 package netproxy
 
 import (
@@ -36,6 +48,11 @@ const (
 	Pass Mode = iota
 	Cut
 	Blackhole
+	// DropToTarget loses the bytes the dialling side sends to the target;
+	// the target's bytes still reach the dialler.
+	DropToTarget
+	// DropToClient loses the target's bytes to the dialling side.
+	DropToClient
 )
 
 func (m Mode) String() string {
@@ -46,6 +63,10 @@ func (m Mode) String() string {
 		return "cut"
 	case Blackhole:
 		return "blackhole"
+	case DropToTarget:
+		return "drop-to-target"
+	case DropToClient:
+		return "drop-to-client"
 	default:
 		return fmt.Sprintf("Mode(%d)", int(m))
 	}
@@ -80,6 +101,8 @@ type Proxy struct {
 	closed bool
 	conns  map[*conn]struct{}
 
+	latency atomic.Int64 // nanoseconds added to every chunk, both directions
+
 	accepted, forwarded, refused, blackholed, dialFailed, bytes atomic.Uint64
 }
 
@@ -91,9 +114,43 @@ type conn struct {
 	cancel   context.CancelFunc
 	done     chan struct{} // closed when the conn is torn down
 	closed   bool          // guarded by Proxy.mu
-	// frozen is set by Blackhole and never cleared: a frozen stream has lost
-	// bytes, so healing closes it instead of resuming it.
-	frozen atomic.Bool
+	// frozen[dir] is set by Blackhole (both) or a one-way drop (one) and
+	// never cleared: a frozen stream has lost bytes, so healing closes it
+	// instead of resuming it.
+	frozen [2]atomic.Bool
+}
+
+// Directions of a proxied connection.
+const (
+	toTarget = 0 // client → upstream
+	toClient = 1 // upstream → client
+)
+
+func (c *conn) anyFrozen() bool { return c.frozen[toTarget].Load() || c.frozen[toClient].Load() }
+
+// freeze freezes the directions mode loses; it reports whether any
+// direction was newly frozen.
+func (c *conn) freeze(m Mode) bool {
+	changed := false
+	for dir, lost := range lostDirs(m) {
+		if lost && !c.frozen[dir].Swap(true) {
+			changed = true
+		}
+	}
+	return changed
+}
+
+// lostDirs says which directions mode m loses.
+func lostDirs(m Mode) [2]bool {
+	switch m {
+	case Blackhole:
+		return [2]bool{true, true}
+	case DropToTarget:
+		return [2]bool{true, false}
+	case DropToClient:
+		return [2]bool{false, true}
+	}
+	return [2]bool{}
 }
 
 // New listens on listenAddr and forwards each accepted connection to target.
@@ -141,7 +198,8 @@ func (p *Proxy) Mode() Mode {
 }
 
 // SetMode switches the fault mode and applies it to live connections: Cut
-// resets them, Blackhole freezes them, Pass closes the frozen ones.
+// resets them, Blackhole freezes them, a one-way drop freezes one direction,
+// Pass closes the frozen ones.
 func (p *Proxy) SetMode(m Mode) {
 	p.mu.Lock()
 	old := p.mode
@@ -152,12 +210,12 @@ func (p *Proxy) SetMode(m Mode) {
 		case Cut:
 			p.closeLocked(c, true)
 			affected++
-		case Blackhole:
-			if !c.frozen.Swap(true) {
+		case Blackhole, DropToTarget, DropToClient:
+			if c.freeze(m) {
 				affected++
 			}
 		case Pass:
-			if c.frozen.Load() {
+			if c.anyFrozen() {
 				p.closeLocked(c, false)
 				affected++
 			}
@@ -169,6 +227,16 @@ func (p *Proxy) SetMode(m Mode) {
 		p.log.Debug("netproxy mode change", "from", old, "to", m, "affected", affected, "live", live)
 	}
 }
+
+// SetLatency delays every chunk forwarded from now on by d, both
+// directions (0 removes the delay).
+func (p *Proxy) SetLatency(d time.Duration) {
+	p.latency.Store(int64(d))
+	p.log.Debug("netproxy latency", "latency", d)
+}
+
+// Latency returns the current added delay.
+func (p *Proxy) Latency() time.Duration { return time.Duration(p.latency.Load()) }
 
 // Stats returns a snapshot of the counters.
 func (p *Proxy) Stats() Stats {
@@ -226,7 +294,7 @@ func (p *Proxy) accept(nc net.Conn) {
 	}
 	ctx, cancel := context.WithCancel(p.ctx)
 	c := &conn{client: nc, ctx: ctx, cancel: cancel, done: make(chan struct{})}
-	c.frozen.Store(p.mode == Blackhole)
+	c.freeze(p.mode)
 	p.conns[c] = struct{}{}
 	p.wg.Add(1) // safe: closed is false and we hold mu, so Close is not waiting yet
 	p.mu.Unlock()
@@ -237,7 +305,7 @@ func (p *Proxy) serve(c *conn) {
 	defer p.wg.Done()
 	defer p.finish(c)
 
-	if c.frozen.Load() {
+	if c.frozen[toTarget].Load() && c.frozen[toClient].Load() {
 		// Blackholed on arrival: never dial (the target must not see it) and
 		// never read, just hold the socket until heal, cut or close.
 		p.blackholed.Add(1)
@@ -266,18 +334,19 @@ func (p *Proxy) serve(c *conn) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		p.pipe(c, up, c.client)
+		p.pipe(c, toTarget, up, c.client)
 	}()
-	p.pipe(c, c.client, up)
+	p.pipe(c, toClient, c.client, up)
 	wg.Wait()
 }
 
 // pipe copies src→dst until EOF or error. On EOF it propagates a half-close
 // so protocols that shut down one direction still work; on error it tears
 // the whole conn down so the other direction unblocks.
-func (p *Proxy) pipe(c *conn, dst, src net.Conn) {
-	_, err := io.Copy(gatedWriter{p, c, dst}, gatedReader{c, src})
-	if err != nil || !c.pass() { // a frozen stream must not leak a FIN either
+func (p *Proxy) pipe(c *conn, dir int, dst, src net.Conn) {
+	var readAt time.Time
+	_, err := io.Copy(&gatedWriter{p, c, dir, dst, &readAt}, &gatedReader{c, dir, src, &readAt})
+	if err != nil || !c.pass(dir) { // a frozen stream must not leak a FIN either
 		p.finish(c)
 		return
 	}
@@ -317,10 +386,11 @@ func (p *Proxy) closeLocked(c *conn, reset bool) {
 	}
 }
 
-// pass reports whether bytes may flow. If the conn is frozen it blocks until
-// the conn is torn down, which is what stops reading and builds backpressure.
-func (c *conn) pass() bool {
-	if c.frozen.Load() {
+// pass reports whether bytes may flow in direction dir. If that direction is
+// frozen it blocks until the conn is torn down, which is what stops reading
+// and builds backpressure.
+func (c *conn) pass(dir int) bool {
+	if c.frozen[dir].Load() {
 		<-c.done
 		return false
 	}
@@ -336,26 +406,48 @@ func (c *conn) pass() bool {
 // uses its bounded 32 KiB buffer and consults the gate on every chunk.
 // Bytes already read when a blackhole starts are dropped at the writer gate
 // (at most one buffer), like packets in flight.
+//
+// Latency: the reader stamps each chunk and the writer holds it until
+// stamp+latency. Reading and writing share one goroutine, so under latency
+// d a direction carries at most one 32 KiB buffer per d (320 KiB/s at
+// 100 ms): ample for route control traffic, and it keeps memory bounded.
 type gatedReader struct {
-	c   *conn
-	src net.Conn
+	c      *conn
+	dir    int
+	src    net.Conn
+	readAt *time.Time
 }
 
-func (r gatedReader) Read(b []byte) (int, error) {
-	if !r.c.pass() {
+func (r *gatedReader) Read(b []byte) (int, error) {
+	if !r.c.pass(r.dir) {
 		return 0, net.ErrClosed
 	}
-	return r.src.Read(b)
+	n, err := r.src.Read(b)
+	*r.readAt = time.Now()
+	return n, err
 }
 
 type gatedWriter struct {
-	p   *Proxy
-	c   *conn
-	dst net.Conn
+	p      *Proxy
+	c      *conn
+	dir    int
+	dst    net.Conn
+	readAt *time.Time
 }
 
-func (w gatedWriter) Write(b []byte) (int, error) {
-	if !w.c.pass() {
+func (w *gatedWriter) Write(b []byte) (int, error) {
+	if d := time.Duration(w.p.latency.Load()); d > 0 {
+		if wait := time.Until(w.readAt.Add(d)); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-w.c.done:
+				t.Stop()
+				return 0, net.ErrClosed
+			}
+		}
+	}
+	if !w.c.pass(w.dir) {
 		return 0, net.ErrClosed
 	}
 	n, err := w.dst.Write(b)

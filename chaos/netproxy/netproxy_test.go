@@ -169,7 +169,7 @@ func isTimeout(err error) bool {
 }
 
 func TestModeString(t *testing.T) {
-	for m, want := range map[Mode]string{Pass: "pass", Cut: "cut", Blackhole: "blackhole", Mode(9): "Mode(9)"} {
+	for m, want := range map[Mode]string{Pass: "pass", Cut: "cut", Blackhole: "blackhole", DropToTarget: "drop-to-target", DropToClient: "drop-to-client", Mode(9): "Mode(9)"} {
 		if m.String() != want {
 			t.Errorf("%d.String() = %q, want %q", int(m), m.String(), want)
 		}
@@ -614,5 +614,130 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatalf("condition not met in time; goroutines=%d\n%s", runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestOneWay: DropToTarget loses the dialler's bytes, never the target's;
+// heal closes the half-frozen connection and new ones forward again.
+func TestOneWay(t *testing.T) {
+	e := newEcho(t, "echo")
+	for _, m := range []Mode{DropToTarget, DropToClient} {
+		t.Run(m.String(), func(t *testing.T) {
+			p := newProxy(t, e.addr())
+			live := dial(t, p.Addr())
+			mustEcho(t, live, "echo")
+			p.SetMode(m)
+			expectSilent(t, live) // either the line or its echo is lost
+			fresh := dial(t, p.Addr())
+			expectSilent(t, fresh)
+			p.SetMode(Pass)
+			expectClosed(t, live)
+			mustEcho(t, dial(t, p.Addr()), "echo")
+		})
+	}
+}
+
+// TestOneWayDirection proves which direction is lost: under DropToTarget
+// the target sees nothing the client writes; under DropToClient the
+// target gets the line (it is counted) but its reply never arrives.
+func TestOneWayDirection(t *testing.T) {
+	// A server that writes a greeting first, then echoes: its bytes reach
+	// the client even when the client's bytes are lost.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var got atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.WriteString(c, "hello\n")
+				sc := bufio.NewScanner(c)
+				for sc.Scan() {
+					got.Add(1)
+					_, _ = io.WriteString(c, "echo:"+sc.Text()+"\n")
+				}
+			}()
+		}
+	}()
+
+	p := newProxy(t, ln.Addr().String())
+	p.SetMode(DropToTarget)
+	c := dial(t, p.Addr())
+	r := bufio.NewReader(c)
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if l, err := r.ReadString('\n'); err != nil || l != "hello\n" {
+		t.Fatalf("DropToTarget must still deliver the target's bytes: %q %v", l, err)
+	}
+	io.WriteString(c, "x\n")
+	time.Sleep(300 * time.Millisecond)
+	if got.Load() != 0 {
+		t.Fatal("DropToTarget delivered the client's bytes")
+	}
+
+	p.SetMode(DropToClient)
+	c2 := dial(t, p.Addr())
+	io.WriteString(c2, "y\n")
+	waitFor(t, func() bool { return got.Load() == 1 })
+	c2.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := c2.Read(make([]byte, 64)); err == nil {
+		t.Fatalf("DropToClient delivered %d bytes of the target's", n)
+	}
+}
+
+// TestLatency: every round trip through a delayed proxy takes at least two
+// delays (there and back), and removing the delay restores speed.
+func TestLatency(t *testing.T) {
+	e := newEcho(t, "echo")
+	p := newProxy(t, e.addr())
+	c := dial(t, p.Addr())
+	mustEcho(t, c, "echo")
+	const d = 150 * time.Millisecond
+	p.SetLatency(d)
+	if p.Latency() != d {
+		t.Fatalf("Latency() = %s", p.Latency())
+	}
+	start := time.Now()
+	mustEcho(t, c, "echo")
+	if rtt := time.Since(start); rtt < 2*d {
+		t.Fatalf("round trip %s under latency %s; want >= %s", rtt, d, 2*d)
+	}
+	p.SetLatency(0)
+	start = time.Now()
+	mustEcho(t, c, "echo")
+	if rtt := time.Since(start); rtt >= d {
+		t.Fatalf("round trip %s after removing the latency", rtt)
+	}
+}
+
+func TestMeshOneWayAndHeal(t *testing.T) {
+	m, err := newTestMesh(t, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.OneWay([]int{0}, []int{1})
+	if m.Link(0, 1).Mode() != DropToTarget || m.Link(1, 0).Mode() != DropToClient {
+		t.Fatalf("modes %s %s", m.Link(0, 1).Mode(), m.Link(1, 0).Mode())
+	}
+	expectSilent(t, meshConn(t, m, 0, 1))
+	expectSilent(t, meshConn(t, m, 1, 0))
+	mustEcho(t, meshConn(t, m, 0, 2), "n2")
+	mustEcho(t, meshConn(t, m, 2, 1), "n1")
+	m.SetLatency([]int{2}, []int{1}, 50*time.Millisecond)
+	m.Heal([]int{0}, []int{1})
+	mustEcho(t, meshConn(t, m, 0, 1), "n1")
+	mustEcho(t, meshConn(t, m, 1, 0), "n0")
+	if m.Link(2, 1).Latency() != 50*time.Millisecond || m.Link(1, 2).Latency() != 50*time.Millisecond {
+		t.Fatal("Heal of {0}|{1} touched the 2–1 link")
+	}
+	m.HealAll()
+	if m.Link(2, 1).Latency() != 0 {
+		t.Fatal("HealAll left latency")
 	}
 }

@@ -1,8 +1,10 @@
 // Package process is the subprocess target: each node is a real
-// membershipd process on loopback, so stop can be a real SIGTERM and kill a
-// real SIGKILL (in-process Shutdown hides crash behaviour: raft leaders
-// step down gracefully). `make cluster` uses it to give operators a local
-// cluster to poke at.
+// membershipd process on loopback, so stop can be a real SIGTERM, kill a
+// real SIGKILL and pause a real SIGSTOP (in-process Shutdown hides crash
+// behaviour: raft leaders step down gracefully). Every route passes
+// through the same netproxy mesh as in-process, and each node advertises
+// its mesh sink, so gossip cannot bypass the proxies and partitions need no
+// root. `make cluster` uses it to give operators a local cluster to poke at.
 package process
 
 import (
@@ -22,6 +24,7 @@ import (
 
 	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/chaos/inproc"
+	"github.com/unibus/clusterkit/chaos/netproxy"
 	"github.com/unibus/clusterkit/membershipd/pki"
 )
 
@@ -35,13 +38,17 @@ type Options struct {
 	// BasePorts: node i uses ClientBase+i, RouteBase+i, HTTPBase+i. Zero
 	// picks a free block outside the ephemeral range.
 	ClientBase, RouteBase, HTTPBase int
-	Log                             *slog.Logger
+	// ProxyBase: the route proxies of node i listen on ProxyBase+i*Size+j.
+	// Zero picks a free block.
+	ProxyBase int
+	Log       *slog.Logger
 }
 
 // Cluster is the process target.
 type Cluster struct {
 	opts   Options
 	layout *pki.Layout
+	mesh   *netproxy.Mesh
 	nodes  []*Node
 }
 
@@ -55,9 +62,17 @@ type Node struct {
 	mu                              sync.Mutex
 	cmd                             *exec.Cmd
 	exited                          chan struct{}
+	paused                          bool
 }
 
-var _ chaos.Cluster = (*Cluster)(nil)
+var (
+	_ chaos.Cluster        = (*Cluster)(nil)
+	_ chaos.Partitioner    = (*Cluster)(nil)
+	_ chaos.LinkFaulter    = (*Cluster)(nil)
+	_ chaos.StoreInspector = (*Cluster)(nil)
+	_ chaos.Killer         = (*Node)(nil)
+	_ chaos.Pauser         = (*Node)(nil)
+)
 
 // New mints certificates and lays out the nodes; nothing starts.
 func New(o Options) (*Cluster, error) {
@@ -83,25 +98,36 @@ func New(o Options) (*Cluster, error) {
 		}
 		o.ClientBase, o.RouteBase, o.HTTPBase = base, base+o.Size, base+2*o.Size
 	}
+	if o.ProxyBase == 0 {
+		base, err := chaos.PortBlock(o.Size * o.Size)
+		if err != nil {
+			return nil, err
+		}
+		o.ProxyBase = base
+	}
 	names, layout, err := chaos.MintLocal(o.Dir, o.Size)
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{opts: o, layout: layout}
+	routeAddrs := make([]string, o.Size)
+	for i := range names {
+		routeAddrs[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(o.RouteBase+i))
+	}
+	mesh, err := netproxy.NewMesh(names, routeAddrs, o.ProxyBase, o.Log)
+	if err != nil {
+		return nil, fmt.Errorf("route proxies: %w", err)
+	}
+	c := &Cluster{opts: o, layout: layout, mesh: mesh}
 	for i, name := range names {
 		nf := layout.Nodes[name]
 		n := &Node{c: c, name: name, clientPort: o.ClientBase + i, routePort: o.RouteBase + i, httpPort: o.HTTPBase + i,
 			logPath: filepath.Join(o.Dir, name+".log")}
-		var routes []string
-		for j := range names {
-			if j != i {
-				routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", o.RouteBase+j))
-			}
-		}
+		routes := mesh.RouteURLsFor(i)
 		n.args = []string{"serve",
 			"--node-name", name, "--cluster-name", o.ClusterName, "--bind", "127.0.0.1",
 			"--client-port", strconv.Itoa(n.clientPort), "--route-port", strconv.Itoa(n.routePort),
 			"--http-port", strconv.Itoa(n.httpPort), "--routes", strings.Join(routes, ","),
+			"--cluster-advertise", mesh.AdvertiseFor(i),
 			"--nats-store", filepath.Join(o.Dir, name, "jetstream"),
 			"--tls-cert", nf.ServerCert, "--tls-key", nf.ServerKey, "--ca", layout.ClientCACert,
 			"--route-cert", nf.RouteCert, "--route-key", nf.RouteKey, "--route-ca", layout.RouteCACert,
@@ -144,9 +170,89 @@ func (c *Cluster) CLI(ctx context.Context, n chaos.Node, args ...string) (chaos.
 	return inproc.RunBinary(ctx, c.opts.Binary, full...)
 }
 
-// Close stops every node.
+// Close stops every node (a paused one is thawed first) and the proxies.
 func (c *Cluster) Close() error {
-	return chaos.StopNodes(context.Background(), c.Nodes()...)
+	err := chaos.StopNodes(context.Background(), c.Nodes()...)
+	return errors.Join(err, c.mesh.Close())
+}
+
+// Isolate implements chaos.Partitioner.
+func (c *Cluster) Isolate(n chaos.Node, mode string) error {
+	var m netproxy.Mode
+	switch mode {
+	case "cut":
+		m = netproxy.Cut
+	case "blackhole":
+		m = netproxy.Blackhole
+	default:
+		return fmt.Errorf("unknown partition mode %q (want cut or blackhole)", mode)
+	}
+	i, err := c.index(n)
+	if err != nil {
+		return err
+	}
+	c.mesh.Isolate(i, m)
+	return nil
+}
+
+// CanPartition implements chaos.Partitioner.
+func (c *Cluster) CanPartition() bool { return true }
+
+// HealAll implements chaos.Partitioner.
+func (c *Cluster) HealAll() error { c.mesh.HealAll(); return nil }
+
+// CanFaultLinks implements chaos.LinkFaulter: the mesh does every kind.
+func (c *Cluster) CanFaultLinks(kind chaos.LinkKind) error { return netproxy.CanFault(kind) }
+
+// FaultLinks implements chaos.LinkFaulter on the route proxies.
+func (c *Cluster) FaultLinks(_ context.Context, a, b []chaos.Node, f chaos.LinkFault) (func(context.Context) error, error) {
+	ia, err := c.indices(a)
+	if err != nil {
+		return nil, err
+	}
+	ib, err := c.indices(b)
+	if err != nil {
+		return nil, err
+	}
+	return netproxy.FaultMesh(c.mesh, ia, ib, f)
+}
+
+func (c *Cluster) index(n chaos.Node) (int, error) {
+	for i, x := range c.nodes {
+		if chaos.Node(x) == n {
+			return i, nil
+		}
+	}
+	return 0, fmt.Errorf("process: node %v is not from this cluster", n)
+}
+
+func (c *Cluster) indices(ns []chaos.Node) ([]int, error) {
+	out := make([]int, len(ns))
+	for k, n := range ns {
+		i, err := c.index(n)
+		if err != nil {
+			return nil, err
+		}
+		out[k] = i
+	}
+	return out, nil
+}
+
+// StreamDirs implements chaos.StoreInspector.
+func (c *Cluster) StreamDirs(n chaos.Node) ([]string, error) {
+	i, err := c.index(n)
+	if err != nil {
+		return nil, err
+	}
+	matches, err := filepath.Glob(filepath.Join(c.opts.Dir, c.nodes[i].name, "jetstream", "jetstream", "*", "streams", "*"))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(matches))
+	for _, m := range matches {
+		out = append(out, filepath.Base(m))
+	}
+	return out, nil
 }
 
 // Name implements chaos.Node.
@@ -164,10 +270,14 @@ func (n *Node) RouteAddr() string { return fmt.Sprintf("127.0.0.1:%d", n.routePo
 // LogPath is where the node's stdout and stderr go.
 func (n *Node) LogPath() string { return n.logPath }
 
-// Running implements chaos.Node.
+// Running implements chaos.Node (a paused process is running).
 func (n *Node) Running() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	return n.runningLocked()
+}
+
+func (n *Node) runningLocked() bool {
 	if n.cmd == nil {
 		return false
 	}
@@ -222,12 +332,46 @@ func (n *Node) Start(ctx context.Context) error {
 // Stop implements chaos.Node: SIGTERM, then SIGKILL after 30 s.
 func (n *Node) Stop(_ context.Context) error { return n.signal(syscall.SIGTERM, 30*time.Second) }
 
-// Kill sends SIGKILL: a crash, with no raft step-down.
-func (n *Node) Kill() error { return n.signal(syscall.SIGKILL, 10*time.Second) }
+// Kill implements chaos.Killer: SIGKILL, a crash with no raft step-down.
+// The lease is moot here: the node stays down until Start, and the
+// controller owns the process.
+func (n *Node) Kill(context.Context, time.Duration) error {
+	return n.signal(syscall.SIGKILL, 10*time.Second)
+}
+
+// Pause implements chaos.Pauser: SIGSTOP. The process keeps its sockets
+// (the kernel still completes TCP handshakes) but answers nothing.
+func (n *Node) Pause(context.Context, time.Duration) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.runningLocked() {
+		return fmt.Errorf("pause %s: not running", n.name)
+	}
+	if err := n.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		return fmt.Errorf("pause %s: %w", n.name, err)
+	}
+	n.paused = true
+	return nil
+}
+
+// Resume implements chaos.Pauser: SIGCONT.
+func (n *Node) Resume(context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.runningLocked() {
+		return fmt.Errorf("resume %s: not running", n.name)
+	}
+	if err := n.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		return fmt.Errorf("resume %s: %w", n.name, err)
+	}
+	n.paused = false
+	return nil
+}
 
 func (n *Node) signal(sig syscall.Signal, wait time.Duration) error {
 	n.mu.Lock()
-	cmd, exited := n.cmd, n.exited
+	cmd, exited, paused := n.cmd, n.exited, n.paused
+	n.paused = false
 	n.mu.Unlock()
 	if cmd == nil {
 		return nil
@@ -238,6 +382,10 @@ func (n *Node) signal(sig syscall.Signal, wait time.Duration) error {
 	default:
 	}
 	_ = cmd.Process.Signal(sig)
+	if paused {
+		// A stopped process acts on SIGTERM only once it runs again.
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+	}
 	select {
 	case <-exited:
 		return nil

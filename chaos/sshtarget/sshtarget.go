@@ -260,8 +260,12 @@ func (n *Node) RouteAddr() string {
 	return net.JoinHostPort(n.row.Address, strconv.Itoa(n.c.topo.RoutePort))
 }
 
-// Start implements chaos.Node through the systemd unit.
-func (n *Node) Start(ctx context.Context) error { return n.systemctl(ctx, "start") }
+// Start implements chaos.Node through the systemd unit (cancelling the
+// lease of a kill fault: the controller is starting it now).
+func (n *Node) Start(ctx context.Context) error {
+	n.cancelKillLease(ctx)
+	return n.systemctl(ctx, "start")
+}
 
 // Stop implements chaos.Node through the systemd unit (SIGTERM: graceful).
 func (n *Node) Stop(ctx context.Context) error { return n.systemctl(ctx, "stop") }

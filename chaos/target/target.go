@@ -8,15 +8,19 @@ import (
 
 	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/chaos/inproc"
+	"github.com/unibus/clusterkit/chaos/process"
 	"github.com/unibus/clusterkit/chaos/sshtarget"
 	"github.com/unibus/clusterkit/runbook/sshx"
 )
 
 // Options are the suite-wide settings a target needs.
 type Options struct {
-	Name   string // "inproc" (default) or "ssh"
-	Binary string // built membershipd, for the in-process target's CLI
+	Name   string // "inproc" (default), "process" or "ssh"
+	Binary string // built membershipd: the nodes of the process target, every target's local CLI
 	Log    *slog.Logger
+	// Size is the local targets' cluster size for specs that do not ask
+	// for one (0: 3). The ssh target is the deployed cluster, whatever its size.
+	Size int
 	// ssh target
 	NodesFile string
 	CertsDir  string
@@ -26,14 +30,26 @@ type Options struct {
 }
 
 // Names lists the targets this build knows.
-var Names = []string{"inproc", "ssh"}
+var Names = []string{"inproc", "process", "ssh"}
 
-// New makes a cluster. In-process clusters are new and unstarted; the ssh
-// target is the deployed cluster itself (one for the whole run).
+// New makes a cluster. In-process and subprocess clusters are new and
+// unstarted, of spec.Size nodes; the ssh target is the deployed cluster
+// itself (one for the whole run).
 func New(o Options, spec chaos.Spec) (chaos.Cluster, error) {
+	if spec.Size == 0 {
+		spec.Size = o.Size
+	}
 	switch o.Name {
 	case "", "inproc":
 		return inproc.New(inproc.Options{
+			Size: spec.Size, KVReplicas: spec.KVReplicas, Dir: spec.Dir,
+			Binary: o.Binary, Log: o.Log,
+		})
+	case "process":
+		if o.Binary == "" {
+			return nil, fmt.Errorf("target process: needs the membershipd binary (--membershipd)")
+		}
+		return process.New(process.Options{
 			Size: spec.Size, KVReplicas: spec.KVReplicas, Dir: spec.Dir,
 			Binary: o.Binary, Log: o.Log,
 		})
