@@ -56,6 +56,9 @@ type Config struct {
 	// ClusterSize is the number of nodes; 0 means len(Routes)+1.
 	ClusterSize int
 
+	// HTTP bounds the HTTPS listener (zero: defaults).
+	HTTP HTTPLimits
+
 	Log *slog.Logger
 }
 

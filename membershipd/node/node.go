@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -426,16 +425,6 @@ func (n *Node) startHTTP() error {
 	if err != nil {
 		return configErr("http port %s is not available: %v", addr, errors.Unwrap(err))
 	}
-	n.http = &http.Server{
-		Handler:           mux,
-		TLSConfig:         tlsCfg,
-		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
-	}
-	go func() {
-		if err := n.http.Serve(tls.NewListener(l, tlsCfg)); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.log.Error("https server", "err", err)
-		}
-	}()
+	n.http = serveHTTPS(l, mux, tlsCfg, n.cfg.HTTP, n.log)
 	return nil
 }
