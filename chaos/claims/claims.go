@@ -26,7 +26,7 @@ var All = []Claim{
 	{"r3", "all six control-plane buckets are R3 with 2/2 followers current", true, true},
 	{"r1-to-r3", "buckets created at R1 are raised to R3 in place with every key still readable", true, true},
 	{"first-admin", "the first admin is seeded through the live cluster and present on every node", true, true},
-	{"bootstrap-orphan", "the old loopback bootstrap does not seed the cluster: its bucket is never adopted or replicated (on 2.15.2 it is not deleted either: it shadows acked writes while the seed node leads)", true, false},
+	{"bootstrap-orphan", "a store holding a control-plane stream written by the old loopback bootstrap is refused at start-up (exit 2, naming the stream and the path to move aside); moved aside, the seed is never served or replicated", true, false},
 	{"user-add-live", "user add --store kv on a live cluster prints the user and followers_current=2/2", true, true},
 	{"user-add-idempotent", "re-adding a key fails with already registered and changes nothing", true, true},
 	{"user-add-one-down", "user add --store kv commits with the KV leader down", true, true},

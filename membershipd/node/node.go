@@ -77,6 +77,9 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkStoreDir(&cfg); err != nil {
+		return nil, err
+	}
 	id, created, err := identity.LoadOrCreate(cfg.InternalIDFile)
 	if err != nil {
 		return nil, configErr("--internal-id-file: %v", err)
