@@ -37,6 +37,8 @@ type Deps struct {
 	// WaitApplied blocks until every node's ACLs reflect membership
 	// revision rev (or ctx ends) and returns the nodes still behind.
 	WaitApplied func(ctx context.Context, rev uint64) []string
+	// Limits bound room streams and room creation (zero: defaults).
+	Limits Limits
 }
 
 // Server is the signed HTTPS control plane.
@@ -159,11 +161,14 @@ func (s *Server) createRoom(ctx context.Context, caller store.User, _ *http.Requ
 	if req.WrappedKey == "" {
 		return http.StatusBadRequest, Error{Error: "wrapped_key: the room key wrapped to the creator is required"}
 	}
+	if code, v := s.checkRoomQuota(ctx, caller); code != 0 {
+		return code, v
+	}
 	id := randHex(8)
 	now := s.d.Now().UTC()
 	room := Room{ID: id, Name: req.Name, Creator: caller.SignPub, CreatedAt: now, Subject: RoomSubject(id), Stream: RoomStream(id)}
 	// The stream first: a room record never points at a missing stream.
-	if _, err := s.d.JS.CreateStream(ctx, RoomStreamConfig(id, s.d.Replicas)); err != nil {
+	if _, err := s.d.JS.CreateStream(ctx, RoomStreamConfig(id, s.d.Replicas, s.d.Limits)); err != nil {
 		return unavailable("create room stream", err)
 	}
 	if err := s.put(ctx, kv.RoomsBucket, id, room); err != nil {
@@ -178,8 +183,12 @@ func (s *Server) createRoom(ctx context.Context, caller store.User, _ *http.Requ
 
 // RoomStreamConfig is a room's stream: R3 like the control plane (the
 // servers run SyncAlways), de-duplication by Nats-Msg-Id for 2 minutes so
-// a publisher's retry after an ambiguous ack is stored once.
-func RoomStreamConfig(id string, replicas int) jetstream.StreamConfig {
+// a publisher's retry after an ambiguous ack is stored once. Bounded in
+// bytes, messages and message size (see Limits for the disk arithmetic);
+// a full room rejects new messages (DiscardNew) so a flood is visible to
+// the flooder instead of silently erasing the room's history.
+func RoomStreamConfig(id string, replicas int, lim Limits) jetstream.StreamConfig {
+	lim = lim.orDefaults()
 	return jetstream.StreamConfig{
 		Name:       RoomStream(id),
 		Subjects:   []string{"unibus.room." + id + ".>"},
@@ -187,7 +196,10 @@ func RoomStreamConfig(id string, replicas int) jetstream.StreamConfig {
 		Replicas:   replicas,
 		Duplicates: 2 * time.Minute,
 		MaxAge:     30 * 24 * time.Hour,
-		Discard:    jetstream.DiscardOld,
+		MaxBytes:   lim.RoomMaxBytes,
+		MaxMsgs:    lim.RoomMaxMsgs,
+		MaxMsgSize: lim.RoomMaxMsgSize,
+		Discard:    jetstream.DiscardNew,
 	}
 }
 

@@ -417,7 +417,7 @@ func (n *Node) startHTTP() error {
 	if n.js != nil {
 		api.New(api.Deps{
 			Node: n.cfg.Name, JS: n.js, Replicas: n.cfg.KVReplicas, Gate: n.inQuorum,
-			Lookup: n.allow.Lookup, Log: n.log.With("component", "api"),
+			Lookup: n.allow.Lookup, Log: n.log.With("component", "api"), Limits: n.cfg.Rooms,
 			WaitApplied: func(ctx context.Context, rev uint64) []string {
 				return clusterinfo.WaitApplied(ctx, n.nc, n.cfg.size(), rev)
 			},
