@@ -37,6 +37,7 @@ var All = []Claim{
 	{"route-ca", "the route port takes only route-CA certificates; the client port demands a valid client certificate over TLS", true, true},
 	{"anti-replay", "replayed or stale signed control-plane requests are rejected", true, true},
 	{"e2e", "room messages are stored as ciphertext only members can decrypt", true, true},
+	{"resource-limits", "a flooding member is stopped at its room's MaxMsgSize and MaxBytes (reject new) and at its room quota, while user add and revoke keep working", true, true},
 	{"rollback-sqlite", "a node restarted without --store kv runs standalone on SQLite; the KV stays on disk", true, false},
 	{"migrate-to-kv", "migrate-to-kv copies SQLite rows into the live KV, idempotently, loopback only without --ca", true, false},
 	{"deploy-dry-run", "deploy without --yes prints the plan and changes nothing; placeholders are refused", false, true},
