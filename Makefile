@@ -6,7 +6,7 @@ SPECOUT := $(OUT)/specs
 # Extra ginkgo flags, e.g. SPECFLAGS='--label-filter=claim:r3 -v'
 SPECFLAGS ?=
 
-.PHONY: all build lint unit specs test bench cluster clean vps-sim-up vps-sim-down test-vps specs-live
+.PHONY: all build lint unit specs test bench fuzz cluster clean vps-sim-up vps-sim-down test-vps specs-live
 
 SIMDIR  ?= /run/unibus-vpssim
 SIMOUT  := $(OUT)/vps
@@ -44,6 +44,12 @@ test: lint unit specs
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./membershipd/... ./chaos/...
+
+# Every Go fuzz target in turn, FUZZTIME each (CI: 10s). A crash fails
+# and its input is saved under the package's testdata/fuzz/.
+FUZZTIME ?= 30s
+fuzz:
+	.ci/fuzz $(FUZZTIME)
 
 # Three membershipd processes on loopback with fresh certificates; Ctrl-C stops them.
 cluster: build

@@ -16,7 +16,7 @@ import (
 
 type files struct{ ca, cert, key, id, dir string }
 
-func fixture(t *testing.T) files {
+func fixture(t testing.TB) files {
 	t.Helper()
 	dir := t.TempDir()
 	ca, err := pki.NewCA("test client CA", time.Hour)
