@@ -8,7 +8,7 @@ SPECFLAGS ?=
 # Cluster size for the local targets, e.g. `make specs SIZE=5` (default 3)
 SIZE ?=
 
-.PHONY: all build lint unit specs test bench cluster clean vps-sim-up vps-sim-down test-vps specs-live
+.PHONY: all build lint unit specs test bench fuzz cluster clean vps-sim-up vps-sim-down test-vps specs-live
 
 SIMDIR  ?= /run/unibus-vpssim
 SIMOUT  := $(OUT)/vps
@@ -46,6 +46,12 @@ test: lint unit specs
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./membershipd/... ./chaos/...
+
+# Every Go fuzz target in turn, FUZZTIME each (CI: 10s). A crash fails
+# and its input is saved under the package's testdata/fuzz/.
+FUZZTIME ?= 30s
+fuzz:
+	.ci/fuzz $(FUZZTIME)
 
 # Three membershipd processes on loopback with fresh certificates; Ctrl-C stops them.
 cluster: build

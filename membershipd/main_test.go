@@ -74,6 +74,11 @@ func TestServeBadInput(t *testing.T) {
 		{"sqlite without db", good("--store", "sqlite"), "--store sqlite needs --db FILE"},
 		{"bus-auth off on a public bind", good("--bus-auth", "off", "--bind", "0.0.0.0"), "--bus-auth off is refused unless --bind is a loopback address"},
 		{"unknown bus-auth", good("--bus-auth", "maybe"), `--bus-auth "maybe"`},
+		{"js-max-store not a size", good("--js-max-store", "lots"), "js-max-store"},
+		{"js-max-store zero", good("--js-max-store", "0"), "js-max-store"},
+		{"no room left for rooms", good("--js-max-store", "1GiB", "--control-reserve", "1GiB"), "leaves room for no room"},
+		{"room message larger than the room", good("--room-max-bytes", "1MiB", "--room-max-msg-size", "2MiB"), "no message would fit"},
+		{"room message size over int32", good("--room-max-msg-size", "4GiB"), "--room-max-msg-size"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

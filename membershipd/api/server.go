@@ -48,6 +48,8 @@ type Deps struct {
 	// AfterStep, when set (tests), is called after each step of a
 	// multi-write operation; an error simulates a crash there.
 	AfterStep func(step string) error
+	// Limits bound room streams and room creation (zero: defaults).
+	Limits Limits
 }
 
 // Server is the signed HTTPS control plane.
@@ -193,6 +195,9 @@ func (s *Server) createRoom(ctx context.Context, caller store.User, r *http.Requ
 	if req.WrappedKey == "" {
 		return http.StatusBadRequest, Error{Error: "wrapped_key: the room key wrapped to the creator is required"}
 	}
+	if code, v := s.checkRoomQuota(ctx, caller); code != 0 {
+		return code, v
+	}
 	// The id follows from the caller and the idempotency key, so a retry
 	// whose first attempt crashed midway completes the same room instead
 	// of making a second one.
@@ -206,7 +211,7 @@ func (s *Server) createRoom(ctx context.Context, caller store.User, r *http.Requ
 		}
 	}
 	// The stream first: a room record never points at a missing stream.
-	if _, err := s.d.JS.CreateStream(ctx, RoomStreamConfig(id, s.d.Replicas, s.d.MaxConsumers)); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+	if _, err := s.d.JS.CreateStream(ctx, RoomStreamConfig(id, s.d.Replicas, s.d.MaxConsumers, s.d.Limits)); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		return unavailable("create room stream", err)
 	}
 	if err := s.step("stream"); err != nil {
@@ -227,9 +232,13 @@ func (s *Server) createRoom(ctx context.Context, caller store.User, r *http.Requ
 
 // RoomStreamConfig is a room's stream: R3 like the control plane (the
 // servers run SyncAlways), de-duplication by Nats-Msg-Id for 2 minutes so
-// a publisher's retry after an ambiguous ack is stored once, and at most
+// a publisher's retry after an ambiguous ack is stored once, at most
 // maxConsumers consumers (members get one each, made by the control plane).
-func RoomStreamConfig(id string, replicas, maxConsumers int) jetstream.StreamConfig {
+// Bounded in bytes, messages and message size (see Limits for the disk
+// arithmetic); a full room rejects new messages (DiscardNew) so a flood is
+// visible to the flooder instead of silently erasing the room's history.
+func RoomStreamConfig(id string, replicas, maxConsumers int, lim Limits) jetstream.StreamConfig {
+	lim = lim.orDefaults()
 	return jetstream.StreamConfig{
 		Name:       RoomStream(id),
 		Subjects:   []string{"unibus.room." + id + ".>"},
@@ -237,7 +246,10 @@ func RoomStreamConfig(id string, replicas, maxConsumers int) jetstream.StreamCon
 		Replicas:   replicas,
 		Duplicates: 2 * time.Minute,
 		MaxAge:     30 * 24 * time.Hour,
-		Discard:    jetstream.DiscardOld,
+		MaxBytes:   lim.RoomMaxBytes,
+		MaxMsgs:    lim.RoomMaxMsgs,
+		MaxMsgSize: lim.RoomMaxMsgSize,
+		Discard:    jetstream.DiscardNew,
 		// Not editable later: a room keeps the limit it was created with.
 		MaxConsumers: maxConsumers,
 	}

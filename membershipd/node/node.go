@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -77,6 +76,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	opts, err := buildOptions(&cfg)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkStoreDir(&cfg); err != nil {
 		return nil, err
 	}
 	id, created, err := identity.LoadOrCreate(cfg.InternalIDFile)
@@ -420,7 +422,7 @@ func (n *Node) startHTTP() error {
 		n.api = api.New(api.Deps{
 			Node: n.cfg.Name, JS: n.js, Replicas: n.cfg.KVReplicas, Gate: n.inQuorum,
 			MaxConsumers: n.cfg.RoomMaxConsumers, Cluster: n.cfg.Cluster,
-			Lookup: n.allow.Lookup, Log: n.log.With("component", "api"),
+			Lookup: n.allow.Lookup, Log: n.log.With("component", "api"), Limits: n.cfg.Rooms,
 			WaitApplied: func(ctx context.Context, rev uint64) []string {
 				return clusterinfo.WaitApplied(ctx, n.nc, n.cfg.size(), rev)
 			},
@@ -432,16 +434,6 @@ func (n *Node) startHTTP() error {
 	if err != nil {
 		return configErr("http port %s is not available: %v", addr, errors.Unwrap(err))
 	}
-	n.http = &http.Server{
-		Handler:           mux,
-		TLSConfig:         tlsCfg,
-		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
-	}
-	go func() {
-		if err := n.http.Serve(tls.NewListener(l, tlsCfg)); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.log.Error("https server", "err", err)
-		}
-	}()
+	n.http = serveHTTPS(l, mux, tlsCfg, n.cfg.HTTP, n.log)
 	return nil
 }
