@@ -358,6 +358,12 @@ func decodeUser(key string, val []byte) (store.User, error) {
 // deleted, purged or unreadable is reported as a revoked user carrying only
 // its SignPub: skipping it would leave a stale active entry.
 func (u *Users) Watch(ctx context.Context, fn func(store.User), ready func()) error {
+	return u.WatchRevisions(ctx, func(usr store.User, _ uint64) { fn(usr) }, ready)
+}
+
+// WatchRevisions is Watch, also passing each entry's revision (its stream
+// sequence), so a caller can compare what it applied with LeaderLastSeq.
+func (u *Users) WatchRevisions(ctx context.Context, fn func(store.User, uint64), ready func()) error {
 	w, stop, err := u.startWatch(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -384,7 +390,7 @@ func (u *Users) Watch(ctx context.Context, fn func(store.User), ready func()) er
 				}
 				continue
 			}
-			fn(watchedUser(e))
+			fn(watchedUser(e), e.Revision())
 		}
 	}
 }
@@ -425,4 +431,24 @@ func watchedUser(e jetstream.KeyValueEntry) store.User {
 		}
 	}
 	return store.User{SignPub: e.Key(), Status: store.StatusRevoked}
+}
+
+// LeaderLastSeq asks the users stream for its last sequence. Only the
+// stream's leader answers a stream info request (a member that sees no
+// leader may answer for itself, so such answers are refused): unlike a
+// direct get, a reply proves contact with the leader at the time the
+// request was sent. leader names the answering leader.
+func LeaderLastSeq(ctx context.Context, js jetstream.JetStream) (last uint64, leader string, err error) {
+	st, err := js.Stream(ctx, StreamName(usersBucket))
+	if err != nil {
+		return 0, "", fmt.Errorf("users stream info: %w", err)
+	}
+	info := st.CachedInfo()
+	if info.Cluster != nil {
+		if info.Cluster.Leader == "" {
+			return 0, "", errors.New("users stream info answered without a leader")
+		}
+		leader = info.Cluster.Leader
+	}
+	return info.State.LastSeq, leader, nil
 }

@@ -315,3 +315,61 @@ func TestWatchMissingBucket(t *testing.T) {
 		t.Fatalf("list err = %v, want ErrBucketNotFound", err)
 	}
 }
+
+// The allowlist's freshness check compares applied revisions with the
+// leader's last sequence: they must meet once the watch caught up.
+func TestWatchRevisionsMeetLeaderLastSeq(t *testing.T) {
+	js := startJS(t)
+	u := NewUsers(js)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, h := range []string{"a", "b", "c"} {
+		id, _ := identity.Generate()
+		if _, err := u.AddUser(ctx, store.User{SignPub: id.SignPub(), Handle: h, Role: identity.RoleMember}); err != nil {
+			t.Fatal(err)
+		}
+		if h == "b" {
+			if _, err := u.RevokeUser(ctx, id.SignPub()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var mu sync.Mutex
+	var applied uint64
+	go func() {
+		_ = u.WatchRevisions(ctx, func(_ store.User, rev uint64) {
+			mu.Lock()
+			applied = max(applied, rev)
+			mu.Unlock()
+		}, nil)
+	}()
+	last, _, err := LeaderLastSeq(ctx, js)
+	if err != nil || last != 4 {
+		t.Fatalf("LeaderLastSeq = %d, %v; want 4", last, err)
+	}
+	waitFor(t, "applied reaches the last sequence", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return applied == last
+	})
+}
+
+func TestEnsureHeartbeats(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	o, err := EnsureHeartbeats(ctx, js, 1)
+	if err != nil || !o.Created || o.Replicas != 1 {
+		t.Fatalf("first ensure = %+v, %v", o, err)
+	}
+	if o, err = EnsureHeartbeats(ctx, js, 1); err != nil || o.Created {
+		t.Fatalf("second ensure = %+v, %v", o, err)
+	}
+	if _, err := js.Publish(ctx, HeartbeatSubject("n1"), []byte("x")); err != nil {
+		t.Fatalf("heartbeat put: %v", err)
+	}
+	// A cluster of 3 cannot be proven by this R1 bucket; raising it needs
+	// peers a standalone server does not have, so the ensure fails.
+	if _, err := EnsureHeartbeats(ctx, js, 3); err == nil {
+		t.Fatal("R1 heartbeat bucket accepted for a cluster of 3")
+	}
+}
