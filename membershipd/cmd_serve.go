@@ -39,6 +39,7 @@ func cmdServe(args []string, _ io.Writer, stderr io.Writer) int {
 	fs.StringVar(&cfg.RouteSecretFile, "route-secret-file", "/opt/unibus/secrets/cluster.pass", "file holding the route secret (mode 0600)")
 	fs.IntVar(&cfg.KVReplicas, "kv-replicas", node.DefaultKVReplicas, "replicas of the control-plane buckets when created")
 	fs.DurationVar(&cfg.BootstrapBudget, "bootstrap-budget", node.DefaultBootstrapBudget, "how long to retry opening the buckets while waiting for a quorum")
+	fs.StringVar(&cfg.Sync, "sync", node.SyncAlways, "JetStream fsync: always (every write before its ack), default (nats-server's 2 min interval: loses acked writes on power loss) or a DURATION interval")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if code, ok := parse(fs, args); !ok {
 		return code

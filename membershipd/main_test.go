@@ -74,6 +74,8 @@ func TestServeBadInput(t *testing.T) {
 		{"sqlite without db", good("--store", "sqlite"), "--store sqlite needs --db FILE"},
 		{"bus-auth off on a public bind", good("--bus-auth", "off", "--bind", "0.0.0.0"), "--bus-auth off is refused unless --bind is a loopback address"},
 		{"unknown bus-auth", good("--bus-auth", "maybe"), `--bus-auth "maybe"`},
+		{"bad sync", good("--sync", "sometimes"), `--sync "sometimes": want always, default or a positive duration`},
+		{"negative sync interval", good("--sync", "-5s"), `--sync "-5s"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

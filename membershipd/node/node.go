@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -32,10 +33,20 @@ import (
 // Version is stamped at build time (-ldflags "-X .../node.Version=...").
 var Version = "dev"
 
-// Gate timings (see quorum package and notes/nats-facts.md).
+// Gate timings (see the quorum package).
 const (
-	gateTick    = 250 * time.Millisecond
-	gateTimeout = 500 * time.Millisecond
+	gateTick = 250 * time.Millisecond
+	// putDeadline: a heartbeat put keeps running this long while later
+	// ticks start their own, so a slow fsync delays proofs instead of
+	// cancelling every one of them. The put counts from its send time.
+	putDeadline = 4 * time.Second
+	// maxPutsInFlight bounds the overlap (putDeadline / gateTick).
+	maxPutsInFlight = 16
+	// pingKeep: replies to pings older than this prove nothing now.
+	pingKeep = time.Second
+	// proofTimeout bounds one allowlist freshness check; the rule needs a
+	// proof younger than 1 s, so a slower answer is useless anyway.
+	proofTimeout = 750 * time.Millisecond
 )
 
 // Node is one running membershipd node.
@@ -61,8 +72,12 @@ type Node struct {
 	mu       sync.Mutex
 	opened   []kv.Opened // nil until every bucket is open
 	waiting  string      // what bucket opening waits for
+	hbWhy    string      // why the heartbeat bucket is not at R=N ("" once it is)
 	fatalErr error
 	stopOnce sync.Once
+
+	usersWatchCancel    context.CancelFunc // restarts the users watch
+	usersWatchRestarted time.Time
 }
 
 // New validates cfg, loads (or creates) the internal identity and builds
@@ -102,8 +117,9 @@ func New(cfg Config) (*Node, error) {
 		n.allow = &sqliteAllowlist{st: st}
 	} else {
 		n.allow = newKVAllowlist()
+		n.hbWhy = "heartbeat bucket " + kv.HeartbeatsBucket + " not open yet"
 	}
-	n.auth = authn.New(cfg.BusAuth, id.NKey(), n.allow, n.inQuorum, n.log.With("component", "authn"))
+	n.auth = authn.New(cfg.BusAuth, id.NKey(), n.allow, n.serving, n.log.With("component", "authn"))
 	opts.CustomClientAuthentication = n.auth
 	return n, nil
 }
@@ -116,6 +132,50 @@ func (n *Node) inQuorum() (bool, string) {
 	}
 	v := n.Verdict()
 	return v.InQuorum, v.Reason
+}
+
+// serving is what every admission and control-plane request asks: in
+// quorum, the heartbeat bucket spans the cluster, and (once loaded) the
+// allowlist is provably current. Denials name the first missing piece.
+func (n *Node) serving() (bool, string) {
+	if n.cfg.Store == StoreSQLite {
+		return true, "standalone (sqlite store)"
+	}
+	if ok, why := n.inQuorum(); !ok {
+		return false, why
+	}
+	if why := n.heartbeatProblem(); why != "" {
+		return false, "no quorum: " + why
+	}
+	if al, ok := n.allow.(*kvAllowlist); ok {
+		lp := al.proof(time.Now())
+		// Not loaded yet is the authenticator's own, older check (so the
+		// on-node CLI can seed the first admin while the load finishes).
+		if lp.Loaded {
+			if lv := n.gate.Allowlist(time.Now(), lp); !lv.Fresh {
+				return false, lv.Reason
+			}
+		}
+	}
+	return true, "serving"
+}
+
+// heartbeatProblem is why the heartbeat bucket does not prove a cluster
+// majority yet ("" when it is at R=N).
+func (n *Node) heartbeatProblem() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.hbWhy
+}
+
+// allowlistVerdict is the allowlist freshness decision now.
+func (n *Node) allowlistVerdict() (quorum.ListVerdict, bool) {
+	al, ok := n.allow.(*kvAllowlist)
+	if !ok {
+		return quorum.ListVerdict{}, false
+	}
+	now := time.Now()
+	return n.gate.Allowlist(now, al.proof(now)), true
 }
 
 // Start brings up the listeners and the background loops. It returns once
@@ -163,7 +223,7 @@ func (n *Node) Start() error {
 			n.shutdown()
 			return err
 		}
-		loops = append(loops, n.openBuckets, n.heartbeatLoop, n.pingLoop)
+		loops = append(loops, n.openBuckets, n.heartbeatLoop, n.pingLoop, n.proofLoop)
 	}
 	if err := n.startHTTP(); err != nil {
 		n.shutdown()
@@ -236,11 +296,19 @@ func (n *Node) shutdown() {
 
 func (n *Node) subscribe() error {
 	if _, err := n.nc.Subscribe(clusterinfo.PingSubject, func(m *nats.Msg) {
-		age := int64(-1)
+		now := time.Now()
+		var ping clusterinfo.Ping
+		_ = json.Unmarshal(m.Data, &ping) // an older pinger sends no body
+		pong := clusterinfo.Pong{Node: n.cfg.Name, Seq: ping.Seq, PutAgeMS: -1, ListAgeMS: -1, ListStreakMS: -1}
 		if t, ok := n.gate.LastPut(); ok {
-			age = time.Since(t).Milliseconds()
+			pong.PutAgeMS = now.Sub(t).Milliseconds()
 		}
-		b, _ := json.Marshal(clusterinfo.Pong{Node: n.cfg.Name, PutAgeMS: age})
+		if al, ok := n.allow.(*kvAllowlist); ok {
+			if age, streak := al.proofAges(now); age >= 0 {
+				pong.ListAgeMS, pong.ListStreakMS = age.Milliseconds(), streak.Milliseconds()
+			}
+		}
+		b, _ := json.Marshal(pong)
 		_ = m.Respond(b)
 	}); err != nil {
 		return fmt.Errorf("subscribe %s: %w", clusterinfo.PingSubject, err)
@@ -277,7 +345,7 @@ func (n *Node) openBuckets(ctx context.Context) {
 			// Requests sent before the meta layer has a leader are dropped
 			// without a reply; asking the local server costs nothing.
 			err = errNoMetaLeader
-		} else {
+		} else if err = n.ensureHeartbeats(ctx); err == nil {
 			opened, err = kv.EnsureAll(ctx, n.js, n.cfg.KVReplicas, time.Second)
 		}
 		if ctx.Err() != nil {
@@ -320,18 +388,60 @@ func (n *Node) openBuckets(ctx context.Context) {
 
 var errNoMetaLeader = errors.New("no JetStream meta leader known to this node")
 
-// heartbeatLoop writes this node's heartbeat into the R3 nonce bucket; an
-// acked put is the one signal a minority can never fake.
+// ensureHeartbeats puts the heartbeat bucket at R=N; until it is, the node
+// does not serve (a heartbeat below R=N proves no cluster majority).
+func (n *Node) ensureHeartbeats(ctx context.Context) error {
+	n.mu.Lock()
+	done := n.hbWhy == ""
+	n.mu.Unlock()
+	if done {
+		return nil
+	}
+	size := n.cfg.size()
+	hctx, cancel := context.WithTimeout(ctx, time.Second)
+	o, err := kv.EnsureHeartbeats(hctx, n.js, size)
+	cancel()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err != nil {
+		n.hbWhy = fmt.Sprintf("heartbeat bucket %s cannot be placed at R%d (the cluster size): %s",
+			kv.HeartbeatsBucket, size, kv.Explain(err, n.srv.NumRoutes()+1, size))
+		return err
+	}
+	n.hbWhy = ""
+	if o.Created {
+		n.log.Info("heartbeat bucket created", "bucket", kv.HeartbeatsBucket, "replicas", o.Replicas)
+	}
+	return nil
+}
+
+// heartbeatLoop writes this node's heartbeat into the R=N heartbeat
+// bucket every tick; an acked put is the one signal a minority can never
+// fake. Puts overlap: a slow one keeps running (up to putDeadline) while
+// the next tick starts its own, and each counts from its send time.
 func (n *Node) heartbeatLoop(ctx context.Context) {
 	t := time.NewTicker(gateTick)
 	defer t.Stop()
 	subj := kv.HeartbeatSubject(n.cfg.Name)
+	var (
+		wg       sync.WaitGroup
+		inFlight atomic.Int32
+	)
+	defer wg.Wait()
 	for {
-		pctx, cancel := context.WithTimeout(ctx, gateTimeout)
-		_, err := n.js.Publish(pctx, subj, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
-		cancel()
-		if err == nil {
-			n.gate.PutSucceeded(time.Now())
+		if inFlight.Load() < maxPutsInFlight {
+			inFlight.Add(1)
+			wg.Add(1)
+			sent := time.Now()
+			go func() {
+				defer wg.Done()
+				defer inFlight.Add(-1)
+				pctx, cancel := context.WithTimeout(ctx, putDeadline)
+				defer cancel()
+				if _, err := n.js.Publish(pctx, subj, []byte(sent.UTC().Format(time.RFC3339Nano))); err == nil {
+					n.gate.PutSucceeded(sent)
+				}
+			}()
 		}
 		select {
 		case <-ctx.Done():
@@ -341,32 +451,68 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 	}
 }
 
-// pingLoop asks every node for a Pong; answers feed the gate's grace rule.
+// pingLoop pings every node each tick without waiting for the answers:
+// replies are stamped with the local time they arrive (never a peer's
+// clock) as they come in, and replies to pings older than pingKeep are
+// dropped.
 func (n *Node) pingLoop(ctx context.Context) {
+	var (
+		mu   sync.Mutex
+		sent = map[uint64]time.Time{}
+	)
+	inbox := n.nc.NewRespInbox()
+	sub, err := n.nc.Subscribe(inbox, func(m *nats.Msg) {
+		now := time.Now()
+		p := clusterinfo.Pong{ListAgeMS: -1, ListStreakMS: -1} // an older peer reports no allowlist
+		if json.Unmarshal(m.Data, &p) != nil || p.Node == n.cfg.Name || p.Node == "" {
+			return
+		}
+		if p.Seq != 0 { // 0: an older peer that does not echo it
+			mu.Lock()
+			at, ok := sent[p.Seq]
+			mu.Unlock()
+			if !ok || now.Sub(at) >= pingKeep {
+				return
+			}
+		}
+		n.gate.PeerReported(quorum.PeerReport{
+			Node: p.Node, AnsweredAt: now,
+			PutAge: msAge(p.PutAgeMS), ListAge: msAge(p.ListAgeMS), ListStreak: msAge(p.ListStreakMS),
+		})
+	})
+	if err != nil {
+		n.log.Error("ping replies: subscribe failed; the gate will deny", "err", err)
+		return
+	}
+	defer func() { _ = sub.Unsubscribe() }()
 	t := time.NewTicker(gateTick)
 	defer t.Stop()
-	for {
-		pctx, cancel := context.WithTimeout(ctx, gateTimeout)
-		raw, _ := clusterinfo.Collect(pctx, n.nc, clusterinfo.PingSubject, n.cfg.size())
-		cancel()
+	for seq := uint64(1); ; seq++ {
 		now := time.Now()
-		for _, b := range raw {
-			var p clusterinfo.Pong
-			if json.Unmarshal(b, &p) != nil || p.Node == n.cfg.Name {
-				continue
+		mu.Lock()
+		sent[seq] = now
+		for s, at := range sent {
+			if now.Sub(at) >= pingKeep {
+				delete(sent, s)
 			}
-			age := time.Duration(-1)
-			if p.PutAgeMS >= 0 {
-				age = time.Duration(p.PutAgeMS) * time.Millisecond
-			}
-			n.gate.PeerAnswered(p.Node, now, age)
 		}
+		mu.Unlock()
+		b, _ := json.Marshal(clusterinfo.Ping{Node: n.cfg.Name, Seq: seq})
+		_ = n.nc.PublishRequest(clusterinfo.PingSubject, inbox, b)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// msAge turns a reported millisecond age into a duration; negative = none.
+func msAge(ms int64) time.Duration {
+	if ms < 0 {
+		return -1
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 // Verdict is the quorum gate's current decision; later layers deny requests
@@ -414,7 +560,7 @@ func (n *Node) startHTTP() error {
 	mux.HandleFunc("GET /healthz", n.serveHealthz)
 	if n.js != nil {
 		api.New(api.Deps{
-			Node: n.cfg.Name, JS: n.js, Replicas: n.cfg.KVReplicas, Gate: n.inQuorum,
+			Node: n.cfg.Name, JS: n.js, Replicas: n.cfg.KVReplicas, Gate: n.serving,
 			Lookup: n.allow.Lookup, Log: n.log.With("component", "api"),
 			WaitApplied: func(ctx context.Context, rev uint64) []string {
 				return clusterinfo.WaitApplied(ctx, n.nc, n.cfg.size(), rev)
