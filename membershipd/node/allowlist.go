@@ -41,7 +41,8 @@ type kvAllowlist struct {
 	roomsRev   uint64 // last rooms_by_member revision applied
 
 	// Freshness: see quorum.DecideAllowlist.
-	usersRev    uint64         // highest users revision applied
+	userRev     map[string]uint64 // revision each user's entry came from
+	usersRev    uint64            // every users revision up to here is applied
 	provenAt    time.Time      // send time of the newest proof
 	streakStart time.Time      // first proof of the current unbroken run
 	pending     []pendingProof // leader answers the allowlist has not caught up with
@@ -57,11 +58,40 @@ type pendingProof struct {
 // maxPending bounds the leader answers kept while behind (one per check).
 const maxPending = 16
 
-// appliedUser records a users-bucket entry at revision rev.
-func (a *kvAllowlist) appliedUser(u store.User, rev uint64) {
+// appliedUser records a users-bucket entry at revision rev, unless the
+// user's entry is already from a later revision (the watch may be served by
+// a lagging replica while the catch-up reads the leader). prefix says every
+// revision up to rev is now applied. It reports whether u was taken.
+func (a *kvAllowlist) appliedUser(u store.User, rev uint64, prefix bool) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.users[u.SignPub] = u
+	took := rev > a.userRev[u.SignPub]
+	if took {
+		a.users[u.SignPub] = u
+		a.userRev[u.SignPub] = rev
+	}
+	if prefix {
+		a.advanceLocked(rev)
+	}
+	return took
+}
+
+// advance: every revision up to rev is applied (the leader holds nothing
+// else below it).
+func (a *kvAllowlist) advance(rev uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.advanceLocked(rev)
+}
+
+// applied is the revision up to which everything is applied.
+func (a *kvAllowlist) applied() uint64 {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.usersRev
+}
+
+func (a *kvAllowlist) advanceLocked(rev uint64) {
 	if rev > a.usersRev {
 		a.usersRev = rev
 	}
@@ -145,7 +175,8 @@ func (a *kvAllowlist) behindFor(now time.Time) time.Duration {
 }
 
 func newKVAllowlist() *kvAllowlist {
-	return &kvAllowlist{users: map[string]store.User{}, rooms: map[string]map[string]bool{}, conns: map[uint64]map[string]bool{}}
+	return &kvAllowlist{users: map[string]store.User{}, userRev: map[string]uint64{},
+		rooms: map[string]map[string]bool{}, conns: map[uint64]map[string]bool{}}
 }
 
 func (a *kvAllowlist) Rooms(pub string) []string {
@@ -243,12 +274,16 @@ func (n *Node) watchUsers(ctx context.Context) {
 		n.mu.Lock()
 		n.usersWatchCancel = cancel
 		n.mu.Unlock()
-		err := users.WatchRevisions(wctx, func(u store.User, rev uint64) {
-			al.appliedUser(u, rev)
-			if u.Status == store.StatusRevoked {
+		var loadMax uint64 // the initial load's highest revision
+		err := users.WatchRevisions(wctx, func(u store.User, rev uint64, loading bool) {
+			if loading {
+				loadMax = max(loadMax, rev)
+			}
+			if al.appliedUser(u, rev, !loading) && u.Status == store.StatusRevoked {
 				go n.kickUser(u.SignPub, "revoked")
 			}
 		}, func() {
+			al.advance(loadMax)
 			if al.markUsersReady() {
 				n.log.Info("allowlist loaded")
 			}
@@ -283,6 +318,38 @@ const (
 	// restartEvery spaces restarts while the leader stays unreachable.
 	restartEvery = 3 * time.Second
 )
+
+// catchUpBatch bounds the entries read from the leader per check.
+const catchUpBatch = 256
+
+// catchUp applies, from the users stream's leader, every entry after what
+// the allowlist holds up to last. The watch normally delivers them first;
+// this covers a watch served by a lagging or cut-off replica, or stalled.
+func (n *Node) catchUp(ctx context.Context, al *kvAllowlist, last uint64) {
+	if !al.Ready() {
+		return // the watch's initial load sets the base
+	}
+	for range catchUpBatch {
+		from := al.applied() + 1
+		if from > last {
+			return
+		}
+		u, rev, found, err := kv.LeaderNext(ctx, n.nc, from)
+		if err != nil {
+			return
+		}
+		if !found || rev > last {
+			al.advance(last) // nothing left below last: deleted by history limits
+			return
+		}
+		if al.appliedUser(u, rev, true) {
+			n.log.Info("allowlist caught up from the users stream leader", "user", u.SignPub, "status", u.Status, "revision", rev)
+			if u.Status == store.StatusRevoked {
+				go n.kickUser(u.SignPub, "revoked")
+			}
+		}
+	}
+}
 
 // maybeRestartUsersWatch restarts the users watch if it looks stalled.
 func (n *Node) maybeRestartUsersWatch(al *kvAllowlist, now time.Time) {
@@ -321,10 +388,11 @@ func (n *Node) proofLoop(ctx context.Context) {
 		sent := time.Now()
 		pctx, cancel := context.WithTimeout(ctx, proofTimeout)
 		last, _, err := kv.LeaderLastSeq(pctx, n.js)
-		cancel()
 		if err == nil {
+			n.catchUp(pctx, al, last)
 			al.leaderSaid(last, sent)
 		}
+		cancel()
 		n.maybeRestartUsersWatch(al, time.Now())
 		select {
 		case <-ctx.Done():

@@ -46,7 +46,7 @@ const (
 	pingKeep = time.Second
 	// proofTimeout bounds one allowlist freshness check; the rule needs a
 	// proof younger than 1 s, so a slower answer is useless anyway.
-	proofTimeout = 750 * time.Millisecond
+	proofTimeout = 500 * time.Millisecond
 )
 
 // Node is one running membershipd node.

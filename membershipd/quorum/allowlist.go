@@ -37,17 +37,18 @@ type ListVerdict struct {
 // DecideAllowlist is the pure freshness rule for the cached allowlist.
 //
 // Fresh ⇔ loaded AND (proof < ListFresh old, OR (not behind the leader AND
-// no reachable peer has been proving continuously for ListFresh, with its
-// proof ListFresh/2 ahead of ours, AND our last proof < Grace old)).
+// no peer reported an unbroken run of proofs spanning ListFresh after our
+// last proof AND our last proof < Grace old)).
 //
 // The grace exists for users-stream leader elections: while no node reaches
 // a leader, nobody can commit a revocation either, so the allowlist is as
 // current as the last commit. A reachable peer that proves while we cannot
 // means a leader exists that we do not reach (an asymmetric cut): that
-// denies once both our silence and its streak are ListFresh long, so a
-// revocation committed at time R is enforced (or the node fails closed) by
-// R + ListFresh + one check, and a leader changeover (every node regains
-// contact within a tick or two) does not flap the healthy nodes.
+// denies once the peer's run of proofs after ours spans ListFresh, so a
+// revocation committed at time R is enforced (or the node fails closed)
+// by about R + ListFresh + a check and a ping, and a leader changeover
+// (every node regains contact within a tick or two) does not flap the
+// healthy nodes.
 func DecideAllowlist(now time.Time, lp ListProof, peers []PeerReport, p Params) ListVerdict {
 	v := ListVerdict{ProofAge: -1}
 	if err := p.Validate(); err != nil || p.ListFresh <= 0 {
@@ -77,28 +78,29 @@ func DecideAllowlist(now time.Time, lp ListProof, peers []PeerReport, p Params) 
 		v.Reason = fmt.Sprintf("allowlist stale: behind the users stream leader (%s); last proof %s ago", lp.Behind, fmtDur(own))
 		return v
 	}
+	// A peer that proved continuously for ListFresh after our last proof
+	// shows a leader existed that we did not reach: revocations may have
+	// been committed since our proof. Absolute times, so the evidence
+	// outlives the peer's own contact (after a heal every leader steps
+	// down, and nobody proving then must not excuse what we missed).
 	var ahead []string
 	for _, r := range latestPerPeer(peers) {
-		since := max(now.Sub(r.AnsweredAt), 0)
-		if since >= p.PeerFresh || r.ListAge < 0 || r.ListStreak < 0 {
+		if r.ListAge < 0 || r.ListStreak < 0 {
 			continue
 		}
-		age := addSat(r.ListAge, since)
-		if age >= p.ListFresh {
-			continue
+		proved := r.AnsweredAt.Add(-r.ListAge)
+		from := r.AnsweredAt.Add(-r.ListStreak)
+		if lp.ProvenAt.After(from) {
+			from = lp.ProvenAt
 		}
-		// Its proof must also lead ours by half the budget: daemons are not
-		// phase-locked, so a peer's last proof before an outage can trail
-		// ours by a tick and still look fresh.
-		lead := own - age
-		if lead >= p.ListFresh/2 && addSat(r.ListStreak, since) >= p.ListFresh {
+		if proved.Sub(from) >= p.ListFresh {
 			ahead = append(ahead, r.Node)
 		}
 	}
 	slices.Sort(ahead)
 	switch {
 	case len(ahead) > 0:
-		v.Reason = fmt.Sprintf("allowlist stale: peers %v reach the users stream leader but this node has not for %s", ahead, fmtDur(own))
+		v.Reason = fmt.Sprintf("allowlist stale: peers %v reached the users stream leader while this node has not for %s", ahead, fmtDur(own))
 	case own >= p.Grace:
 		v.Reason = fmt.Sprintf("allowlist stale: no contact with the users stream leader for %s (exceeds the %v election grace)", fmtDur(own), p.Grace)
 	default:

@@ -126,7 +126,7 @@ func TestAllowlistCutFromLeaderStale(t *testing.T) {
 			if first < 0 || first-cut > 2*time.Second {
 				t.Fatalf("stale %v after the cut, want <= 2s", first-cut)
 			}
-			if v := s[len(s)-1].v; !strings.Contains(v.Reason, "peers [b] reach the users stream leader") {
+			if v := s[len(s)-1].v; !strings.Contains(v.Reason, "peers [b] reached the users stream leader") {
 				t.Fatalf("reason = %q", v.Reason)
 			}
 			t.Logf("stale %v after the cut", first-cut)
@@ -205,8 +205,8 @@ func TestAllowlistDirectRules(t *testing.T) {
 		{"fresh proof while a little behind", ListProof{Loaded: true, ProvenAt: now.Add(-10 * time.Millisecond), Behind: "applied 7 < 8"}, nil, true, "current"},
 		{"behind the leader", ListProof{Loaded: true, ProvenAt: now.Add(-time.Second), Behind: "applied 7 < 9"}, nil, false, "behind the users stream leader (applied 7 < 9)"},
 		{"behind, never proven", ListProof{Loaded: true, Behind: "applied 0 < 3"}, nil, false, "behind"},
-		{"peer proving for a while", ListProof{Loaded: true, ProvenAt: now.Add(-time.Second)},
-			fresh(PeerReport{Node: "b", AnsweredAt: now, ListAge: 100 * time.Millisecond, ListStreak: 5 * time.Second}), false, "peers [b] reach"},
+		{"peer proving for a while", ListProof{Loaded: true, ProvenAt: now.Add(-1200 * time.Millisecond)},
+			fresh(PeerReport{Node: "b", AnsweredAt: now, ListAge: 100 * time.Millisecond, ListStreak: 5 * time.Second}), false, "peers [b] reached"},
 		{"peer just regained contact", ListProof{Loaded: true, ProvenAt: now.Add(-5 * time.Second)},
 			fresh(PeerReport{Node: "b", AnsweredAt: now, ListAge: 100 * time.Millisecond, ListStreak: 300 * time.Millisecond}), true, "election grace"},
 		{"peer's proof stale", ListProof{Loaded: true, ProvenAt: now.Add(-2 * time.Second)},
@@ -215,6 +215,8 @@ func TestAllowlistDirectRules(t *testing.T) {
 			fresh(PeerReport{Node: "b", AnsweredAt: now.Add(-2 * time.Second), ListAge: 0, ListStreak: 5 * time.Second}), true, "election grace"},
 		{"peer reports nothing", ListProof{Loaded: true, ProvenAt: now.Add(-2 * time.Second)},
 			fresh(PeerReport{Node: "b", AnsweredAt: now, ListAge: -1, ListStreak: -1}), true, "election grace"},
+		{"peer proved for long after us, then lost contact too (heal storm)", ListProof{Loaded: true, ProvenAt: now.Add(-8 * time.Second)},
+			fresh(PeerReport{Node: "b", AnsweredAt: now, ListAge: 5 * time.Second, ListStreak: 10 * time.Second}), false, "peers [b] reached"},
 		{"grace spent", ListProof{Loaded: true, ProvenAt: now.Add(-p.Grace)}, nil, false, "exceeds the 12s election grace"},
 	}
 	for _, c := range cases {
@@ -230,5 +232,42 @@ func TestAllowlistDirectRules(t *testing.T) {
 	}
 	if v := DecideAllowlist(now, ListProof{Loaded: true, ProvenAt: now}, nil, Params{}); v.Fresh {
 		t.Fatal("invalid params admitted")
+	}
+}
+
+// After a cut from the users leader heals, every leader steps down and
+// nobody proves for seconds. What a missed meanwhile is still missing: it
+// stays stale until its own proof, not "fresh by grace".
+func TestAllowlistStaysStaleThroughHealStorm(t *testing.T) {
+	const (
+		cut   = 10 * time.Second
+		heal  = 18 * time.Second
+		storm = 6 * time.Second
+		end   = heal + storm + 5*time.Second
+	)
+	p := DefaultParams(3)
+	for _, ph := range phases {
+		t.Run(fmt.Sprint("phase=", ph), func(t *testing.T) {
+			self := listNode{name: "a", proves: outside(cut, heal+storm)}
+			peers := []listNode{
+				{name: "b", phase: ph, proves: outside(heal, heal+storm), answers: always},
+				{name: "c", phase: tick - 1 - ph, proves: outside(heal, heal+storm), answers: outside(cut, heal)},
+			}
+			var first time.Duration = -1
+			for _, x := range replayList(t, p, self, peers, end) {
+				if first < 0 && x.at >= cut && !x.v.Fresh {
+					first = x.at
+				}
+				if first >= 0 && x.at < heal+storm && x.v.Fresh {
+					t.Fatalf("fresh at %v (stale since %v, own contact back at %v): %s", x.at, first, heal+storm, x.v.Reason)
+				}
+				if x.at >= heal+storm+tick+putLatency+step && !x.v.Fresh {
+					t.Fatalf("still stale at %v after its own proof: %s", x.at, x.v.Reason)
+				}
+			}
+			if first < 0 || first-cut > 2*time.Second {
+				t.Fatalf("stale %v after the cut", first-cut)
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -337,7 +338,7 @@ func TestWatchRevisionsMeetLeaderLastSeq(t *testing.T) {
 	var mu sync.Mutex
 	var applied uint64
 	go func() {
-		_ = u.WatchRevisions(ctx, func(_ store.User, rev uint64) {
+		_ = u.WatchRevisions(ctx, func(_ store.User, rev uint64, _ bool) {
 			mu.Lock()
 			applied = max(applied, rev)
 			mu.Unlock()
@@ -371,5 +372,44 @@ func TestEnsureHeartbeats(t *testing.T) {
 	// peers a standalone server does not have, so the ensure fails.
 	if _, err := EnsureHeartbeats(ctx, js, 3); err == nil {
 		t.Fatal("R1 heartbeat bucket accepted for a cluster of 3")
+	}
+}
+
+// LeaderNext walks the users stream from the leader, deletes included (as
+// revoked users), and says when there is nothing further.
+func TestLeaderNext(t *testing.T) {
+	js := startJS(t)
+	u := NewUsers(js)
+	ctx := context.Background()
+	a, _ := identity.Generate()
+	b, _ := identity.Generate()
+	for _, id := range []*identity.Identity{a, b} {
+		if _, err := u.AddUser(ctx, store.User{SignPub: id.SignPub(), Handle: "h", Role: identity.RoleMember}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bucket(t, js).Delete(ctx, a.SignPub()); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	seq := uint64(1)
+	for {
+		usr, rev, found, err := LeaderNext(ctx, js.Conn(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !found {
+			break
+		}
+		got = append(got, fmt.Sprintf("%d:%s:%s", rev, usr.SignPub[:6], usr.Status))
+		seq = rev + 1
+	}
+	want := []string{
+		"1:" + a.SignPub()[:6] + ":" + string(store.StatusActive),
+		"2:" + b.SignPub()[:6] + ":" + string(store.StatusActive),
+		"3:" + a.SignPub()[:6] + ":" + string(store.StatusRevoked),
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("walk = %v, want %v", got, want)
 	}
 }
