@@ -43,9 +43,9 @@ type kvAllowlist struct {
 	// Freshness: see quorum.DecideAllowlist.
 	userRev     map[string]uint64 // revision each user's entry came from
 	usersRev    uint64            // every users revision up to here is applied
-	provenAt    time.Time      // send time of the newest proof
-	streakStart time.Time      // first proof of the current unbroken run
-	pending     []pendingProof // leader answers the allowlist has not caught up with
+	provenAt    time.Time         // send time of the newest proof
+	streakStart time.Time         // first proof of the current unbroken run
+	pending     []pendingProof    // leader answers the allowlist has not caught up with
 }
 
 // pendingProof is a leader's answer naming a sequence not applied yet; it
