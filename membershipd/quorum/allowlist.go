@@ -38,7 +38,7 @@ type ListVerdict struct {
 //
 // Fresh ⇔ loaded AND (proof < ListFresh old, OR (not behind the leader AND
 // no peer reported an unbroken run of proofs spanning ListFresh after our
-// last proof AND our last proof < Grace old)).
+// last proof AND (all nodes but one answer OR our last proof < Grace old))).
 //
 // The grace exists for users-stream leader elections: while no node reaches
 // a leader, nobody can commit a revocation either, so the allowlist is as
@@ -98,9 +98,26 @@ func DecideAllowlist(now time.Time, lp ListProof, peers []PeerReport, p Params) 
 		}
 	}
 	slices.Sort(ahead)
+	reachable := 0
+	for _, r := range latestPerPeer(peers) {
+		if max(now.Sub(r.AnsweredAt), 0) < p.PeerFresh {
+			reachable++
+		}
+	}
+	// All nodes but one answer and none reaches a users leader: nobody who
+	// could commit a revocation exists. A serving writer reaches the
+	// leader, so it would be seen proving itself, or (the unseen node) it
+	// reaches a majority, which includes a seen node that then reaches it
+	// or the leader. E.g. --kv-replicas 1 with the users host isolated: the
+	// majority keeps serving the allowlist it has.
+	allButOne := 1+reachable >= p.ClusterSize-1
 	switch {
 	case len(ahead) > 0:
 		v.Reason = fmt.Sprintf("allowlist stale: peers %v reached the users stream leader while this node has not for %s", ahead, fmtDur(own))
+	case allButOne:
+		v.Fresh = true
+		v.Reason = fmt.Sprintf("allowlist current (grace, %d of %d nodes answer): last users stream leader contact %s ago",
+			1+reachable, p.ClusterSize, fmtDur(own))
 	case own >= p.Grace:
 		v.Reason = fmt.Sprintf("allowlist stale: no contact with the users stream leader for %s (exceeds the %v election grace)", fmtDur(own), p.Grace)
 	default:

@@ -162,25 +162,42 @@ func TestAllowlistLeaderElectionNotStale(t *testing.T) {
 	}
 }
 
-// --kv-replicas 1 with the users host gone: nobody can prove, and after the
-// grace the allowlist is stale everywhere (nobody can revoke either, but
-// nothing proves the cache current any more).
-func TestAllowlistNoLeaderBeyondGraceStale(t *testing.T) {
+// --kv-replicas 1 with the users host isolated: nobody can prove, and
+// nobody can commit a revocation either. With all nodes but that one
+// answering the majority keeps serving; with fewer (N=5, two silent) the
+// grace bounds it.
+func TestAllowlistNoLeaderReachable(t *testing.T) {
 	const (
 		gone = 5 * time.Second
 		end  = gone + 20*time.Second
 	)
-	p := DefaultParams(3)
+	p3, p5 := DefaultParams(3), DefaultParams(5)
 	self := listNode{name: "a", proves: before(gone)}
-	peers := []listNode{{name: "b", phase: 100 * time.Millisecond, proves: before(gone), answers: always}}
-	s := replayList(t, p, self, peers, end)
+	answering := func(names ...string) []listNode {
+		var out []listNode
+		for i, n := range names {
+			out = append(out, listNode{name: n, phase: time.Duration(i+1) * 40 * time.Millisecond, proves: before(gone), answers: always})
+		}
+		return out
+	}
+	for _, x := range replayList(t, p3, self, answering("b"), end) {
+		if x.at >= time.Second && !x.v.Fresh {
+			t.Fatalf("N=3, one peer answering: stale at %v: %s", x.at, x.v.Reason)
+		}
+	}
+	for _, x := range replayList(t, p5, self, answering("b", "c", "d"), end) {
+		if x.at >= time.Second && !x.v.Fresh {
+			t.Fatalf("N=5, three peers answering: stale at %v: %s", x.at, x.v.Reason)
+		}
+	}
+	s := replayList(t, p5, self, answering("b", "c"), end)
+	last := gone - tick
 	for _, x := range s {
-		last := gone - tick
 		switch {
-		case x.at >= time.Second && x.at < last+p.Grace && !x.v.Fresh:
-			t.Fatalf("stale at %v within grace: %s", x.at, x.v.Reason)
-		case x.at >= last+p.Grace && x.v.Fresh:
-			t.Fatalf("fresh at %v past grace: %s", x.at, x.v.Reason)
+		case x.at >= time.Second && x.at < last+p5.Grace && !x.v.Fresh:
+			t.Fatalf("N=5, two peers: stale at %v within grace: %s", x.at, x.v.Reason)
+		case x.at >= last+p5.Grace && x.v.Fresh:
+			t.Fatalf("N=5, two peers: fresh at %v past grace: %s", x.at, x.v.Reason)
 		}
 	}
 	if v := s[len(s)-1].v; !strings.Contains(v.Reason, "exceeds the 12s election grace") {
@@ -208,13 +225,13 @@ func TestAllowlistDirectRules(t *testing.T) {
 		{"peer proving for a while", ListProof{Loaded: true, ProvenAt: now.Add(-1200 * time.Millisecond)},
 			fresh(PeerReport{Node: "b", AnsweredAt: now, ListAge: 100 * time.Millisecond, ListStreak: 5 * time.Second}), false, "peers [b] reached"},
 		{"peer just regained contact", ListProof{Loaded: true, ProvenAt: now.Add(-5 * time.Second)},
-			fresh(PeerReport{Node: "b", AnsweredAt: now, ListAge: 100 * time.Millisecond, ListStreak: 300 * time.Millisecond}), true, "election grace"},
+			fresh(PeerReport{Node: "b", AnsweredAt: now, ListAge: 100 * time.Millisecond, ListStreak: 300 * time.Millisecond}), true, "grace"},
 		{"peer's proof stale", ListProof{Loaded: true, ProvenAt: now.Add(-2 * time.Second)},
-			fresh(PeerReport{Node: "b", AnsweredAt: now, ListAge: 1500 * time.Millisecond, ListStreak: 5 * time.Second}), true, "election grace"},
+			fresh(PeerReport{Node: "b", AnsweredAt: now, ListAge: 1500 * time.Millisecond, ListStreak: 5 * time.Second}), true, "grace"},
 		{"peer unreachable", ListProof{Loaded: true, ProvenAt: now.Add(-2 * time.Second)},
-			fresh(PeerReport{Node: "b", AnsweredAt: now.Add(-2 * time.Second), ListAge: 0, ListStreak: 5 * time.Second}), true, "election grace"},
+			fresh(PeerReport{Node: "b", AnsweredAt: now.Add(-2 * time.Second), ListAge: 0, ListStreak: 5 * time.Second}), true, "grace"},
 		{"peer reports nothing", ListProof{Loaded: true, ProvenAt: now.Add(-2 * time.Second)},
-			fresh(PeerReport{Node: "b", AnsweredAt: now, ListAge: -1, ListStreak: -1}), true, "election grace"},
+			fresh(PeerReport{Node: "b", AnsweredAt: now, ListAge: -1, ListStreak: -1}), true, "grace"},
 		{"peer proved for long after us, then lost contact too (heal storm)", ListProof{Loaded: true, ProvenAt: now.Add(-8 * time.Second)},
 			fresh(PeerReport{Node: "b", AnsweredAt: now, ListAge: 5 * time.Second, ListStreak: 10 * time.Second}), false, "peers [b] reached"},
 		{"grace spent", ListProof{Loaded: true, ProvenAt: now.Add(-p.Grace)}, nil, false, "exceeds the 12s election grace"},
