@@ -287,6 +287,12 @@ func (n *Node) watchUsers(ctx context.Context) {
 			if al.markUsersReady() {
 				n.log.Info("allowlist loaded")
 			}
+			// Prove it current now rather than at the next tick: bring-up
+			// waits for this proof.
+			select {
+			case n.proveNow <- struct{}{}:
+			default:
+			}
 		})
 		stalled := wctx.Err() != nil
 		cancel()
@@ -398,6 +404,7 @@ func (n *Node) proofLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-n.proveNow:
 		}
 	}
 }

@@ -78,6 +78,7 @@ type Node struct {
 
 	usersWatchCancel    context.CancelFunc // restarts the users watch
 	usersWatchRestarted time.Time
+	proveNow            chan struct{} // asks proofLoop for a check at once
 }
 
 // New validates cfg, loads (or creates) the internal identity and builds
@@ -104,6 +105,8 @@ func New(cfg Config) (*Node, error) {
 		gate: quorum.NewTracker(quorum.DefaultParams(cfg.size())),
 		id:   id,
 		done: make(chan struct{}),
+
+		proveNow: make(chan struct{}, 1),
 	}
 	if created {
 		n.log.Info("created the internal service identity", "file", cfg.InternalIDFile, "nkey", id.NKey())
