@@ -349,7 +349,7 @@ func (n *Node) catchUp(ctx context.Context, al *kvAllowlist, last uint64) {
 			return
 		}
 		if al.appliedUser(u, rev, true) {
-			n.log.Info("allowlist caught up from the users stream leader", "user", u.SignPub, "status", u.Status, "revision", rev)
+			n.log.Debug("allowlist caught up from the users stream leader", "user", u.SignPub, "status", u.Status, "revision", rev)
 			if u.Status == store.StatusRevoked {
 				go n.kickUser(u.SignPub, "revoked")
 			}
