@@ -86,6 +86,10 @@ type Pong struct {
 	PutAgeMS     int64  `json:"put_age_ms"`
 	ListAgeMS    int64  `json:"list_age_ms"`
 	ListStreakMS int64  `json:"list_streak_ms"`
+	// HopAgeMS and HopStreakMS relay the freshest allowlist proof among the
+	// answering node's own peers (the pinger excluded), -1 if none.
+	HopAgeMS    int64 `json:"hop_age_ms"`
+	HopStreakMS int64 `json:"hop_streak_ms"`
 }
 
 // Route is one route as the answering node sees it.

@@ -359,3 +359,96 @@ func TestIsolatedNodeFailsClosed(t *testing.T) {
 		})
 	}
 }
+
+// TestFiveNodePartitionMinorityDenies is the 5-node case on a real
+// cluster: {a,b} | {c,d,e} with the users/nonces leader on the {a,b} side.
+// a and b must deny within 2 s; c, d and e stay or become healthy within
+// election time + grace. A measurement: GATE_MEASURE=1.
+func TestFiveNodePartitionMinorityDenies(t *testing.T) {
+	if testing.Short() || os.Getenv("GATE_MEASURE") == "" {
+		t.Skip("measurement: set GATE_MEASURE=1")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := inproc.New(inproc.Options{Dir: t.TempDir(), Size: 5, KVReplicas: 3, Log: testLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	hc, err := chaos.NewHealthClient(c.TLS().ClientCA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := c.StartAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hc.WaitHealthy(ctx, c.Nodes()...); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("start to quorum (5 nodes together): %v", time.Since(start).Round(time.Millisecond))
+	tc := &testCluster{c, hc}
+	js := tc.js(t, c.Nodes()[0])
+	leader := tc.leaderOf(t, ctx, js, kv.NoncesBucket)
+	st, err := kv.Inspect(ctx, js, kv.HeartbeatsBucket)
+	if err != nil || st.Replicas != 5 {
+		t.Fatalf("heartbeat bucket: %+v, %v (want R5)", st, err)
+	}
+	// The minority: the nonces leader plus one other node.
+	minority := []int{tc.index(leader)}
+	var majority []int
+	for i := range c.Nodes() {
+		if i == minority[0] {
+			continue
+		}
+		if len(minority) < 2 {
+			minority = append(minority, i)
+		} else {
+			majority = append(majority, i)
+		}
+	}
+	w := hc.Watch(ctx, 50*time.Millisecond, c.Nodes()...)
+	time.Sleep(time.Second)
+	cutAt := time.Now()
+	c.Mesh().Partition(minority, majority, netproxy.Cut)
+	t.Cleanup(c.Mesh().HealAll)
+	time.Sleep(20 * time.Second)
+	tl := w.Stop()
+	c.Mesh().HealAll()
+	for _, i := range minority {
+		n := c.Nodes()[i]
+		var first time.Time
+		for _, p := range chaos.Of(tl, n.Name()).Probes {
+			if p.At.After(cutAt) && first.IsZero() && !p.OK() {
+				first = p.At
+				t.Logf("minority %s: first 503 %v after the partition: %s", n.Name(), p.At.Sub(cutAt).Round(time.Millisecond), p)
+			}
+			if !first.IsZero() && p.OK() {
+				t.Errorf("minority %s healthy again at cut%+v", n.Name(), p.At.Sub(cutAt).Round(time.Millisecond))
+				break
+			}
+		}
+		if first.IsZero() || first.Sub(cutAt) > 2*time.Second {
+			t.Errorf("minority %s not denied within 2 s", n.Name())
+		}
+	}
+	for _, i := range majority {
+		n := c.Nodes()[i]
+		var lastBad time.Time
+		bad := 0
+		for _, p := range chaos.Of(tl, n.Name()).Probes {
+			if p.At.After(cutAt) && !p.OK() {
+				bad++
+				lastBad = p.At
+			}
+		}
+		if bad == 0 {
+			t.Logf("majority %s: 200 throughout", n.Name())
+		} else {
+			t.Logf("majority %s: %d unhealthy probes, healthy again from cut%+v", n.Name(), bad, lastBad.Sub(cutAt).Round(time.Millisecond))
+			if lastBad.Sub(cutAt) > 15*time.Second {
+				t.Errorf("majority %s not healthy within election + grace", n.Name())
+			}
+		}
+	}
+}

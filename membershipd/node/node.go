@@ -302,13 +302,16 @@ func (n *Node) subscribe() error {
 		now := time.Now()
 		var ping clusterinfo.Ping
 		_ = json.Unmarshal(m.Data, &ping) // an older pinger sends no body
-		pong := clusterinfo.Pong{Node: n.cfg.Name, Seq: ping.Seq, PutAgeMS: -1, ListAgeMS: -1, ListStreakMS: -1}
+		pong := clusterinfo.Pong{Node: n.cfg.Name, Seq: ping.Seq, PutAgeMS: -1, ListAgeMS: -1, ListStreakMS: -1, HopAgeMS: -1, HopStreakMS: -1}
 		if t, ok := n.gate.LastPut(); ok {
 			pong.PutAgeMS = now.Sub(t).Milliseconds()
 		}
 		if al, ok := n.allow.(*kvAllowlist); ok {
 			if age, streak := al.proofAges(now); age >= 0 {
 				pong.ListAgeMS, pong.ListStreakMS = age.Milliseconds(), streak.Milliseconds()
+			}
+			if age, streak, ok := n.gate.FreshestPeerProof(now, ping.Node); ok {
+				pong.HopAgeMS, pong.HopStreakMS = age.Milliseconds(), streak.Milliseconds()
 			}
 		}
 		b, _ := json.Marshal(pong)
@@ -466,7 +469,7 @@ func (n *Node) pingLoop(ctx context.Context) {
 	inbox := n.nc.NewRespInbox()
 	sub, err := n.nc.Subscribe(inbox, func(m *nats.Msg) {
 		now := time.Now()
-		p := clusterinfo.Pong{ListAgeMS: -1, ListStreakMS: -1} // an older peer reports no allowlist
+		p := clusterinfo.Pong{ListAgeMS: -1, ListStreakMS: -1, HopAgeMS: -1, HopStreakMS: -1} // an older peer reports no allowlist
 		if json.Unmarshal(m.Data, &p) != nil || p.Node == n.cfg.Name || p.Node == "" {
 			return
 		}
@@ -481,6 +484,7 @@ func (n *Node) pingLoop(ctx context.Context) {
 		n.gate.PeerReported(quorum.PeerReport{
 			Node: p.Node, AnsweredAt: now,
 			PutAge: msAge(p.PutAgeMS), ListAge: msAge(p.ListAgeMS), ListStreak: msAge(p.ListStreakMS),
+			HopAge: msAge(p.HopAgeMS), HopStreak: msAge(p.HopStreakMS),
 		})
 	})
 	if err != nil {

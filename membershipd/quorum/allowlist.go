@@ -37,18 +37,20 @@ type ListVerdict struct {
 // DecideAllowlist is the pure freshness rule for the cached allowlist.
 //
 // Fresh ⇔ loaded AND (proof < ListFresh old, OR (not behind the leader AND
-// no peer reported an unbroken run of proofs spanning ListFresh after our
-// last proof AND (all nodes but one answer OR our last proof < Grace old))).
+// no node within two hops (a peer, or the freshest of that peer's peers)
+// reported an unbroken run of proofs spanning ListFresh after our last
+// proof)).
 //
-// The grace exists for users-stream leader elections: while no node reaches
-// a leader, nobody can commit a revocation either, so the allowlist is as
-// current as the last commit. A reachable peer that proves while we cannot
-// means a leader exists that we do not reach (an asymmetric cut): that
-// denies once the peer's run of proofs after ours spans ListFresh, so a
-// revocation committed at time R is enforced (or the node fails closed)
-// by about R + ListFresh + a check and a ping, and a leader changeover
+// While no node reaches a users leader (an election, or the stream's
+// majority cut away), nobody can commit a revocation either, so the
+// allowlist is as current as the last commit. A node that proves while we
+// cannot means a leader exists that we do not reach (an asymmetric cut):
+// that denies once its run of proofs after ours spans ListFresh, so a
+// revocation committed at time R is enforced (or the node fails closed) by
+// about R + ListFresh + a check and a ping or two, and a leader changeover
 // (every node regains contact within a tick or two) does not flap the
-// healthy nodes.
+// healthy nodes. The verdict assumes the caller is in quorum (the gate
+// checks that first).
 func DecideAllowlist(now time.Time, lp ListProof, peers []PeerReport, p Params) ListVerdict {
 	v := ListVerdict{ProofAge: -1}
 	if err := p.Validate(); err != nil || p.ListFresh <= 0 {
@@ -78,52 +80,33 @@ func DecideAllowlist(now time.Time, lp ListProof, peers []PeerReport, p Params) 
 		v.Reason = fmt.Sprintf("allowlist stale: behind the users stream leader (%s); last proof %s ago", lp.Behind, fmtDur(own))
 		return v
 	}
-	// A peer that proved continuously for ListFresh after our last proof
+	// A node that proved continuously for ListFresh after our last proof
 	// shows a leader existed that we did not reach: revocations may have
 	// been committed since our proof. Absolute times, so the evidence
-	// outlives the peer's own contact (after a heal every leader steps
+	// outlives that node's own contact (after a heal every leader steps
 	// down, and nobody proving then must not excuse what we missed).
 	var ahead []string
 	for _, r := range latestPerPeer(peers) {
-		if r.ListAge < 0 || r.ListStreak < 0 {
-			continue
-		}
-		proved := r.AnsweredAt.Add(-r.ListAge)
-		from := r.AnsweredAt.Add(-r.ListStreak)
-		if lp.ProvenAt.After(from) {
-			from = lp.ProvenAt
-		}
-		if proved.Sub(from) >= p.ListFresh {
+		if provedAfter(r.AnsweredAt, r.ListAge, r.ListStreak, lp.ProvenAt, p.ListFresh) {
 			ahead = append(ahead, r.Node)
+		} else if provedAfter(r.AnsweredAt, r.HopAge, r.HopStreak, lp.ProvenAt, p.ListFresh) {
+			ahead = append(ahead, "via "+r.Node)
 		}
 	}
 	slices.Sort(ahead)
-	reachable := 0
-	for _, r := range latestPerPeer(peers) {
-		if max(now.Sub(r.AnsweredAt), 0) < p.PeerFresh {
-			reachable++
-		}
+	if len(ahead) > 0 {
+		v.Reason = fmt.Sprintf("allowlist stale: nodes %v reached the users stream leader while this node has not for %s", ahead, fmtDur(own))
+		return v
 	}
-	// All nodes but one answer and none reaches a users leader: nobody who
-	// could commit a revocation exists. A serving writer reaches the
-	// leader, so it would be seen proving itself, or (the unseen node) it
-	// reaches a majority, which includes a seen node that then reaches it
-	// or the leader. E.g. --kv-replicas 1 with the users host isolated: the
-	// majority keeps serving the allowlist it has.
-	allButOne := 1+reachable >= p.ClusterSize-1
-	switch {
-	case len(ahead) > 0:
-		v.Reason = fmt.Sprintf("allowlist stale: peers %v reached the users stream leader while this node has not for %s", ahead, fmtDur(own))
-	case allButOne:
-		v.Fresh = true
-		v.Reason = fmt.Sprintf("allowlist current (grace, %d of %d nodes answer): last users stream leader contact %s ago",
-			1+reachable, p.ClusterSize, fmtDur(own))
-	case own >= p.Grace:
-		v.Reason = fmt.Sprintf("allowlist stale: no contact with the users stream leader for %s (exceeds the %v election grace)", fmtDur(own), p.Grace)
-	default:
-		v.Fresh = true
-		v.Reason = fmt.Sprintf("allowlist current (election grace): no reachable node has reached the users stream leader for %s", fmtDur(own))
-	}
+	// Nobody within two hops reaches a users leader: nobody can commit a
+	// revocation. Only a serving node can (the control plane and the CLI
+	// are behind this gate); it reaches a majority of N, which shares a
+	// node with ours, and that node relays its proofs. E.g. --kv-replicas 1
+	// with the users host isolated, or N=5 with the users stream's
+	// majority on the minority side: the majority keeps serving the
+	// allowlist it has.
+	v.Fresh = true
+	v.Reason = fmt.Sprintf("allowlist current: last users stream leader contact %s ago, and no node within two hops has been in contact since", fmtDur(own))
 	return v
 }
 
@@ -139,4 +122,18 @@ func latestPerPeer(peers []PeerReport) map[string]PeerReport {
 		}
 	}
 	return latest
+}
+
+// provedAfter: a report (answered at, proof age, streak) shows an unbroken
+// run of proofs spanning at least fresh after since.
+func provedAfter(answered time.Time, age, streak time.Duration, since time.Time, fresh time.Duration) bool {
+	if age < 0 || streak < 0 {
+		return false
+	}
+	proved := answered.Add(-age)
+	from := answered.Add(-streak)
+	if since.After(from) {
+		from = since
+	}
+	return proved.Sub(from) >= fresh
 }

@@ -117,6 +117,11 @@ type PeerReport struct {
 	// answered; ListStreak how long its proofs had then been continuous.
 	// Negative: none (or a peer that does not report them).
 	ListAge, ListStreak time.Duration
+	// HopAge and HopStreak are the same for the freshest proof among the
+	// peer's own peers (one hop further, the pinger excluded): a node that
+	// could commit a revocation is always within two hops of a node in
+	// quorum. Negative: none.
+	HopAge, HopStreak time.Duration
 }
 
 // Verdict is the gate's decision plus the evidence behind it.
@@ -265,7 +270,7 @@ func (t *Tracker) PutSucceeded(at time.Time) {
 // answer arrived. Answers older than the one held are dropped, so a late
 // reply cannot roll a peer's state back.
 func (t *Tracker) PeerAnswered(peer string, at time.Time, peerPutAge time.Duration) {
-	t.PeerReported(PeerReport{Node: peer, AnsweredAt: at, PutAge: peerPutAge, ListAge: -1, ListStreak: -1})
+	t.PeerReported(PeerReport{Node: peer, AnsweredAt: at, PutAge: peerPutAge, ListAge: -1, ListStreak: -1, HopAge: -1, HopStreak: -1})
 }
 
 // PeerReported records a full peer report (PeerAnswered plus the peer's
@@ -304,6 +309,25 @@ func (t *Tracker) Verdict(now time.Time) Verdict {
 func (t *Tracker) Allowlist(now time.Time, lp ListProof) ListVerdict {
 	_, peers := t.snapshot()
 	return DecideAllowlist(now, lp, peers, t.p)
+}
+
+// FreshestPeerProof is what a pong relays as Hop*: among the latest
+// reports of every peer but exclude, the own allowlist proof proved most
+// recently, as (age, streak) at now. ok is false when no peer has one.
+func (t *Tracker) FreshestPeerProof(now time.Time, exclude string) (age, streak time.Duration, ok bool) {
+	_, peers := t.snapshot()
+	var best time.Time
+	for _, r := range peers {
+		if r.Node == exclude || r.ListAge < 0 || r.ListStreak < 0 {
+			continue
+		}
+		proved := r.AnsweredAt.Add(-r.ListAge)
+		if !ok || proved.After(best) {
+			best, ok = proved, true
+			age, streak = max(now.Sub(proved), 0), max(now.Sub(r.AnsweredAt.Add(-r.ListStreak)), 0)
+		}
+	}
+	return age, streak, ok
 }
 
 func (t *Tracker) snapshot() (time.Time, []PeerReport) {
