@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -451,4 +452,61 @@ func TestFiveNodePartitionMinorityDenies(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Two of three nodes at --kv-replicas 1 can create every control-plane
+// bucket and commit to it, but they are not the cluster: the heartbeat
+// bucket cannot be placed at R3, so neither serves, and /healthz says why.
+// The third node's start brings all three up.
+func TestHeartbeatBucketNeedsEveryNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := inproc.New(inproc.Options{Dir: t.TempDir(), KVReplicas: 1, Log: testLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	hc, err := chaos.NewHealthClient(c.TLS().ClientCA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	two := c.Nodes()[:2]
+	if err := chaos.StartNodes(ctx, two...); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the pair has a meta leader and has tried the placement.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		p := hc.Get(ctx, two[0].HealthzURL())
+		if p.Code == 503 && strings.Contains(p.Health.Reason, "heartbeat bucket UNIBUS_heartbeats cannot be placed at R3") {
+			t.Logf("two of three: %s", p)
+			break
+		}
+		if p.OK() {
+			t.Fatalf("two of three nodes serve: %s", p)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no placement reason after 30 s: %s", p)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	for range 8 { // and it holds
+		for _, n := range two {
+			if p := hc.Get(ctx, n.HealthzURL()); p.OK() {
+				t.Fatalf("%s serves with two of three nodes: %s", n.Name(), p)
+			}
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	third := time.Now()
+	if err := c.Nodes()[2].Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hc.WaitHealthy(ctx, c.Nodes()...); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("third node start to all healthy: %v", time.Since(third).Round(time.Millisecond))
 }

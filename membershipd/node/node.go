@@ -374,6 +374,9 @@ func (n *Node) openBuckets(ctx context.Context) {
 			return
 		}
 		why := kv.Explain(err, n.srv.NumRoutes()+1, n.cfg.KVReplicas)
+		if errors.Is(err, errHeartbeats) {
+			why = "waiting for the heartbeat bucket to be placed at R" + strconv.Itoa(n.cfg.size())
+		}
 		n.mu.Lock()
 		n.waiting = why
 		n.mu.Unlock()
@@ -392,7 +395,10 @@ func (n *Node) openBuckets(ctx context.Context) {
 	}
 }
 
-var errNoMetaLeader = errors.New("no JetStream meta leader known to this node")
+var (
+	errNoMetaLeader = errors.New("no JetStream meta leader known to this node")
+	errHeartbeats   = errors.New("heartbeat bucket not at R=N")
+)
 
 // ensureHeartbeats puts the heartbeat bucket at R=N; until it is, the node
 // does not serve (a heartbeat below R=N proves no cluster majority).
@@ -412,7 +418,7 @@ func (n *Node) ensureHeartbeats(ctx context.Context) error {
 	if err != nil {
 		n.hbWhy = fmt.Sprintf("heartbeat bucket %s cannot be placed at R%d (the cluster size): %s",
 			kv.HeartbeatsBucket, size, kv.Explain(err, n.srv.NumRoutes()+1, size))
-		return err
+		return fmt.Errorf("%w: %w", errHeartbeats, err)
 	}
 	n.hbWhy = ""
 	if o.Created {
