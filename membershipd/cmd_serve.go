@@ -55,6 +55,7 @@ func cmdServe(args []string, _ io.Writer, stderr io.Writer) int {
 	fs.IntVar(&cfg.Rooms.RoomQuota, "room-quota", cfg.Rooms.RoomQuota, "rooms a member may create (-1: unlimited)")
 	fs.IntVar(&cfg.Rooms.AdminRoomQuota, "admin-room-quota", cfg.Rooms.AdminRoomQuota, "rooms an admin may create (-1: unlimited)")
 	fs.IntVar(&cfg.HTTP.MaxConns, "http-max-conns", node.DefaultHTTPMaxConns, "open HTTPS connections at most (the NATS port shares LimitNOFILE)")
+	fs.StringVar(&cfg.Sync, "sync", node.SyncAlways, "JetStream fsync: always (every write before its ack), default (nats-server's 2 min interval: loses acked writes on power loss) or a DURATION interval")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if code, ok := parse(fs, args); !ok {
 		return code

@@ -79,6 +79,8 @@ func TestServeBadInput(t *testing.T) {
 		{"no room left for rooms", good("--js-max-store", "1GiB", "--control-reserve", "1GiB"), "leaves room for no room"},
 		{"room message larger than the room", good("--room-max-bytes", "1MiB", "--room-max-msg-size", "2MiB"), "no message would fit"},
 		{"room message size over int32", good("--room-max-msg-size", "4GiB"), "--room-max-msg-size"},
+		{"bad sync", good("--sync", "sometimes"), `--sync "sometimes": want always, default or a positive duration`},
+		{"negative sync interval", good("--sync", "-5s"), `--sync "-5s"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -68,11 +68,28 @@ func WaitApplied(ctx context.Context, nc *nats.Conn, size int, rev uint64) []str
 	}
 }
 
+// Ping is the gate's request on PingSubject. Seq lets the pinger match a
+// reply to the ping it answers (and drop replies to old pings).
+type Ping struct {
+	Node string `json:"node"`
+	Seq  uint64 `json:"seq"`
+}
+
 // Pong is a peer's answer to a ping. PutAgeMS is the age of the peer's own
-// last successful replicated heartbeat write, -1 if it never had one.
+// last successful heartbeat write (counted from when it was sent), -1 if it
+// never had one. ListAgeMS and ListStreakMS are the age of the peer's last
+// allowlist proof (contact with the users stream leader) and how long its
+// proofs have been continuous, -1 if none. Seq echoes the ping's.
 type Pong struct {
-	Node     string `json:"node"`
-	PutAgeMS int64  `json:"put_age_ms"`
+	Node         string `json:"node"`
+	Seq          uint64 `json:"seq,omitempty"`
+	PutAgeMS     int64  `json:"put_age_ms"`
+	ListAgeMS    int64  `json:"list_age_ms"`
+	ListStreakMS int64  `json:"list_streak_ms"`
+	// HopAgeMS and HopStreakMS relay the freshest allowlist proof among the
+	// answering node's own peers (the pinger excluded), -1 if none.
+	HopAgeMS    int64 `json:"hop_age_ms"`
+	HopStreakMS int64 `json:"hop_streak_ms"`
 }
 
 // Route is one route as the answering node sees it.

@@ -59,6 +59,11 @@ type Config struct {
 	RoomMaxConsumers int
 	// ClusterSize is the number of nodes; 0 means len(Routes)+1.
 	ClusterSize int
+	// Sync is --sync: "always" (the default, also ""), "default" (nats-
+	// server's periodic fsync) or a duration (fsync interval). Anything but
+	// always can lose acknowledged writes on power loss; it exists for the
+	// power-loss negative control.
+	Sync string
 
 	// HTTP bounds the HTTPS listener (zero: defaults).
 	HTTP HTTPLimits
@@ -109,6 +114,45 @@ func IsConfigError(err error) bool {
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
 
+// SyncPolicy is a parsed --sync.
+type SyncPolicy struct {
+	Always   bool
+	Interval time.Duration // 0 with !Always: nats-server's default
+}
+
+// String is the posture form: "always", "default" or the interval.
+func (p SyncPolicy) String() string {
+	switch {
+	case p.Always:
+		return SyncAlways
+	case p.Interval == 0:
+		return SyncDefault
+	default:
+		return p.Interval.String()
+	}
+}
+
+// --sync values.
+const (
+	SyncAlways  = "always"
+	SyncDefault = "default"
+)
+
+// ParseSync parses --sync.
+func ParseSync(s string) (SyncPolicy, error) {
+	switch s {
+	case "", SyncAlways:
+		return SyncPolicy{Always: true}, nil
+	case SyncDefault:
+		return SyncPolicy{}, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return SyncPolicy{}, configErr("--sync %q: want always, default or a positive duration such as 10s", s)
+	}
+	return SyncPolicy{Interval: d}, nil
+}
+
 func (c *Config) size() int {
 	if c.ClusterSize > 0 {
 		return c.ClusterSize
@@ -140,6 +184,9 @@ func (c *Config) Validate() error {
 		}
 	default:
 		return configErr("--bus-auth %q: want enforce or off", c.BusAuth)
+	}
+	if _, err := ParseSync(c.Sync); err != nil {
+		return err
 	}
 	if c.InternalIDFile == "" {
 		return configErr("--internal-id-file is required")

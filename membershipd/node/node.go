@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -31,10 +32,20 @@ import (
 // Version is stamped at build time (-ldflags "-X .../node.Version=...").
 var Version = "dev"
 
-// Gate timings (see quorum package and notes/nats-facts.md).
+// Gate timings (see the quorum package).
 const (
-	gateTick    = 250 * time.Millisecond
-	gateTimeout = 500 * time.Millisecond
+	gateTick = 250 * time.Millisecond
+	// putDeadline: a heartbeat put keeps running this long while later
+	// ticks start their own, so a slow fsync delays proofs instead of
+	// cancelling every one of them. The put counts from its send time.
+	putDeadline = 4 * time.Second
+	// maxPutsInFlight bounds the overlap (putDeadline / gateTick).
+	maxPutsInFlight = 16
+	// pingKeep: replies to pings older than this prove nothing now.
+	pingKeep = time.Second
+	// proofTimeout bounds one allowlist freshness check; the rule needs a
+	// proof younger than 1 s, so a slower answer is useless anyway.
+	proofTimeout = 500 * time.Millisecond
 )
 
 // Node is one running membershipd node.
@@ -61,8 +72,13 @@ type Node struct {
 	mu       sync.Mutex
 	opened   []kv.Opened // nil until every bucket is open
 	waiting  string      // what bucket opening waits for
+	hbWhy    string      // why the heartbeat bucket is not at R=N ("" once it is)
 	fatalErr error
 	stopOnce sync.Once
+
+	usersWatchCancel    context.CancelFunc // restarts the users watch
+	usersWatchRestarted time.Time
+	proveNow            chan struct{} // asks proofLoop for a check at once
 }
 
 // New validates cfg, loads (or creates) the internal identity and builds
@@ -92,6 +108,8 @@ func New(cfg Config) (*Node, error) {
 		gate: quorum.NewTracker(quorum.DefaultParams(cfg.size())),
 		id:   id,
 		done: make(chan struct{}),
+
+		proveNow: make(chan struct{}, 1),
 	}
 	if created {
 		n.log.Info("created the internal service identity", "file", cfg.InternalIDFile, "nkey", id.NKey())
@@ -105,8 +123,9 @@ func New(cfg Config) (*Node, error) {
 		n.allow = &sqliteAllowlist{st: st}
 	} else {
 		n.allow = newKVAllowlist()
+		n.hbWhy = "heartbeat bucket " + kv.HeartbeatsBucket + " not open yet"
 	}
-	n.auth = authn.New(cfg.BusAuth, id.NKey(), n.allow, n.inQuorum, n.log.With("component", "authn"))
+	n.auth = authn.New(cfg.BusAuth, id.NKey(), n.allow, n.serving, n.log.With("component", "authn"))
 	opts.CustomClientAuthentication = n.auth
 	return n, nil
 }
@@ -119,6 +138,50 @@ func (n *Node) inQuorum() (bool, string) {
 	}
 	v := n.Verdict()
 	return v.InQuorum, v.Reason
+}
+
+// serving is what every admission and control-plane request asks: in
+// quorum, the heartbeat bucket spans the cluster, and (once loaded) the
+// allowlist is provably current. Denials name the first missing piece.
+func (n *Node) serving() (bool, string) {
+	if n.cfg.Store == StoreSQLite {
+		return true, "standalone (sqlite store)"
+	}
+	if ok, why := n.inQuorum(); !ok {
+		return false, why
+	}
+	if why := n.heartbeatProblem(); why != "" {
+		return false, "no quorum: " + why
+	}
+	if al, ok := n.allow.(*kvAllowlist); ok {
+		lp := al.proof(time.Now())
+		// Not loaded yet is the authenticator's own, older check (so the
+		// on-node CLI can seed the first admin while the load finishes).
+		if lp.Loaded {
+			if lv := n.gate.Allowlist(time.Now(), lp); !lv.Fresh {
+				return false, lv.Reason
+			}
+		}
+	}
+	return true, "serving"
+}
+
+// heartbeatProblem is why the heartbeat bucket does not prove a cluster
+// majority yet ("" when it is at R=N).
+func (n *Node) heartbeatProblem() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.hbWhy
+}
+
+// allowlistVerdict is the allowlist freshness decision now.
+func (n *Node) allowlistVerdict() (quorum.ListVerdict, bool) {
+	al, ok := n.allow.(*kvAllowlist)
+	if !ok {
+		return quorum.ListVerdict{}, false
+	}
+	now := time.Now()
+	return n.gate.Allowlist(now, al.proof(now)), true
 }
 
 // Start brings up the listeners and the background loops. It returns once
@@ -166,7 +229,7 @@ func (n *Node) Start() error {
 			n.shutdown()
 			return err
 		}
-		loops = append(loops, n.openBuckets, n.heartbeatLoop, n.pingLoop)
+		loops = append(loops, n.openBuckets, n.heartbeatLoop, n.pingLoop, n.proofLoop)
 	}
 	if err := n.startHTTP(); err != nil {
 		n.shutdown()
@@ -242,11 +305,22 @@ func (n *Node) shutdown() {
 
 func (n *Node) subscribe() error {
 	if _, err := n.nc.Subscribe(clusterinfo.PingSubject, func(m *nats.Msg) {
-		age := int64(-1)
+		now := time.Now()
+		var ping clusterinfo.Ping
+		_ = json.Unmarshal(m.Data, &ping) // an older pinger sends no body
+		pong := clusterinfo.Pong{Node: n.cfg.Name, Seq: ping.Seq, PutAgeMS: -1, ListAgeMS: -1, ListStreakMS: -1, HopAgeMS: -1, HopStreakMS: -1}
 		if t, ok := n.gate.LastPut(); ok {
-			age = time.Since(t).Milliseconds()
+			pong.PutAgeMS = now.Sub(t).Milliseconds()
 		}
-		b, _ := json.Marshal(clusterinfo.Pong{Node: n.cfg.Name, PutAgeMS: age})
+		if al, ok := n.allow.(*kvAllowlist); ok {
+			if age, streak := al.proofAges(now); age >= 0 {
+				pong.ListAgeMS, pong.ListStreakMS = age.Milliseconds(), streak.Milliseconds()
+			}
+			if age, streak, ok := n.gate.FreshestPeerProof(now, ping.Node); ok {
+				pong.HopAgeMS, pong.HopStreakMS = age.Milliseconds(), streak.Milliseconds()
+			}
+		}
+		b, _ := json.Marshal(pong)
 		_ = m.Respond(b)
 	}); err != nil {
 		return fmt.Errorf("subscribe %s: %w", clusterinfo.PingSubject, err)
@@ -283,7 +357,7 @@ func (n *Node) openBuckets(ctx context.Context) {
 			// Requests sent before the meta layer has a leader are dropped
 			// without a reply; asking the local server costs nothing.
 			err = errNoMetaLeader
-		} else {
+		} else if err = n.ensureHeartbeats(ctx); err == nil {
 			opened, err = kv.EnsureAll(ctx, n.js, n.cfg.KVReplicas, time.Second)
 		}
 		if ctx.Err() != nil {
@@ -306,6 +380,9 @@ func (n *Node) openBuckets(ctx context.Context) {
 			return
 		}
 		why := kv.Explain(err, n.srv.NumRoutes()+1, n.cfg.KVReplicas)
+		if errors.Is(err, errHeartbeats) {
+			why = "waiting for the heartbeat bucket to be placed at R" + strconv.Itoa(n.cfg.size())
+		}
 		n.mu.Lock()
 		n.waiting = why
 		n.mu.Unlock()
@@ -324,20 +401,65 @@ func (n *Node) openBuckets(ctx context.Context) {
 	}
 }
 
-var errNoMetaLeader = errors.New("no JetStream meta leader known to this node")
+var (
+	errNoMetaLeader = errors.New("no JetStream meta leader known to this node")
+	errHeartbeats   = errors.New("heartbeat bucket not at R=N")
+)
 
-// heartbeatLoop writes this node's heartbeat into the R3 nonce bucket; an
-// acked put is the one signal a minority can never fake.
+// ensureHeartbeats puts the heartbeat bucket at R=N; until it is, the node
+// does not serve (a heartbeat below R=N proves no cluster majority).
+func (n *Node) ensureHeartbeats(ctx context.Context) error {
+	n.mu.Lock()
+	done := n.hbWhy == ""
+	n.mu.Unlock()
+	if done {
+		return nil
+	}
+	size := n.cfg.size()
+	hctx, cancel := context.WithTimeout(ctx, time.Second)
+	o, err := kv.EnsureHeartbeats(hctx, n.js, size)
+	cancel()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err != nil {
+		n.hbWhy = fmt.Sprintf("heartbeat bucket %s cannot be placed at R%d (the cluster size): %s",
+			kv.HeartbeatsBucket, size, kv.Explain(err, n.srv.NumRoutes()+1, size))
+		return fmt.Errorf("%w: %w", errHeartbeats, err)
+	}
+	n.hbWhy = ""
+	if o.Created {
+		n.log.Info("heartbeat bucket created", "bucket", kv.HeartbeatsBucket, "replicas", o.Replicas)
+	}
+	return nil
+}
+
+// heartbeatLoop writes this node's heartbeat into the R=N heartbeat
+// bucket every tick; an acked put is the one signal a minority can never
+// fake. Puts overlap: a slow one keeps running (up to putDeadline) while
+// the next tick starts its own, and each counts from its send time.
 func (n *Node) heartbeatLoop(ctx context.Context) {
 	t := time.NewTicker(gateTick)
 	defer t.Stop()
 	subj := kv.HeartbeatSubject(n.cfg.Name)
+	var (
+		wg       sync.WaitGroup
+		inFlight atomic.Int32
+	)
+	defer wg.Wait()
 	for {
-		pctx, cancel := context.WithTimeout(ctx, gateTimeout)
-		_, err := n.js.Publish(pctx, subj, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
-		cancel()
-		if err == nil {
-			n.gate.PutSucceeded(time.Now())
+		if inFlight.Load() < maxPutsInFlight {
+			inFlight.Add(1)
+			wg.Add(1)
+			sent := time.Now()
+			go func() {
+				defer wg.Done()
+				defer inFlight.Add(-1)
+				pctx, cancel := context.WithTimeout(ctx, putDeadline)
+				defer cancel()
+				if _, err := n.js.Publish(pctx, subj, []byte(sent.UTC().Format(time.RFC3339Nano))); err == nil {
+					n.gate.PutSucceeded(sent)
+				}
+			}()
 		}
 		select {
 		case <-ctx.Done():
@@ -347,32 +469,69 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 	}
 }
 
-// pingLoop asks every node for a Pong; answers feed the gate's grace rule.
+// pingLoop pings every node each tick without waiting for the answers:
+// replies are stamped with the local time they arrive (never a peer's
+// clock) as they come in, and replies to pings older than pingKeep are
+// dropped.
 func (n *Node) pingLoop(ctx context.Context) {
+	var (
+		mu   sync.Mutex
+		sent = map[uint64]time.Time{}
+	)
+	inbox := n.nc.NewRespInbox()
+	sub, err := n.nc.Subscribe(inbox, func(m *nats.Msg) {
+		now := time.Now()
+		p := clusterinfo.Pong{ListAgeMS: -1, ListStreakMS: -1, HopAgeMS: -1, HopStreakMS: -1} // an older peer reports no allowlist
+		if json.Unmarshal(m.Data, &p) != nil || p.Node == n.cfg.Name || p.Node == "" {
+			return
+		}
+		if p.Seq != 0 { // 0: an older peer that does not echo it
+			mu.Lock()
+			at, ok := sent[p.Seq]
+			mu.Unlock()
+			if !ok || now.Sub(at) >= pingKeep {
+				return
+			}
+		}
+		n.gate.PeerReported(quorum.PeerReport{
+			Node: p.Node, AnsweredAt: now,
+			PutAge: msAge(p.PutAgeMS), ListAge: msAge(p.ListAgeMS), ListStreak: msAge(p.ListStreakMS),
+			HopAge: msAge(p.HopAgeMS), HopStreak: msAge(p.HopStreakMS),
+		})
+	})
+	if err != nil {
+		n.log.Error("ping replies: subscribe failed; the gate will deny", "err", err)
+		return
+	}
+	defer func() { _ = sub.Unsubscribe() }()
 	t := time.NewTicker(gateTick)
 	defer t.Stop()
-	for {
-		pctx, cancel := context.WithTimeout(ctx, gateTimeout)
-		raw, _ := clusterinfo.Collect(pctx, n.nc, clusterinfo.PingSubject, n.cfg.size())
-		cancel()
+	for seq := uint64(1); ; seq++ {
 		now := time.Now()
-		for _, b := range raw {
-			var p clusterinfo.Pong
-			if json.Unmarshal(b, &p) != nil || p.Node == n.cfg.Name {
-				continue
+		mu.Lock()
+		sent[seq] = now
+		for s, at := range sent {
+			if now.Sub(at) >= pingKeep {
+				delete(sent, s)
 			}
-			age := time.Duration(-1)
-			if p.PutAgeMS >= 0 {
-				age = time.Duration(p.PutAgeMS) * time.Millisecond
-			}
-			n.gate.PeerAnswered(p.Node, now, age)
 		}
+		mu.Unlock()
+		b, _ := json.Marshal(clusterinfo.Ping{Node: n.cfg.Name, Seq: seq})
+		_ = n.nc.PublishRequest(clusterinfo.PingSubject, inbox, b)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// msAge turns a reported millisecond age into a duration; negative = none.
+func msAge(ms int64) time.Duration {
+	if ms < 0 {
+		return -1
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 // Verdict is the quorum gate's current decision; later layers deny requests
@@ -420,7 +579,7 @@ func (n *Node) startHTTP() error {
 	mux.HandleFunc("GET /healthz", n.serveHealthz)
 	if n.js != nil {
 		n.api = api.New(api.Deps{
-			Node: n.cfg.Name, JS: n.js, Replicas: n.cfg.KVReplicas, Gate: n.inQuorum,
+			Node: n.cfg.Name, JS: n.js, Replicas: n.cfg.KVReplicas, Gate: n.serving,
 			MaxConsumers: n.cfg.RoomMaxConsumers, Cluster: n.cfg.Cluster,
 			Lookup: n.allow.Lookup, Log: n.log.With("component", "api"), Limits: n.cfg.Rooms,
 			WaitApplied: func(ctx context.Context, rev uint64) []string {

@@ -68,6 +68,12 @@ func buildOptions(cfg *Config) (*server.Options, error) {
 		Advertise:  cfg.Advertise,
 	}
 	applyColdStartFixes(o)
+	sp, err := ParseSync(cfg.Sync)
+	if err != nil {
+		return nil, err
+	}
+	// After the fixes: --sync may relax SyncAlways on purpose.
+	o.SyncAlways, o.SyncInterval = sp.Always, sp.Interval
 	return o, nil
 }
 
