@@ -186,7 +186,9 @@ var ErrUntrustedKey = errors.New("untrusted room key")
 // key matches the committed fingerprint. Every failure wraps
 // ErrUntrustedKey.
 func OpenRoomKey(c Commit, grants []Grant, admins map[string]bool, mine Grant, id *identity.Identity) ([]byte, error) {
-	fail := func(err error) ([]byte, error) { return nil, fmt.Errorf("%w: room %s: %w", ErrUntrustedKey, c.Room, err) }
+	fail := func(err error) ([]byte, error) {
+		return nil, fmt.Errorf("%w: room %s: %w", ErrUntrustedKey, c.Room, err)
+	}
 	if err := c.Verify(); err != nil {
 		return fail(err)
 	}
