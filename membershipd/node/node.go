@@ -40,19 +40,22 @@ const (
 
 // Node is one running membershipd node.
 type Node struct {
-	cfg   Config
-	log   *slog.Logger
-	opts  *server.Options
-	srv   *server.Server
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	http  *http.Server
-	gate  *quorum.Tracker
-	auth  *authn.Authenticator
-	id    *identity.Identity
-	allow allowlist
-	users store.Users // the control-plane users store (KV or SQLite)
-	api   *api.Server // the signed control plane (nil on a SQLite node)
+	cfg  Config
+	log  *slog.Logger
+	opts *server.Options
+	srv  *server.Server
+	nc   *nats.Conn
+	// sysGuard drops messages on the internal subjects that a member had
+	// the server deliver there (clusterinfo.InboxPrefix).
+	sysGuard clusterinfo.Guard
+	js       jetstream.JetStream
+	http     *http.Server
+	gate     *quorum.Tracker
+	auth     *authn.Authenticator
+	id       *identity.Identity
+	allow    allowlist
+	users    store.Users // the control-plane users store (KV or SQLite)
+	api      *api.Server // the signed control plane (nil on a SQLite node)
 
 	started time.Time
 	cancel  context.CancelFunc
@@ -240,6 +243,9 @@ func (n *Node) shutdown() {
 
 func (n *Node) subscribe() error {
 	if _, err := n.nc.Subscribe(clusterinfo.PingSubject, func(m *nats.Msg) {
+		if !n.sysGuard.Genuine(m) {
+			return
+		}
 		age := int64(-1)
 		if t, ok := n.gate.LastPut(); ok {
 			age = time.Since(t).Milliseconds()
@@ -250,6 +256,9 @@ func (n *Node) subscribe() error {
 		return fmt.Errorf("subscribe %s: %w", clusterinfo.PingSubject, err)
 	}
 	if _, err := n.nc.Subscribe(clusterinfo.AppliedSubject, func(m *nats.Msg) {
+		if !n.sysGuard.Genuine(m) {
+			return
+		}
 		var rev uint64
 		if al, ok := n.allow.(*kvAllowlist); ok {
 			rev = al.RoomsRevision()
@@ -260,6 +269,9 @@ func (n *Node) subscribe() error {
 		return fmt.Errorf("subscribe %s: %w", clusterinfo.AppliedSubject, err)
 	}
 	if _, err := n.nc.Subscribe(clusterinfo.StatusSubject, func(m *nats.Msg) {
+		if !n.sysGuard.Genuine(m) {
+			return
+		}
 		b, _ := json.Marshal(n.Status())
 		_ = m.Respond(b)
 	}); err != nil {
@@ -356,7 +368,7 @@ func (n *Node) pingLoop(ctx context.Context) {
 		now := time.Now()
 		for _, b := range raw {
 			var p clusterinfo.Pong
-			if json.Unmarshal(b, &p) != nil || p.Node == n.cfg.Name {
+			if json.Unmarshal(b, &p) != nil || p.Node == "" || p.Node == n.cfg.Name {
 				continue
 			}
 			age := time.Duration(-1)
@@ -395,6 +407,7 @@ func (n *Node) Status() clusterinfo.Status {
 		Node: n.cfg.Name, Cluster: n.cfg.Cluster, Version: Version,
 		MetaLeader: n.metaLeader(), InQuorum: v.InQuorum, Reason: v.Reason,
 		Features: featuresOf(n.opts, true),
+		Ignored:  n.sysGuard.Ignored(),
 	}
 	if rz, err := n.srv.Routez(nil); err == nil {
 		conns := map[string]int{}
