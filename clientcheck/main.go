@@ -119,7 +119,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "clientcheck: %v\n", runErr)
 		return exitFailed
 	case !rep.OK():
-		fmt.Fprintf(stderr, "clientcheck: %d lost, %d duplicated\n", rep.Lost, rep.Duplicated)
+		fmt.Fprintf(stderr, "clientcheck: %d lost, %d duplicated, %d replayed\n", rep.Lost, rep.Duplicated, rep.Replays)
 		return exitFailed
 	}
 	return exitOK

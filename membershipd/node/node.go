@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/unibus/clusterkit/membershipd/api"
 	"github.com/unibus/clusterkit/membershipd/authn"
@@ -50,19 +51,22 @@ const (
 
 // Node is one running membershipd node.
 type Node struct {
-	cfg   Config
-	log   *slog.Logger
-	opts  *server.Options
-	srv   *server.Server
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	http  *http.Server
-	gate  *quorum.Tracker
-	auth  *authn.Authenticator
-	id    *identity.Identity
-	allow allowlist
-	users store.Users // the control-plane users store (KV or SQLite)
-	api   *api.Server // the signed control plane (nil on a SQLite node)
+	cfg  Config
+	log  *slog.Logger
+	opts *server.Options
+	srv  *server.Server
+	nc   *nats.Conn
+	// sysGuard drops messages on the internal subjects that a member had
+	// the server deliver there (clusterinfo.InboxPrefix).
+	sysGuard clusterinfo.Guard
+	js       jetstream.JetStream
+	http     *http.Server
+	gate     *quorum.Tracker
+	auth     *authn.Authenticator
+	id       *identity.Identity
+	allow    allowlist
+	users    store.Users // the control-plane users store (KV or SQLite)
+	api      *api.Server // the signed control plane (nil on a SQLite node)
 
 	started time.Time
 	cancel  context.CancelFunc
@@ -305,6 +309,9 @@ func (n *Node) shutdown() {
 
 func (n *Node) subscribe() error {
 	if _, err := n.nc.Subscribe(clusterinfo.PingSubject, func(m *nats.Msg) {
+		if !n.sysGuard.Genuine(m) {
+			return
+		}
 		now := time.Now()
 		var ping clusterinfo.Ping
 		_ = json.Unmarshal(m.Data, &ping) // an older pinger sends no body
@@ -326,6 +333,9 @@ func (n *Node) subscribe() error {
 		return fmt.Errorf("subscribe %s: %w", clusterinfo.PingSubject, err)
 	}
 	if _, err := n.nc.Subscribe(clusterinfo.AppliedSubject, func(m *nats.Msg) {
+		if !n.sysGuard.Genuine(m) {
+			return
+		}
 		var rev uint64
 		if al, ok := n.allow.(*kvAllowlist); ok {
 			rev = al.RoomsRevision()
@@ -336,6 +346,9 @@ func (n *Node) subscribe() error {
 		return fmt.Errorf("subscribe %s: %w", clusterinfo.AppliedSubject, err)
 	}
 	if _, err := n.nc.Subscribe(clusterinfo.StatusSubject, func(m *nats.Msg) {
+		if !n.sysGuard.Genuine(m) {
+			return
+		}
 		b, _ := json.Marshal(n.Status())
 		_ = m.Respond(b)
 	}); err != nil {
@@ -478,7 +491,8 @@ func (n *Node) pingLoop(ctx context.Context) {
 		mu   sync.Mutex
 		sent = map[uint64]time.Time{}
 	)
-	inbox := n.nc.NewRespInbox()
+	// Under the internal inbox prefix: peers answer only such pings (Guard).
+	inbox := clusterinfo.InboxPrefix + "." + nuid.Next()
 	sub, err := n.nc.Subscribe(inbox, func(m *nats.Msg) {
 		now := time.Now()
 		p := clusterinfo.Pong{ListAgeMS: -1, ListStreakMS: -1, HopAgeMS: -1, HopStreakMS: -1} // an older peer reports no allowlist
@@ -556,6 +570,7 @@ func (n *Node) Status() clusterinfo.Status {
 		Node: n.cfg.Name, Cluster: n.cfg.Cluster, Version: Version,
 		MetaLeader: n.metaLeader(), InQuorum: v.InQuorum, Reason: v.Reason,
 		Features: featuresOf(n.opts, true),
+		Ignored:  n.sysGuard.Ignored(),
 	}
 	if rz, err := n.srv.Routez(nil); err == nil {
 		conns := map[string]int{}
