@@ -81,11 +81,11 @@ func (h Host) Port() int {
 type Sim struct {
 	Dir        string    `json:"dir"`
 	Hosts      []Host    `json:"hosts"`
-	SSHConfig  string    `json:"ssh_config"`  // Dir/ssh_config: defaults and an Include of SSHConfigD
+	SSHConfig  string    `json:"ssh_config"`   // Dir/ssh_config: defaults and an Include of SSHConfigD
 	SSHConfigD string    `json:"ssh_config_d"` // Dir/ssh_config.d: one file with a Host block per host
-	KnownHosts string    `json:"known_hosts"` // Dir/known_hosts: only each host's ed25519 key, hashed
-	Identity   string    `json:"identity"`    // Dir/id_ed25519: client key, no passphrase
-	StartedAt  time.Time `json:"started_at"`  // when Up got hold of the machine
+	KnownHosts string    `json:"known_hosts"`  // Dir/known_hosts: only each host's ed25519 key, hashed
+	Identity   string    `json:"identity"`     // Dir/id_ed25519: client key, no passphrase
+	StartedAt  time.Time `json:"started_at"`   // when Up got hold of the machine
 }
 
 // DefaultHosts mirrors the production topology (runbook/nodes.env) on the
