@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,6 +43,12 @@ func Claim(label string) Labels {
 var (
 	Disruptive = Label("disruptive") // stops nodes or cuts routes
 	Slow       = Label("slow")       // observes for tens of seconds
+	// Wipe: needs a fresh cluster (on the ssh target: --allow-wipe deletes
+	// every node's data). Partition: cuts routes with iptables (on the ssh
+	// target: the simulated hosts, --sim-dir). make test-vps runs the specs
+	// with either label in a run of their own on the simulated hosts only.
+	Wipe      = Label("wipe")
+	Partition = Label("partition")
 )
 
 // Deadlines from the claims, with margins for a loaded 2-core machine.
@@ -69,6 +76,9 @@ type Env struct {
 // cluster's data dir is kept when a spec failed.
 func NewEnv(name string, spec chaos.Spec) *Env {
 	GinkgoHelper()
+	if (spec.Fresh || spec.KVReplicas != 0) && !slices.Contains(CurrentSpecReport().Labels(), "wipe") {
+		Fail("a spec on a fresh cluster must carry the Wipe label: on the ssh target it runs only where wiping is allowed (make test-vps selects it by that label)")
+	}
 	base := filepath.Join(suite.reportDir, "clusters")
 	Expect(os.MkdirAll(base, 0o755)).To(Succeed())
 	dir, err := os.MkdirTemp(base, name+"-")
