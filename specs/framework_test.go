@@ -43,12 +43,6 @@ func Claim(label string) Labels {
 var (
 	Disruptive = Label("disruptive") // stops nodes or cuts routes
 	Slow       = Label("slow")       // observes for tens of seconds
-	// Wipe: needs a fresh cluster (on the ssh target: --allow-wipe deletes
-	// every node's data). Partition: cuts routes with iptables (on the ssh
-	// target: the simulated hosts, --sim-dir). make test-vps runs the specs
-	// with either label in a run of their own on the simulated hosts only.
-	Wipe      = Label("wipe")
-	Partition = Label("partition")
 )
 
 // Deadlines from the claims, with margins for a loaded 2-core machine.

@@ -120,6 +120,16 @@ func moduleRoot(dir string) (string, bool) {
 	}
 }
 
+// Labels of what only the simulated hosts may do; make test-vps runs the
+// specs with either label in a run of their own there, and a live run skips
+// them. Wipe: needs a fresh cluster (ssh target: --allow-wipe deletes every
+// node's data; NewEnv fails a fresh-cluster spec without it). Partition:
+// cuts routes with iptables (ssh target: the simulated hosts, --sim-dir).
+var (
+	Wipe      = Label("wipe")
+	Partition = Label("partition")
+)
+
 // suite holds what every spec shares.
 var suite struct {
 	binary    string
