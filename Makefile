@@ -104,7 +104,10 @@ vps-sim-up: build
 	bin/runbook vps-sim up --dir $(SIMDIR)
 	@mkdir -p $(SIMOUT)
 	bin/runbook sim-nodes-env --dir $(SIMDIR) > $(SIMOUT)/nodes.env
-	@echo "nodes.env for the simulated hosts: $(SIMOUT)/nodes.env (ssh config $(SIM_SSH_CONFIG))"
+	@echo "nodes.env for the simulated hosts: $(SIM_NODES) (ssh config $(SIM_SSH_CONFIG)); e.g."
+	@echo "  bin/runbook certs --nodes $(SIM_NODES) --dir $(SIM_CERTS)"
+	@echo "  bin/runbook deploy --yes $(SIMFLAGS)"
+	@echo "  make specs-live NODES=$(SIM_NODES) CERTS=$(SIM_CERTS) SSH_CONFIG=$(SIM_SSH_CONFIG)"
 
 vps-sim-down: build
 	bin/runbook vps-sim down --dir $(SIMDIR)
