@@ -105,7 +105,14 @@ func resolveInput(name, v string, dirs []string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("--%s %s: no such file or directory (tried %s); give an absolute path, or one relative to the repository root", name, v, strings.Join(tried, ", "))
+	hint := "give an absolute path, or one relative to the repository root"
+	if filepath.IsAbs(v) {
+		hint = "check the path"
+	}
+	if name == "certs" {
+		hint += " (`runbook certs --dir DIR` makes them; make specs-live takes CERTS=DIR)"
+	}
+	return "", fmt.Errorf("--%s %s: no such file or directory (tried %s); %s", name, v, strings.Join(tried, ", "), hint)
 }
 
 // moduleRoot is the nearest directory at or above dir holding go.mod.
