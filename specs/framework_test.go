@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -69,6 +70,9 @@ type Env struct {
 // cluster's data dir is kept when a spec failed.
 func NewEnv(name string, spec chaos.Spec) *Env {
 	GinkgoHelper()
+	if (spec.Fresh || spec.KVReplicas != 0) && !slices.Contains(CurrentSpecReport().Labels(), "wipe") {
+		Fail("a spec on a fresh cluster must carry the Wipe label: on the ssh target it runs only where wiping is allowed (make test-vps selects it by that label)")
+	}
 	base := filepath.Join(suite.reportDir, "clusters")
 	Expect(os.MkdirAll(base, 0o755)).To(Succeed())
 	dir, err := os.MkdirTemp(base, name+"-")

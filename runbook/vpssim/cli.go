@@ -18,7 +18,10 @@ import (
 const usage = `usage: runbook vps-sim COMMAND [--dir DIR] [ARGS]
 
 Simulated hosts (magnus, homer, datardos alias dd) in network namespaces on
-10.77.0.0/24, each running a real sshd. Needs root. DIR defaults to ` + DefaultDir + `.
+10.77.0.0/24, each running a real sshd: homer's on port 2222, datardos's
+reachable only through magnus (ProxyJump). DIR/ssh_config reaches the hosts
+through an Include of DIR/ssh_config.d/; DIR/known_hosts is hashed. Needs
+root. DIR defaults to ` + DefaultDir + `.
 
   up                      create the hosts; prints the ssh_config to use
   down                    remove everything (namespaces, bridge, processes, files)
@@ -135,13 +138,17 @@ func Main(args []string, stdout, stderr io.Writer) int {
 
 func printHosts(w io.Writer, s *Sim) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tALIAS\tIP\tLOGIN\tSTATE")
+	fmt.Fprintln(tw, "HOST\tALIAS\tIP\tSSH\tLOGIN\tSTATE")
 	for _, h := range s.Hosts {
 		state := "down"
 		if pid, err := s.InitPID(h.Name); err == nil {
 			state = fmt.Sprintf("up (sshd pid %d)", pid)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Name, h.Alias, h.IP, h.LoginUser, state)
+		ssh := fmt.Sprintf("port %d", h.Port())
+		if h.JumpVia != "" {
+			ssh += " via " + h.JumpVia
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, h.Alias, h.IP, ssh, h.LoginUser, state)
 	}
 	tw.Flush()
 }
