@@ -59,7 +59,7 @@ type FS struct {
 // Stats counts what a cut threw away.
 type Stats struct {
 	Files          int   // files whose unsynced data was dropped
-	Bytes          int64 // durable bytes written back over unsynced ones
+	Bytes          int64 // unsynced bytes dropped: past the durable size, plus durable bytes written back
 	EntriesDropped int   // dir-fsync: directory entries that were never durable
 	EntriesBack    int   // dir-fsync: durable entries brought back
 	EntriesLost    int   // dir-fsync: durable entries that could not be brought back (a directory renamed away)
@@ -364,6 +364,10 @@ func (f *FS) revert() (Stats, error) {
 	// Data first, through our own descriptors: names do not matter yet.
 	for _, u := range f.files {
 		s.Files++
+		var st unix.Stat_t
+		if unix.Fstat(u.fd, &st) == nil && st.Size > u.size {
+			s.Bytes += st.Size - u.size
+		}
 		s.Bytes += u.bytes()
 		if err := u.restore(); err != nil {
 			errs = append(errs, err)

@@ -3,6 +3,7 @@ package diskfault
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -210,10 +211,13 @@ func runPowerLoss(t *testing.T, c plCase, n int) plResult {
 	}
 	t.Cleanup(func() {
 		for _, nd := range nodes {
+			t0 := time.Now()
 			nd.kill()
+			t1 := time.Now()
 			if nd.fs != nil {
 				_ = nd.fs.Unmount()
 			}
+			t.Logf("cleanup %s: kill %v unmount %v", nd.cfg.Name, t1.Sub(t0), time.Since(t1))
 			_ = nd.log.Close()
 		}
 	})
@@ -332,11 +336,14 @@ func runPowerLoss(t *testing.T, c plCase, n int) plResult {
 	mu.Unlock()
 	res.acked = len(ackedIDs)
 
+	t.Logf("cut and killed %s", time.Now().Format("15:04:05.000"))
 	// Power back: fresh mounts over the durable state, same paths.
 	for _, nd := range nodes {
+		t0 := time.Now()
 		if err := nd.fs.Unmount(); err != nil {
 			t.Fatal(err)
 		}
+		t.Logf("unmount %s after cut: %v", nd.cfg.Name, time.Since(t0))
 		if nd.fs, err = Mount(nd.backing, nd.mnt, Options{MetadataDurable: c.mode}); err != nil {
 			t.Fatal(err)
 		}
@@ -381,6 +388,7 @@ func runPowerLoss(t *testing.T, c plCase, n int) plResult {
 
 func connect(ctx context.Context, t *testing.T, nodes []*plNode) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
+	defer t.Logf("connected %s", time.Now().Format("15:04:05.000"))
 	var urls []string
 	for _, nd := range nodes {
 		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", nd.cfg.Client))
@@ -395,7 +403,7 @@ func connect(ctx context.Context, t *testing.T, nodes []*plNode) (*nats.Conn, je
 			return nc, js
 		}
 		if ctx.Err() != nil {
-			t.Fatalf("connect: %v", err)
+			t.Fatalf("connect: %v\n%s", err, logTails(nodes))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -406,7 +414,11 @@ func connect(ctx context.Context, t *testing.T, nodes []*plNode) (*nats.Conn, je
 func readBack(ctx context.Context, t *testing.T, js jetstream.JetStream) (map[string]bool, bool) {
 	t.Helper()
 	got := map[string]bool{}
+	// A restarted cluster answers 503 or nothing until it has a meta
+	// leader; a 404 that persists for 8 s after that means the meta layer
+	// has no record of the stream.
 	deadline := time.Now().Add(30 * time.Second)
+	var first404 time.Time
 	var s jetstream.Stream
 	var err error
 	for {
@@ -415,6 +427,17 @@ func readBack(ctx context.Context, t *testing.T, js jetstream.JetStream) (map[st
 		c()
 		if err == nil {
 			break
+		}
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			if first404.IsZero() {
+				first404 = time.Now()
+			}
+			if time.Since(first404) > 8*time.Second {
+				t.Logf("stream PL gone after restart: %v", err)
+				return got, true
+			}
+		} else {
+			first404 = time.Time{}
 		}
 		if time.Now().After(deadline) {
 			t.Logf("stream PL not served 30 s after restart: %v", err)
