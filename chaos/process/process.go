@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/chaos/diskfault"
 	"github.com/unibus/clusterkit/chaos/inproc"
 	"github.com/unibus/clusterkit/membershipd/pki"
 )
@@ -36,6 +37,10 @@ type Options struct {
 	// picks a free block outside the ephemeral range.
 	ClientBase, RouteBase, HTTPBase int
 	Log                             *slog.Logger
+	// PowerLossFS puts each node's store on its own chaos/diskfault mount
+	// (that metadata model) so PowerLoss can drop unsynced writes; "" = a
+	// plain directory. Needs FUSE (see PowerLossAvailable).
+	PowerLossFS diskfault.MetadataMode
 }
 
 // Cluster is the process target.
@@ -43,6 +48,7 @@ type Cluster struct {
 	opts   Options
 	layout *pki.Layout
 	nodes  []*Node
+	power  *powerState // nil unless Options.PowerLossFS
 }
 
 // Node is one membershipd process.
@@ -110,6 +116,9 @@ func New(o Options) (*Cluster, error) {
 		}
 		c.nodes = append(c.nodes, n)
 	}
+	if err := c.mountStores(); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -144,9 +153,10 @@ func (c *Cluster) CLI(ctx context.Context, n chaos.Node, args ...string) (chaos.
 	return inproc.RunBinary(ctx, c.opts.Binary, full...)
 }
 
-// Close stops every node.
+// Close stops every node (and unmounts their stores).
 func (c *Cluster) Close() error {
-	return chaos.StopNodes(context.Background(), c.Nodes()...)
+	err := chaos.StopNodes(context.Background(), c.Nodes()...)
+	return errors.Join(err, c.unmountStores())
 }
 
 // Name implements chaos.Node.
