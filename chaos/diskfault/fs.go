@@ -99,9 +99,8 @@ func Mount(backing, mountpoint string, o Options) (*FS, error) {
 	if err != nil {
 		return nil, err
 	}
-	var st unix.Stat_t
-	if err := unix.Stat(backing, &st); err != nil {
-		return nil, fmt.Errorf("diskfault: backing dir: %w", err)
+	if err := unix.Access(backing, unix.W_OK); err != nil {
+		return nil, fmt.Errorf("diskfault: backing dir %s: %w", backing, err)
 	}
 	// A stash left by a process that died before its cut holds only
 	// entries removed through the mount: gone for good.
@@ -110,12 +109,11 @@ func Mount(backing, mountpoint string, o Options) (*FS, error) {
 	}
 	f := &FS{backing: backing, mountpoint: mountpoint, mode: o.MetadataDurable,
 		files: map[inodeKey]*fileUndo{}, dirs: map[inodeKey]*dirUndo{}, stash: -1}
-	lr := &fs.LoopbackRoot{Path: backing, Dev: uint64(st.Dev)}
-	lr.NewNode = func(r *fs.LoopbackRoot, _ *fs.Inode, _ string, _ *syscall.Stat_t) fs.InodeEmbedder {
-		return &node{LoopbackNode: fs.LoopbackNode{RootData: r}, f: f}
+	lr, err := fs.NewLoopbackRoot(backing)
+	if err != nil {
+		return nil, fmt.Errorf("diskfault: %w", err)
 	}
-	root := lr.NewNode(lr, nil, "", nil)
-	lr.RootNode = root
+	root := &node{LoopbackNode: lr.(*fs.LoopbackNode), f: f}
 	// No kernel caching of names or attributes: after a cut the kernel must
 	// not answer from what the filesystem has since forgotten.
 	zero := time.Duration(0)

@@ -14,8 +14,13 @@ import (
 // operation that can change what is on disk is overridden here; the rest
 // (lookup, getattr, readlink, statfs) only read.
 type node struct {
-	fs.LoopbackNode
+	*fs.LoopbackNode
 	f *FS
+}
+
+// WrapChild makes every node the loopback creates one of ours.
+func (n *node) WrapChild(ctx context.Context, ops fs.InodeEmbedder) fs.InodeEmbedder {
+	return &node{LoopbackNode: ops.(*fs.LoopbackNode), f: n.f}
 }
 
 var (
