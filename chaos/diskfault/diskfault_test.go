@@ -433,3 +433,28 @@ func TestBadMode(t *testing.T) {
 		t.Fatal("want an error for an unknown metadata mode")
 	}
 }
+
+func TestCheckpoint(t *testing.T) {
+	for _, m := range modes {
+		t.Run(string(m), func(t *testing.T) {
+			f, _, mnt := mountT(t, m, map[string]string{"gone": "g"})
+			if err := os.Mkdir(filepath.Join(mnt, "d"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			write(t, filepath.Join(mnt, "d", "old"), "checkpointed", false)
+			if err := os.Remove(filepath.Join(mnt, "gone")); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+			write(t, filepath.Join(mnt, "d", "new"), "after", false)
+			_, got := cut(t, f)
+			w := map[string]string{"d/": "", "d/old": "checkpointed"}
+			if m == MetadataImmediate {
+				w["d/new"] = ""
+			}
+			want(t, got, w)
+		})
+	}
+}

@@ -190,6 +190,22 @@ func (f *FS) PowerCut() (Stats, error) {
 	return s[0], err
 }
 
+// Checkpoint makes everything visible now durable, as the kernel's
+// periodic write-back and journal commit eventually would (lazyfs has the
+// same command). A reproducer uses it to say "this state is old enough to be
+// on disk", so a cut tests only what happened after it.
+func (f *FS) Checkpoint() error {
+	done, errno := f.enter()
+	if errno != 0 {
+		return fmt.Errorf("diskfault: checkpoint: %w", errno)
+	}
+	defer done()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.forget()
+	return os.RemoveAll(filepath.Join(f.backing, StashName))
+}
+
 // Pending counts what a cut would drop right now: dirty files and, in
 // dir-fsync mode, directories with unsynced entries.
 func (f *FS) Pending() (files, dirs int) {
