@@ -49,11 +49,11 @@ type FS struct {
 	gate sync.RWMutex
 	dead bool // after a cut: every operation fails with EIO
 
-	mu    sync.Mutex // the undo log
-	files map[inodeKey]*fileUndo
-	dirs  map[inodeKey]*dirUndo
-	stash int // descriptor of the stash directory, -1 until needed
-	stats Stats
+	mu        sync.Mutex // the undo log
+	files     map[inodeKey]*fileUndo
+	dirs      map[inodeKey]*dirUndo
+	stash     int // descriptor of the stash directory, -1 until needed
+	unmounted bool
 }
 
 // Stats counts what a cut threw away.
@@ -140,6 +140,13 @@ func (f *FS) Mode() MetadataMode { return f.mode }
 // Unmount detaches the filesystem. Unsynced writes stay in the backing
 // directory unless PowerCut ran first (an orderly shutdown, not a crash).
 func (f *FS) Unmount() error {
+	f.mu.Lock()
+	gone := f.unmounted
+	f.unmounted = true
+	f.mu.Unlock()
+	if gone {
+		return nil
+	}
 	var err error
 	for i := 0; i < 50; i++ {
 		if err = f.server.Unmount(); err == nil {
@@ -148,6 +155,9 @@ func (f *FS) Unmount() error {
 		time.Sleep(100 * time.Millisecond) // busy: a killed process is still closing files
 	}
 	if err != nil {
+		f.mu.Lock()
+		f.unmounted = false
+		f.mu.Unlock()
 		return fmt.Errorf("diskfault: unmount %s: %w", f.mountpoint, err)
 	}
 	f.server.Wait()
@@ -443,7 +453,6 @@ func (f *FS) revert() (Stats, error) {
 	}
 	f.forget()
 	_ = os.RemoveAll(filepath.Join(f.backing, StashName))
-	f.stats = s
 	return s, errors.Join(errs...)
 }
 
