@@ -271,3 +271,19 @@ func readAll(ctx context.Context, t *testing.T, c *Cluster, node chaos.Node) map
 	}
 	return got
 }
+
+// Without the option a cluster refuses PowerLoss and says why, instead of
+// killing nodes whose page cache would keep every write.
+func TestPowerLossNeedsStoresOnMounts(t *testing.T) {
+	c, err := New(Options{Dir: t.TempDir(), Binary: "/nonexistent/membershipd"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.PowerLossAvailable()
+	if err == nil || !strings.Contains(err.Error(), "FUSE") && !strings.Contains(err.Error(), "PowerLossFS") {
+		t.Fatalf("PowerLossAvailable = %v, want a reason naming FUSE or PowerLossFS", err)
+	}
+	if err := c.PowerLoss(context.Background()); err == nil {
+		t.Fatal("PowerLoss ran on plain store directories")
+	}
+}
