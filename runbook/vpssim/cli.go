@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/unibus/clusterkit/internal/cliflag"
 )
 
 const usage = `usage: runbook vps-sim COMMAND [--dir DIR] [ARGS]
@@ -41,10 +43,16 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("vps-sim "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", DefaultDir, "state directory of the sim (not under /tmp)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return 2
+	// Flags go anywhere, except inside exec's command: `exec HOST CMD ARGS`
+	// passes everything from CMD on untouched.
+	o := cliflag.Options{}
+	if cmd == "exec" {
+		o.MaxPositional = 2
 	}
-	rest := fs.Args()
+	rest, err := cliflag.Parse(fs, args[1:], o)
+	if err != nil {
+		return cliflag.Report(fs, err, stderr)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fail := func(err error) int {
