@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -187,6 +189,33 @@ func TestUsageNamesNotMangled(t *testing.T) {
 		}
 		if n == 0 {
 			t.Errorf("%v -h printed no flags:\n%s", cmd, stderr)
+		}
+	}
+}
+
+// The built binary, as the operator runs it: flags after `user add` are
+// honoured, and an unknown one is exit 2 naming it.
+func TestBinaryFlagOrder(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	f := newFixture(t)
+	bin := filepath.Join(t.TempDir(), "runbook")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"user", "add", "--handle", "h", "--role", "admin", "--sign-pub", hex64, "--nodes", f.bad, "-F", f.conflict}, f.bad},
+		{[]string{"user", "add", "--handle", "h", "--role", "admin", "--sign-pub", hex64, "--nodes", f.good, "-F", f.conflict}, f.conflict},
+		{[]string{"user", "add", "--handle", "h", "--nodes", f.good, "--frob"}, "flag provided but not defined: -frob"},
+	} {
+		out, err := exec.Command(bin, c.args...).CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), c.want) {
+			t.Errorf("runbook %q: %v, want exit 2 naming %q:\n%s", c.args, err, c.want, out)
 		}
 	}
 }
