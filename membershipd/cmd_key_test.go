@@ -148,3 +148,27 @@ func TestUserListHidesRevokedSpecUsers(t *testing.T) {
 		t.Fatalf("user list --all = %v, want all four", got)
 	}
 }
+
+// Go's flag package takes a `quoted` word in a usage string as the flag's
+// argument name; every -h shows one-word names.
+func TestUsageNamesNotMangled(t *testing.T) {
+	flagLine := regexp.MustCompile(`^  -[A-Za-z][\w-]*( [a-z]+)?$`)
+	for _, cmd := range [][]string{{"serve"}, {"version"}, {"cluster", "report"}, {"kv", "scale"}, {"user", "add"}, {"user", "list"}, {"user", "revoke"}, {"migrate-to-kv"}, {"key", "new"}} {
+		code, stdout, stderr := membershipd(append(cmd, "-h")...)
+		if code != 0 {
+			t.Fatalf("%v -h: exit %d", cmd, code)
+		}
+		n := 0
+		for _, line := range strings.Split(stdout+stderr, "\n") {
+			if strings.HasPrefix(line, "  -") {
+				n++
+				if !flagLine.MatchString(line) {
+					t.Errorf("%v -h: mangled flag line %q", cmd, line)
+				}
+			}
+		}
+		if n == 0 {
+			t.Errorf("%v -h printed no flags", cmd)
+		}
+	}
+}
