@@ -1,6 +1,7 @@
-// Command runbook is the operator's tool for the runbook's steps. Today it
-// has one command, local-cluster: three membershipd processes on loopback
-// with freshly minted certificates, for poking at a real cluster locally.
+// Command runbook is the operator's tool for the runbook's steps: certs,
+// deploy, start, stop, verify, scale-r3, rollout and user, against the hosts
+// in nodes.env over SSH; local-cluster and vps-sim for trying it locally.
+// Every command takes its flags before or after its other words.
 package main
 
 import (
