@@ -199,11 +199,12 @@ func TestBinaryFlagOrder(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	f := newFixture(t)
+	// Built before newFixture moves HOME (the go build cache lives there).
 	bin := filepath.Join(t.TempDir(), "runbook")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	f := newFixture(t)
 	for _, c := range []struct {
 		args []string
 		want string
