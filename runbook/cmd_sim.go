@@ -13,8 +13,8 @@ import (
 func cmdSimNodesEnv(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("runbook sim-nodes-env", flag.ContinueOnError)
 	dir := fs.String("dir", vpssim.DefaultDir, "simulation state dir")
-	if !parseFlags(fs, args, stderr) {
-		return 2
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
 	sim, err := vpssim.Load(*dir)
 	if err != nil {

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/unibus/clusterkit/internal/cliflag"
 )
 
 const usage = `usage: runbook vps-sim COMMAND [--dir DIR] [ARGS]
@@ -40,14 +42,29 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
-	cmd := args[0]
-	fs := flag.NewFlagSet("vps-sim "+cmd, flag.ContinueOnError)
+	fs := flag.NewFlagSet("vps-sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", DefaultDir, "state directory of the sim (not under /tmp)")
-	if err := fs.Parse(args[1:]); err != nil {
+	// Flags go anywhere (`--dir D up`, `up --dir D`), except inside exec's
+	// command: `exec HOST CMD ARGS` passes everything from CMD on untouched.
+	// First the command word, then the rest by the command's rule.
+	first, err := cliflag.Parse(fs, args, cliflag.Options{MaxPositional: 1})
+	if err != nil {
+		return cliflag.Report(fs, err, stderr)
+	}
+	if len(first) == 0 {
+		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	rest := fs.Args()
+	cmd := first[0]
+	o := cliflag.Options{}
+	if cmd == "exec" {
+		o.MaxPositional = 2
+	}
+	rest, err := cliflag.Parse(fs, first[1:], o)
+	if err != nil {
+		return cliflag.Report(fs, err, stderr)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fail := func(err error) int {
