@@ -6,7 +6,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/unibus/clusterkit/internal/cliflag"
+	"github.com/unibus/clusterkit/membershipd/cliflag"
 	"github.com/unibus/clusterkit/membershipd/node"
 )
 

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/unibus/clusterkit/internal/cliflag"
+	"github.com/unibus/clusterkit/membershipd/cliflag"
 )
 
 // parseArgs parses fs with flags in any position (before, between or after

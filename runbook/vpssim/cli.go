@@ -14,7 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/unibus/clusterkit/internal/cliflag"
+	"github.com/unibus/clusterkit/membershipd/cliflag"
 )
 
 const usage = `usage: runbook vps-sim COMMAND [--dir DIR] [ARGS]
