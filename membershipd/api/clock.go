@@ -18,8 +18,11 @@ import "time"
 //	NonceTTL >= 2*Window + 2*MaxClockSkew
 //
 // (10 min >= 60 s + 4 min: holds; TestNonceTTLCoversWindowAndSkew checks
-// it against the bucket's real TTL). Run NTP: a skew beyond MaxClockSkew
-// reopens the replay window.
+// it against the bucket's real TTL). Run NTP. Every node estimates its
+// peers' clock offsets from their pongs and refuses signed requests (503
+// naming the peer) while any answering peer is more than MaxClockSkew off
+// (membershipd/node/clockskew.go), so a skew beyond it cannot reopen the
+// replay window.
 const MaxClockSkew = 2 * time.Minute
 
 // MinNonceTTL is the shortest nonce TTL that keeps replays out under

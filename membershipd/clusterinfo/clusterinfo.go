@@ -121,6 +121,11 @@ type Pong struct {
 	// answering node's own peers (the pinger excluded), -1 if none.
 	HopAgeMS    int64 `json:"hop_age_ms"`
 	HopStreakMS int64 `json:"hop_streak_ms"`
+	// NowMS is the answering node's wall clock (Unix ms) when it answered:
+	// the pinger estimates the clock offset between the two nodes from it
+	// (anti-replay tolerates a bounded skew; see api.MaxClockSkew). 0 from
+	// an older peer.
+	NowMS int64 `json:"now_ms,omitempty"`
 }
 
 // Route is one route as the answering node sees it.

@@ -59,14 +59,16 @@ type Node struct {
 	// sysGuard drops messages on the internal subjects that a member had
 	// the server deliver there (clusterinfo.InboxPrefix).
 	sysGuard clusterinfo.Guard
-	js       jetstream.JetStream
-	http     *http.Server
-	gate     *quorum.Tracker
-	auth     *authn.Authenticator
-	id       *identity.Identity
-	allow    allowlist
-	users    store.Users // the control-plane users store (KV or SQLite)
-	api      *api.Server // the signed control plane (nil on a SQLite node)
+	// skew estimates each peer's clock offset from its pongs (clockskew.go).
+	skew  skewTracker
+	js    jetstream.JetStream
+	http  *http.Server
+	gate  *quorum.Tracker
+	auth  *authn.Authenticator
+	id    *identity.Identity
+	allow allowlist
+	users store.Users // the control-plane users store (KV or SQLite)
+	api   *api.Server // the signed control plane (nil on a SQLite node)
 
 	started time.Time
 	cancel  context.CancelFunc
@@ -327,6 +329,7 @@ func (n *Node) subscribe() error {
 				pong.HopAgeMS, pong.HopStreakMS = age.Milliseconds(), streak.Milliseconds()
 			}
 		}
+		pong.NowMS = time.Now().UnixMilli()
 		b, _ := json.Marshal(pong)
 		_ = m.Respond(b)
 	}); err != nil {
@@ -506,6 +509,9 @@ func (n *Node) pingLoop(ctx context.Context) {
 			if !ok || now.Sub(at) >= pingKeep {
 				return
 			}
+			if p.NowMS != 0 {
+				n.skew.observe(p.Node, at, now, p.NowMS)
+			}
 		}
 		n.gate.PeerReported(quorum.PeerReport{
 			Node: p.Node, AnsweredAt: now,
@@ -594,7 +600,7 @@ func (n *Node) startHTTP() error {
 	mux.HandleFunc("GET /healthz", n.serveHealthz)
 	if n.js != nil {
 		n.api = api.New(api.Deps{
-			Node: n.cfg.Name, JS: n.js, Replicas: n.cfg.KVReplicas, Gate: n.serving,
+			Node: n.cfg.Name, JS: n.js, Replicas: n.cfg.KVReplicas, Gate: n.apiGate,
 			MaxConsumers: n.cfg.RoomMaxConsumers, Cluster: n.cfg.Cluster,
 			Lookup: n.allow.Lookup, Log: n.log.With("component", "api"), Limits: n.cfg.Rooms,
 			WaitApplied: func(ctx context.Context, rev uint64) []string {
