@@ -260,9 +260,11 @@ func Explain(err error, knownPeers, replicas int) string {
 // followerCurrent: the server's Current flag, or a follower that answered
 // within the last second and trails by a handful of messages. The nonces
 // bucket takes a heartbeat write from every node four times a second, so
-// a healthy follower is caught between two of them half the time.
+// a healthy follower is caught between two of them half the time. A peer
+// the leader has not heard from at all (Active == 0, "not seen") is a dead
+// follower, not a fresh one.
 func followerCurrent(p *jetstream.PeerInfo) bool {
-	if p.Offline {
+	if p.Offline || p.Active == 0 {
 		return false
 	}
 	return p.Current || (p.Active < time.Second && p.Lag <= 8)
