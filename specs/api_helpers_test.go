@@ -14,6 +14,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/membershipd/api"
 	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/pki"
 )
@@ -59,6 +60,12 @@ func (e *Env) call(n chaos.Node, id *identity.Identity, method, path string, in,
 	GinkgoWriter.Printf("%s %s on %s -> %d %s\n", method, path, n.Name(), code, b)
 	if out != nil && code < 300 {
 		Expect(json.Unmarshal(b, out)).To(Succeed())
+	}
+	if method == "POST" && path == api.PathRooms && code == 201 {
+		var room api.Room
+		if json.Unmarshal(b, &room) == nil {
+			noteSpecRoom(room.ID)
+		}
 	}
 	return code
 }

@@ -3,10 +3,16 @@ package specs
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/membershipd/clusterinfo"
 	"github.com/unibus/clusterkit/membershipd/store/kv"
 )
@@ -41,4 +47,68 @@ func usersLeaderVia(ctx context.Context, nc *nats.Conn) string {
 		return ""
 	}
 	return st.Leader
+}
+
+// bucketFollowers is "current/followers" per bucket as node n's cluster
+// report tells it (empty when the report fails).
+func bucketFollowers(ctx context.Context, env *Env, n chaos.Node) map[string]string {
+	r, err := env.Cluster.CLI(ctx, n, "cluster", "report", "--json", "--nodes", "3")
+	if err != nil || r.ExitCode != 0 {
+		return nil
+	}
+	var rep clusterinfo.Report
+	if json.Unmarshal([]byte(r.Stdout), &rep) != nil {
+		return nil
+	}
+	out := map[string]string{}
+	for _, b := range rep.Buckets {
+		out[b.Bucket] = fmt.Sprintf("%d/%d", b.FollowersCurrent, b.Followers)
+	}
+	return out
+}
+
+// stopUsersFollower stops a node that does not lead the users bucket and
+// restarts it after the spec.
+func stopUsersFollower(ctx context.Context, env *Env) chaos.Node {
+	GinkgoHelper()
+	leader := ""
+	Eventually(func() string {
+		leader = usersLeader(ctx, env)
+		return leader
+	}).WithContext(ctx).WithTimeout(10 * time.Second).ShouldNot(BeEmpty())
+	var follower chaos.Node
+	for _, n := range env.Cluster.Nodes() {
+		if n.Name() != leader {
+			follower = n
+			break
+		}
+	}
+	Expect(follower.Stop(ctx)).To(Succeed())
+	DeferCleanup(env.RestartStopped, NodeTimeout(restartBudget+30*time.Second))
+	return follower
+}
+
+// waitFollowers waits until node n reports want ("1/2") for every listed
+// bucket, then checks that it keeps saying so. NATS itself keeps a stopped
+// follower "current" for up to its lost-quorum interval (10 s) after the
+// last contact, so the first reports after a graceful stop may lag; a dead
+// follower must never be reported current after that.
+func waitFollowers(ctx context.Context, env *Env, n chaos.Node, want string, buckets ...string) {
+	GinkgoHelper()
+	match := func(g Gomega) {
+		got := bucketFollowers(ctx, env, n)
+		for _, b := range buckets {
+			g.Expect(got).To(HaveKeyWithValue(b, want), "%s on %s", b, n.Name())
+		}
+	}
+	start := time.Now()
+	Eventually(match).WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(500 * time.Millisecond).Should(Succeed())
+	AddReportEntry("follower stopped to followers_current="+want+" reported", time.Since(start).Round(100*time.Millisecond).String(), ReportEntryVisibilityFailureOrVerbose)
+	Consistently(match).WithContext(ctx).WithTimeout(5 * time.Second).WithPolling(time.Second).Should(Succeed())
+}
+
+// waitUsersFollowers is waitFollowers for the users bucket.
+func waitUsersFollowers(ctx context.Context, env *Env, n chaos.Node, want string) {
+	GinkgoHelper()
+	waitFollowers(ctx, env, n, want, kv.UsersBucket)
 }
