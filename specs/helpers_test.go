@@ -50,10 +50,12 @@ func usersLeaderVia(ctx context.Context, nc *nats.Conn) string {
 }
 
 // bucketFollowers is "current/followers" per bucket as node n's cluster
-// report tells it (empty when the report fails).
+// report tells it (nil when there is no report). With a node down the
+// report exits 1 (it lists the missing node as a problem) but still
+// reports the buckets.
 func bucketFollowers(ctx context.Context, env *Env, n chaos.Node) map[string]string {
 	r, err := env.Cluster.CLI(ctx, n, "cluster", "report", "--json", "--nodes", "3")
-	if err != nil || r.ExitCode != 0 {
+	if err != nil {
 		return nil
 	}
 	var rep clusterinfo.Report
@@ -111,4 +113,23 @@ func waitFollowers(ctx context.Context, env *Env, n chaos.Node, want string, buc
 func waitUsersFollowers(ctx context.Context, env *Env, n chaos.Node, want string) {
 	GinkgoHelper()
 	waitFollowers(ctx, env, n, want, kv.UsersBucket)
+}
+
+// bucketLeader is bucket's leader and "current/followers" as node n's
+// cluster report tells it.
+func bucketLeader(ctx context.Context, env *Env, n chaos.Node, bucket string) (string, string) {
+	r, err := env.Cluster.CLI(ctx, n, "cluster", "report", "--json", "--nodes", "3")
+	if err != nil {
+		return "", ""
+	}
+	var rep clusterinfo.Report
+	if json.Unmarshal([]byte(r.Stdout), &rep) != nil {
+		return "", ""
+	}
+	for _, b := range rep.Buckets {
+		if b.Bucket == bucket {
+			return b.Leader, fmt.Sprintf("%d/%d", b.FollowersCurrent, b.Followers)
+		}
+	}
+	return "", ""
 }

@@ -231,14 +231,30 @@ var _ = Describe("Add users to the live cluster", Ordered, func() {
 			return leaderName
 		}).WithTimeout(10 * time.Second).ShouldNot(BeEmpty())
 		leader := env.Cluster.Node(leaderName)
-		Expect(leader.Stop(ctx)).To(Succeed())
-		DeferCleanup(env.RestartStopped, NodeTimeout(restartBudget+30*time.Second))
 		survivor := Others(env.Cluster, leader)[0]
+		DeferCleanup(env.RestartStopped, NodeTimeout(restartBudget+30*time.Second))
+		if p, ok := env.Cluster.(chaos.Partitioner); ok && p.CanPartition() {
+			// A crash, as kill -9 is: no goodbye, so the new leader has
+			// never heard from the old one ("not seen" in NATS's peer list).
+			By("cutting every route of " + leaderName + " (a crash as the others see it)")
+			Expect(p.Isolate(leader, "blackhole")).To(Succeed())
+			DeferCleanup(func(ctx SpecContext) {
+				Expect(p.HealAll()).To(Succeed())
+				env.WaitHealthy(ctx, restartBudget, env.Cluster.Nodes()...)
+			}, NodeTimeout(restartBudget+30*time.Second))
+			Eventually(func() string {
+				l, _ := bucketLeader(ctx, env, survivor, kv.UsersBucket)
+				return l
+			}).WithContext(ctx).WithTimeout(30*time.Second).WithPolling(500*time.Millisecond).Should(And(Not(BeEmpty()), Not(Equal(leaderName))), "a new users leader among the survivors")
+		} else {
+			Expect(leader.Stop(ctx)).To(Succeed())
+		}
 
 		id, err := identity.Generate()
 		Expect(err).NotTo(HaveOccurred())
 		// One attempt: the command itself must commit (a graceful stop
-		// hands the stream to a new leader in milliseconds).
+		// hands the stream to a new leader in milliseconds; after a crash
+		// the spec waited for the new leader above).
 		r := env.CLI(ctx, survivor, "user", "add", "--store", "kv", "--handle", SpecHandle("dave"), "--role", "member", "--sign-pub", id.SignPub())
 		Expect(r.ExitCode).To(Equal(0), "user add with %s down: %s", leaderName, r.Stderr)
 		Expect(r.Stdout).To(ContainSubstring(`added user "` + SpecHandle("dave") + `"`))
