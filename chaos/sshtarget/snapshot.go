@@ -211,11 +211,16 @@ func (c *Cluster) Snapshot(ctx context.Context, keep bool) (*Snapshot, error) {
 		}
 		cmds = append(cmds, "printf '%s\\n' "+quoteAll(manifest)+" > "+SnapshotDir+"/manifest", "chmod 0600 "+SnapshotDir+"/manifest")
 		r, err := n.sudo(ctx, strings.Join(cmds, " && "))
-		if err != nil {
-			return nil, fmt.Errorf("snapshot %s: %w", n.row.Name, err)
+		if err == nil && r.ExitCode != 0 {
+			err = fmt.Errorf("exit %d: %s", r.ExitCode, strings.TrimSpace(r.Stderr))
 		}
-		if r.ExitCode != 0 {
-			return nil, fmt.Errorf("snapshot %s: exit %d: %s", n.row.Name, r.ExitCode, strings.TrimSpace(r.Stderr))
+		if err != nil {
+			// None existed before this call (checked above): leave no
+			// half-made snapshot that would block the next run.
+			if rerr := c.Release(ctx); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+			return nil, fmt.Errorf("snapshot %s: %w", n.row.Name, err)
 		}
 	}
 	s.Kept = true
