@@ -133,3 +133,27 @@ func bucketLeader(ctx context.Context, env *Env, n chaos.Node, bucket string) (s
 	}
 	return "", ""
 }
+
+// waitSettled waits until every node's cluster report is clean (exit 0:
+// every server routed and in quorum) and shows every bucket with 2/2
+// followers current: the cluster as a spec found it.
+func waitSettled(ctx context.Context, env *Env) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		for _, n := range env.Cluster.Nodes() {
+			r, err := env.Cluster.CLI(ctx, n, "cluster", "report", "--json", "--nodes", "3")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(r.ExitCode).To(Equal(0), "cluster report on %s: %s%s", n.Name(), r.Stdout, r.Stderr)
+			var rep clusterinfo.Report
+			g.Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed())
+			g.Expect(rep.Servers).To(HaveLen(len(env.Cluster.Nodes())))
+			for _, sv := range rep.Servers {
+				g.Expect(sv.InQuorum).To(BeTrue(), "%s: %s", sv.Node, sv.Reason)
+			}
+			// A follower the meta layer still counts offline is not current.
+			for _, b := range rep.Buckets {
+				g.Expect(fmt.Sprintf("%d/%d", b.FollowersCurrent, b.Followers)).To(Equal("2/2"), "%s on %s", b.Bucket, n.Name())
+			}
+		}
+	}).WithContext(ctx).WithTimeout(60 * time.Second).WithPolling(time.Second).Should(Succeed())
+}

@@ -239,6 +239,10 @@ var _ = Describe("Add users to the live cluster", Ordered, func() {
 			DeferCleanup(func(ctx SpecContext) {
 				Expect(p.HealAll()).To(Succeed())
 				env.WaitHealthy(ctx, restartBudget, env.Cluster.Nodes()...)
+				// Healthy is not enough for the next spec: the meta layer
+				// may still count the healed node offline and refuse to
+				// place an R3 stream (a new room) for a while.
+				waitSettled(ctx, env)
 			}, NodeTimeout(restartBudget+30*time.Second))
 			Eventually(func() string {
 				l, _ := bucketLeader(ctx, env, survivor, kv.UsersBucket)
