@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/membershipd/api"
 	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/store"
 	"github.com/unibus/clusterkit/membershipd/store/kv"
@@ -234,16 +235,24 @@ var _ = Describe("Add users to the live cluster", Ordered, func() {
 		if p, ok := env.Cluster.(chaos.Partitioner); ok && p.CanPartition() {
 			// A crash, as kill -9 is: no goodbye, so the new leader has
 			// never heard from the old one ("not seen" in NATS's peer list).
+			prober := env.AddUser(ctx, survivor, "placement-probe", identity.RoleMember)
 			By("cutting every route of " + leaderName + " (a crash as the others see it)")
 			Expect(p.Isolate(leader, "blackhole")).To(Succeed())
 			DeferCleanup(func(ctx SpecContext) {
 				Expect(p.HealAll()).To(Succeed())
+				healed := time.Now()
 				env.WaitHealthy(ctx, restartBudget, env.Cluster.Nodes()...)
-				// Healthy is not enough for the next spec: the meta layer
-				// may still count the healed node offline and refuse to
-				// place an R3 stream (a new room) for a while.
 				waitSettled(ctx, env)
-			}, NodeTimeout(restartBudget+30*time.Second))
+				// Healthy and every bucket current is not yet enough for
+				// the next spec: the meta layer may still count the healed
+				// node offline and refuse to place a new R3 stream ("no
+				// suitable peers for placement, peer offline"). Wait until
+				// a room can be created again.
+				Eventually(func() int {
+					return env.call(survivor, prober, "POST", api.PathRooms, api.CreateRoomRequest{Name: "spec-placement-" + randomHex(4), WrappedKey: "probe"}, nil)
+				}).WithContext(ctx).WithTimeout(2*time.Minute).WithPolling(2*time.Second).Should(Equal(201), "a new room (R3 stream) after the heal")
+				AddReportEntry("crashed leader healed to new R3 streams placeable again", time.Since(healed).Round(100*time.Millisecond).String(), ReportEntryVisibilityFailureOrVerbose)
+			}, NodeTimeout(2*restartBudget+30*time.Second))
 			Eventually(func() string {
 				l, _ := bucketLeader(ctx, env, survivor, kv.UsersBucket)
 				return l
