@@ -52,6 +52,12 @@ specs: build
 
 test: lint unit specs
 
+# Every claim alone (--label-filter=claim:<id>): each must pass by itself,
+# as `ginkgo --label-filter=claim:<id>` is how one claim is run. CI runs it.
+.PHONY: specs-each
+specs-each: build
+	specs/each-claim.sh
+
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./membershipd/... ./chaos/...
 

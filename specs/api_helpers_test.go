@@ -80,5 +80,11 @@ func (e *Env) call(n chaos.Node, id *identity.Identity, method, path string, in,
 	if out != nil && code < 300 {
 		Expect(json.Unmarshal(b, out)).To(Succeed())
 	}
+	if method == "POST" && path == api.PathRooms && code == 201 {
+		var room api.Room
+		if json.Unmarshal(b, &room) == nil {
+			noteSpecRoom(room.ID)
+		}
+	}
 	return code
 }

@@ -23,15 +23,20 @@ import (
 var _ = Describe("Bring up", func() {
 
 	Context("three nodes started together", Ordered, func() {
-		var env *Env
+		var (
+			env  *Env
+			took time.Duration
+		)
 
+		// The nodes start here, not in the first spec, so every claim of
+		// the container also passes alone (--label-filter=claim:r3).
 		BeforeAll(func(ctx SpecContext) {
 			env = NewEnv("bringup", chaos.Spec{})
+			took = env.StartAll(ctx)
 		})
 
 		It("form a quorum: every node healthy with the full posture, one meta leader, all routed",
 			Claim("claim:quorum-start"), func(ctx SpecContext) {
-				took := env.StartAll(ctx)
 				AddReportEntry("start to quorum, three nodes together", took.Round(time.Millisecond).String(), ReportEntryVisibilityFailureOrVerbose)
 
 				leaders := map[string]int{}
@@ -120,6 +125,20 @@ var _ = Describe("Bring up", func() {
 			r := env.CLI(ctx, env.Cluster.Nodes()[2], "cluster", "report")
 			Expect(strings.Count(r.Stdout, "followers_current=2/2")).To(Equal(6), r.Stdout)
 		})
+
+		It("report 1/2 followers current on every bucket with a follower stopped, never 2/2", Claim("claim:r3"), Disruptive, func(ctx SpecContext) {
+			follower := stopUsersFollower(ctx, env)
+			survivor := Others(env.Cluster, follower)[0]
+			var names []string
+			for _, b := range kv.Buckets {
+				names = append(names, b.Name)
+			}
+			waitFollowers(ctx, env, survivor, "1/2", names...)
+			r := env.CLI(ctx, survivor, "cluster", "report")
+			Expect(r.ExitCode).To(Equal(1), "a node is down: the report names it as a problem")
+			Expect(strings.Count(r.Stdout, "followers_current=1/2")).To(Equal(len(kv.Buckets)), r.Stdout)
+			Expect(r.Stdout).NotTo(ContainSubstring("followers_current=2/2"))
+		})
 	})
 
 	Context("one node started alone", Ordered, Wipe, func() {
@@ -128,16 +147,17 @@ var _ = Describe("Bring up", func() {
 			lone chaos.Node
 		)
 
-		BeforeAll(func() {
+		// The lone node starts here so each claim also passes alone.
+		BeforeAll(func(ctx SpecContext) {
 			env = NewEnv("lone", chaos.Spec{Fresh: true})
 			lone = env.Cluster.Nodes()[0]
+			Expect(lone.Start(ctx)).To(Succeed())
+			env.WaitAnswering(ctx, lone) // a unit's start returns before the process listens
 		})
 
 		It("never serves: healthz 503 naming quorum for the whole window, no bucket, no client",
 			Claim("claim:no-self-serve"), Slow, func(ctx SpecContext) {
 				const window = 12 * time.Second // the claim asks ≥ 10 s
-				Expect(lone.Start(ctx)).To(Succeed())
-				env.WaitAnswering(ctx, lone) // a unit's start returns before the process listens
 				w := env.Health.Watch(ctx, 250*time.Millisecond, lone)
 				// The on-node CLI connects over loopback with the internal
 				// identity, the most privileged client there is.

@@ -117,7 +117,7 @@ var _ = Describe("Stage the nodes and roll upgrades", Ordered, func() {
 		Expect(snapshot(ctx)).To(Equal(before))
 	})
 
-	It("stages everything atomically with secrets 0600, starts nothing, and a second run changes nothing", Claim("claim:deploy-apply"), func(ctx SpecContext) {
+	It("stages everything atomically with secrets 0600, starts nothing, and a second run changes nothing", Claim("claim:deploy-apply"), WritesHosts, func(ctx SpecContext) {
 		first := env.Cluster.Nodes()[0].(*sshtarget.Node)
 		By("converging every host first (the binary built here may be newer)")
 		conv := runbook(ctx, "deploy", "--yes")
@@ -159,7 +159,10 @@ var _ = Describe("Stage the nodes and roll upgrades", Ordered, func() {
 	})
 
 	It("rolls a new binary one node at a time with a backup, and stops at the first node that does not return to health",
-		Claim("claim:rolling-upgrade"), Disruptive, Slow, func(ctx SpecContext) {
+		Claim("claim:rolling-upgrade"), Disruptive, WritesHosts, Slow, func(ctx SpecContext) {
+			// Whatever happens below, the operator's binary goes back on
+			// every node (the suite's snapshot), one node at a time.
+			DeferCleanup(func(ctx SpecContext) { restoreHosts(ctx) }, NodeTimeout(time.Duration(len(env.Cluster.Nodes())+1)*(restartBudget+30*time.Second)))
 			version := "spec-upgrade-" + randomHex(4)
 			newBin := filepath.Join(env.Dir, "membershipd-new")
 			build := exec.CommandContext(ctx, "go", "build", "-o", newBin, "-ldflags", "-X github.com/unibus/clusterkit/membershipd/node.Version="+version, "./membershipd")
@@ -185,12 +188,6 @@ var _ = Describe("Stage the nodes and roll upgrades", Ordered, func() {
 			broken := filepath.Join(env.Dir, "membershipd-broken")
 			Expect(os.WriteFile(broken, []byte("#!/bin/sh\necho broken build >&2\nexit 1\n"), 0o755)).To(Succeed())
 			first := env.Cluster.Nodes()[0]
-			DeferCleanup(func(ctx SpecContext) {
-				res, err := first.(*sshtarget.Node).Sudo(ctx, "cp -a "+deploy.BinaryPath+".bak "+deploy.BinaryPath+" && systemctl restart "+deploy.UnitName)
-				Expect(err).NotTo(HaveOccurred())
-				Expect(res.ExitCode).To(Equal(0), res.Stderr)
-				env.WaitHealthy(ctx, restartBudget, env.Cluster.Nodes()...)
-			}, NodeTimeout(restartBudget+30*time.Second))
 			r = runbook(ctx, "rollout", "--binary", broken, "--wait", "20s")
 			Expect(r.ExitCode).To(Equal(1))
 			Expect(r.Stderr).To(ContainSubstring("stopped at " + first.Name()))
@@ -200,6 +197,13 @@ var _ = Describe("Stage the nodes and roll upgrades", Ordered, func() {
 				Expect(p.Code).To(Equal(200), "%s untouched and serving: %s", n.Name(), p)
 				Expect(p.Health.Version).To(Equal(version), "%s kept its binary", n.Name())
 			}
+
+			By("restoring the operator's binary: every node healthy on the operator's version, the backup the operator's")
+			res := restoreHosts(ctx)
+			AddReportEntry("rolling upgrade: restore the operator's binary (nodes restarted one at a time)",
+				fmt.Sprintf("%s, restarted %v", res.Took.Round(time.Millisecond), res.Restarted))
+			Expect(res.Restarted).To(HaveLen(len(env.Cluster.Nodes())), "every node ran the spec's build")
+			expectOperatorsVersion(ctx, env)
 		})
 })
 

@@ -57,6 +57,9 @@ var _ = Describe("Chaos: one node down mid-stream", Ordered, func() {
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
 		rep, err := probe.Run(rctx, cfg)
+		if rep.RoomID != "" {
+			noteSpecRoom(rep.RoomID)
+		}
 		Expect(err).NotTo(HaveOccurred())
 		Evidence("clientcheck-report", rep)
 		var victim chaos.Node

@@ -43,6 +43,10 @@ func Claim(label string) Labels {
 var (
 	Disruptive = Label("disruptive") // stops nodes or cuts routes
 	Slow       = Label("slow")       // observes for tens of seconds
+	// WritesHosts: writes files on the deployed hosts (deploy --yes, a
+	// rollout, cluster.env). Like disruptive, it needs --allow-disruptive
+	// on the ssh target: a read-only live run writes nothing.
+	WritesHosts = Label("writes-hosts")
 )
 
 // Deadlines from the claims, with margins for a loaded 2-core machine.
@@ -84,10 +88,8 @@ func NewEnv(name string, spec chaos.Spec) *Env {
 	if *flagTarget == "ssh" && spec.KVReplicas != 0 {
 		spec.Fresh = true // buckets are created at the replica count only once
 	}
-	o := target.Options{Name: *flagTarget, Binary: suite.binary, Log: suite.log, Size: *flagSize,
-		NodesFile: *flagNodes, CertsDir: *flagCerts, AllowWipe: *flagWipe, SimDir: *flagSimDir,
-		SSH: sshx.Options{ConfigFile: *flagSSHConfig, Agent: true}}
-	c, err := target.New(o, spec)
+	failuresBefore := suite.failures
+	c, err := target.New(targetOptions(), spec)
 	Expect(err).NotTo(HaveOccurred())
 	if r, ok := c.(resetter); ok {
 		// A deployed cluster: leave it running and healthy after the spec.
@@ -125,7 +127,11 @@ func NewEnv(name string, spec chaos.Spec) *Env {
 		}
 	}
 	DeferCleanup(func() {
-		if !suite.failed && !*flagKeep {
+		// This cleanup runs before ReportAfterEach counts the current
+		// spec, so its own report says whether it failed; earlier specs of
+		// an Ordered container were counted already.
+		failed := CurrentSpecReport().Failed() || suite.failures > failuresBefore
+		if !failed && !*flagKeep {
 			_ = os.RemoveAll(dir)
 		} else {
 			GinkgoWriter.Printf("cluster data kept in %s\n", dir)
@@ -135,6 +141,13 @@ func NewEnv(name string, spec chaos.Spec) *Env {
 	hc, err := chaos.NewHealthClient(c.TLS().ClientCA)
 	Expect(err).NotTo(HaveOccurred())
 	return &Env{Cluster: c, Health: hc, Dir: dir}
+}
+
+// targetOptions are the suite's target settings.
+func targetOptions() target.Options {
+	return target.Options{Name: *flagTarget, Binary: suite.binary, Log: suite.log, Size: *flagSize,
+		NodesFile: *flagNodes, CertsDir: *flagCerts, AllowWipe: *flagWipe, SimDir: *flagSimDir,
+		SSH: sshx.Options{ConfigFile: *flagSSHConfig, Agent: true}}
 }
 
 // StartAll starts every node together and waits for quorum; it returns

@@ -3,10 +3,16 @@ package specs
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/membershipd/clusterinfo"
 	"github.com/unibus/clusterkit/membershipd/store/kv"
 )
@@ -41,4 +47,113 @@ func usersLeaderVia(ctx context.Context, nc *nats.Conn) string {
 		return ""
 	}
 	return st.Leader
+}
+
+// bucketFollowers is "current/followers" per bucket as node n's cluster
+// report tells it (nil when there is no report). With a node down the
+// report exits 1 (it lists the missing node as a problem) but still
+// reports the buckets.
+func bucketFollowers(ctx context.Context, env *Env, n chaos.Node) map[string]string {
+	r, err := env.Cluster.CLI(ctx, n, "cluster", "report", "--json", "--nodes", "3")
+	if err != nil {
+		return nil
+	}
+	var rep clusterinfo.Report
+	if json.Unmarshal([]byte(r.Stdout), &rep) != nil {
+		return nil
+	}
+	out := map[string]string{}
+	for _, b := range rep.Buckets {
+		out[b.Bucket] = fmt.Sprintf("%d/%d", b.FollowersCurrent, b.Followers)
+	}
+	return out
+}
+
+// stopUsersFollower stops a node that does not lead the users bucket and
+// restarts it after the spec.
+func stopUsersFollower(ctx context.Context, env *Env) chaos.Node {
+	GinkgoHelper()
+	leader := ""
+	Eventually(func() string {
+		leader = usersLeader(ctx, env)
+		return leader
+	}).WithContext(ctx).WithTimeout(10 * time.Second).ShouldNot(BeEmpty())
+	var follower chaos.Node
+	for _, n := range env.Cluster.Nodes() {
+		if n.Name() != leader {
+			follower = n
+			break
+		}
+	}
+	Expect(follower.Stop(ctx)).To(Succeed())
+	DeferCleanup(env.RestartStopped, NodeTimeout(restartBudget+30*time.Second))
+	return follower
+}
+
+// waitFollowers waits until node n reports want ("1/2") for every listed
+// bucket, then checks that it keeps saying so. NATS itself keeps a stopped
+// follower "current" for up to its lost-quorum interval (10 s) after the
+// last contact, so the first reports after a graceful stop may lag; a dead
+// follower must never be reported current after that.
+func waitFollowers(ctx context.Context, env *Env, n chaos.Node, want string, buckets ...string) {
+	GinkgoHelper()
+	match := func(g Gomega) {
+		got := bucketFollowers(ctx, env, n)
+		for _, b := range buckets {
+			g.Expect(got).To(HaveKeyWithValue(b, want), "%s on %s", b, n.Name())
+		}
+	}
+	start := time.Now()
+	Eventually(match).WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(500 * time.Millisecond).Should(Succeed())
+	AddReportEntry("follower stopped to followers_current="+want+" reported", time.Since(start).Round(100*time.Millisecond).String(), ReportEntryVisibilityFailureOrVerbose)
+	Consistently(match).WithContext(ctx).WithTimeout(5 * time.Second).WithPolling(time.Second).Should(Succeed())
+}
+
+// waitUsersFollowers is waitFollowers for the users bucket.
+func waitUsersFollowers(ctx context.Context, env *Env, n chaos.Node, want string) {
+	GinkgoHelper()
+	waitFollowers(ctx, env, n, want, kv.UsersBucket)
+}
+
+// bucketLeader is bucket's leader and "current/followers" as node n's
+// cluster report tells it.
+func bucketLeader(ctx context.Context, env *Env, n chaos.Node, bucket string) (string, string) {
+	r, err := env.Cluster.CLI(ctx, n, "cluster", "report", "--json", "--nodes", "3")
+	if err != nil {
+		return "", ""
+	}
+	var rep clusterinfo.Report
+	if json.Unmarshal([]byte(r.Stdout), &rep) != nil {
+		return "", ""
+	}
+	for _, b := range rep.Buckets {
+		if b.Bucket == bucket {
+			return b.Leader, fmt.Sprintf("%d/%d", b.FollowersCurrent, b.Followers)
+		}
+	}
+	return "", ""
+}
+
+// waitSettled waits until every node's cluster report is clean (exit 0:
+// every server routed and in quorum) and shows every bucket with 2/2
+// followers current: the cluster as a spec found it.
+func waitSettled(ctx context.Context, env *Env) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		for _, n := range env.Cluster.Nodes() {
+			r, err := env.Cluster.CLI(ctx, n, "cluster", "report", "--json", "--nodes", "3")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(r.ExitCode).To(Equal(0), "cluster report on %s: %s%s", n.Name(), r.Stdout, r.Stderr)
+			var rep clusterinfo.Report
+			g.Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed())
+			g.Expect(rep.Servers).To(HaveLen(len(env.Cluster.Nodes())))
+			for _, sv := range rep.Servers {
+				g.Expect(sv.InQuorum).To(BeTrue(), "%s: %s", sv.Node, sv.Reason)
+			}
+			// A follower the meta layer still counts offline is not current.
+			for _, b := range rep.Buckets {
+				g.Expect(fmt.Sprintf("%d/%d", b.FollowersCurrent, b.Followers)).To(Equal("2/2"), "%s on %s", b.Bucket, n.Name())
+			}
+		}
+	}).WithContext(ctx).WithTimeout(60 * time.Second).WithPolling(time.Second).Should(Succeed())
 }

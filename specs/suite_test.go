@@ -143,7 +143,7 @@ var suite struct {
 	binary    string
 	reportDir string
 	log       *slog.Logger
-	failed    bool
+	failures  int // specs failed so far (counted in ReportAfterEach)
 }
 
 func TestSpecs(t *testing.T) {
@@ -171,18 +171,27 @@ var _ = BeforeSuite(func() {
 		Expect(err).NotTo(HaveOccurred(), "build membershipd: %s", out)
 		AddReportEntry("build membershipd", time.Since(start).Round(time.Millisecond).String(), ReportEntryVisibilityFailureOrVerbose)
 	}
+	if *flagTarget == "ssh" {
+		guardHosts() // the live-run safety contract: snapshot now, restore at the end
+	}
 })
 
-// Disruptive specs never run against a live cluster by accident.
+// Disruptive specs, and specs that write to the hosts, never run against
+// a live cluster by accident: a run without --allow-disruptive is read-only.
 var _ = BeforeEach(func() {
-	if *flagTarget == "ssh" && !*flagDisrupt && slices.Contains(CurrentSpecReport().Labels(), "disruptive") {
+	if *flagTarget != "ssh" || *flagDisrupt {
+		return
+	}
+	if labels := CurrentSpecReport().Labels(); slices.Contains(labels, "disruptive") {
 		Skip("disruptive: stops nodes of the deployed cluster; opt in with --allow-disruptive (after the `--`)")
+	} else if slices.Contains(labels, "writes-hosts") {
+		Skip("writes-hosts: writes files on the deployed hosts; a run without --allow-disruptive is read-only")
 	}
 })
 
 var _ = ReportAfterEach(func(r SpecReport) {
 	if r.Failed() {
-		suite.failed = true
+		suite.failures++
 	}
 })
 

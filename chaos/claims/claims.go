@@ -45,6 +45,8 @@ var All = []Claim{
 	{"deploy-apply", "deploy --yes stages everything atomically with secrets 0600 and is idempotent", false, true},
 	{"deploy-preflight", "a command that changes hosts connects to every host first and changes nothing anywhere if one fails", false, true},
 	{"rolling-upgrade", "the rollout goes one node at a time and stops at the first unhealthy node", false, true},
+	{"live-readonly", "a live run without --allow-disruptive changes nothing on any host: deployed files (sha256), unit, running binary, streams and the operator's users identical; spec users revoked", false, true},
+	{"live-restore", "a disruptive live run restores the operator's binary, unit and config on every node, restarting changed nodes one at a time; every node healthy on the operator's version; spec users revoked", false, true},
 	{"certs", "route CA separate from client CA; per-node route and data-plane certs; --force rotates the route CA", true, true},
 }
 
