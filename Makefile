@@ -128,8 +128,11 @@ vps-sim-down: build
 
 # The whole runbook against three simulated hosts, as README tells the
 # operator: deploy (dry run, then --yes), start, verify, then
-#   1. the operator's live run: `make specs-live` with LIVEFLAGS=--allow-disruptive
-#      (reports in out/vps/live);
+#   0. the operator's read-only live run: `make specs-live` as documented, no
+#      LIVEFLAGS (reports in out/vps/readonly; claim:live-readonly proves it
+#      changed nothing);
+#   1. the operator's disruptive live run: LIVEFLAGS=--allow-disruptive
+#      (reports in out/vps/live; claim:live-restore);
 #   2. what only the sim may do (reports in out/vps/sim): the specs labelled
 #      `wipe` (they need a fresh cluster: --allow-wipe deletes every node's
 #      data) or `partition` (iptables in the hosts' namespaces: --sim-dir).
@@ -150,6 +153,9 @@ test-vps: build
 	bin/runbook verify $(SIMFLAGS) || exit 1; \
 	rc=0; start=$$SECONDS; \
 	$(MAKE) --no-print-directory specs-live NODES=$(SIM_NODES) CERTS=$(SIM_CERTS) SSH_CONFIG=$(SIM_SSH_CONFIG) \
+	  LIVEOUT=out/vps/readonly || rc=1; \
+	ro=$$((SECONDS-start)); start=$$SECONDS; \
+	$(MAKE) --no-print-directory specs-live NODES=$(SIM_NODES) CERTS=$(SIM_CERTS) SSH_CONFIG=$(SIM_SSH_CONFIG) \
 	  LIVEFLAGS=--allow-disruptive LIVEOUT=out/vps/live || rc=1; \
 	live=$$((SECONDS-start)); start=$$SECONDS; \
 	{ set +x; } 2>/dev/null; $(ginkgo_flags); rest=(); lf=""; \
@@ -159,5 +165,5 @@ test-vps: build
 	  LIVEFLAGS='--allow-disruptive --allow-wipe --sim-dir=$(SIMDIR)' LIVEOUT=out/vps/sim \
 	  SPECFLAGS="$${rest[*]} --label-filter=$$only" || rc=1; \
 	{ set +x; } 2>/dev/null; \
-	echo "test-vps: operator's live run $${live}s (out/vps/live), sim-only specs $$((SECONDS-start))s (out/vps/sim); exit $$rc"; \
+	echo "test-vps: read-only live run $${ro}s (out/vps/readonly), operator's disruptive live run $${live}s (out/vps/live), sim-only specs $$((SECONDS-start))s (out/vps/sim); exit $$rc"; \
 	exit $$rc
