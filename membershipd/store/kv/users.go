@@ -102,7 +102,7 @@ func backoff(attempt int) time.Duration {
 func transient(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
-		errors.Is(err, errWatchClosed) {
+		errors.Is(err, errWatchClosed) || errors.Is(err, errLaggingListing) {
 		return true
 	}
 	var apiErr *jetstream.APIError
@@ -245,19 +245,33 @@ func (u *Users) ListUsers(ctx context.Context) ([]store.User, error) {
 	return out, nil
 }
 
-var errWatchClosed = errors.New("key watch closed before the initial keys arrived")
+var (
+	errWatchClosed = errors.New("key watch closed before the initial keys arrived")
+	// errLaggingListing: the key listing came from a replica behind the
+	// stream leader (nats-server places the listing's consumer on any
+	// replica, e.g. one that is still catching up after a restart), so it
+	// can miss the newest keys; the listing is retried.
+	errLaggingListing = errors.New("key listing came from a replica behind the stream leader")
+)
 
-// listKeys is kv.ListKeys except that a watcher closed early (connection
-// lost) is an error: ListKeys and Keys end the listing silently then, which
-// would pass a partial list off as complete. An empty bucket is simply no
-// keys (Keys would say ErrNoKeysFound).
+// listKeys is kv.ListKeys except that (a) a watcher closed early
+// (connection lost) is an error: ListKeys and Keys end the listing silently
+// then, which would pass a partial list off as complete; and (b) a listing
+// from a lagging replica is an error: the last revision it delivered must
+// be the stream's last sequence as the leader reports it (the newest
+// message of a KV stream is always some key's latest entry, so an up-to-date
+// listing delivers it). An empty bucket is simply no keys (Keys would say
+// ErrNoKeysFound).
 func listKeys(ctx context.Context, kv jetstream.KeyValue) ([]string, error) {
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes(), jetstream.MetaOnly())
+	w, err := kv.WatchAll(ctx, jetstream.MetaOnly())
 	if err != nil {
 		return nil, fmt.Errorf("watch keys: %w", err)
 	}
 	defer stopWatch(w)
-	var keys []string
+	var (
+		keys []string
+		last uint64
+	)
 	for {
 		select {
 		case <-ctx.Done():
@@ -267,10 +281,20 @@ func listKeys(ctx context.Context, kv jetstream.KeyValue) ([]string, error) {
 				return nil, errWatchClosed
 			}
 			if e == nil {
+				st, err := kv.Status(ctx) // STREAM.INFO: answered by the leader
+				if err != nil {
+					return nil, fmt.Errorf("bucket status: %w", err)
+				}
+				if leaderLast := st.(*jetstream.KeyValueBucketStatus).StreamInfo().State.LastSeq; last < leaderLast {
+					return nil, fmt.Errorf("%w (listed up to revision %d, leader at %d)", errLaggingListing, last, leaderLast)
+				}
 				slices.Sort(keys)
 				return slices.Compact(keys), nil
 			}
-			keys = append(keys, e.Key())
+			last = max(last, e.Revision())
+			if e.Operation() == jetstream.KeyValuePut {
+				keys = append(keys, e.Key())
+			}
 		}
 	}
 }
