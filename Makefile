@@ -8,7 +8,7 @@ SPECFLAGS ?=
 # Cluster size for the local targets, e.g. `make specs SIZE=5` (default 3)
 SIZE ?=
 
-.PHONY: all build lint unit specs test bench fuzz cluster clean vps-sim-up vps-sim-down test-vps specs-live
+.PHONY: all build lint unit specs test bench fuzz cluster clean vps-sim-up vps-sim-down test-vps specs-live nemesis
 
 SIMDIR  ?= /run/unibus-vpssim
 SIMOUT  := $(OUT)/vps
@@ -97,3 +97,22 @@ specs-live: build
 	$(GINKGO) --json-report=report.json --junit-report=junit.xml --output-dir=$(OUT)/live \
 	  ./specs -- --target=ssh --nodes=$(NODES) --certs=out/certs $(SSHFLAGS) \
 	  --membershipd=$(CURDIR)/bin/membershipd --report-dir=$(OUT)/live $(LIVEFLAGS)
+
+# --- nemesis ------------------------------------------------------------------
+# A seeded random fault schedule against a local process cluster while
+# workloads record history.jsonl; writes out/nemesis/<timestamp>-<seed>/.
+# Every variable is optional: SEED (random, printed), DURATION (5m),
+# FAULTS (every fault the target can take), TARGET (process),
+# REPLAY=out/nemesis/<run>/schedule.json, SYNC (serve --sync: default is the
+# negative control). Exit 0 green, 1 red, 2 bad input, 3 invalid run.
+SEED     ?=
+DURATION ?= 5m
+FAULTS   ?=
+TARGET   ?= process
+REPLAY   ?=
+SYNC     ?=
+nemesis:
+	$(GO) build -o bin/membershipd ./membershipd
+	$(GO) build -o bin/nemesis ./chaos/nemesis/cmd/nemesis
+	bin/nemesis --membershipd=bin/membershipd --out=$(OUT)/nemesis --duration=$(DURATION) --target=$(TARGET) \
+	  $(if $(SEED),--seed=$(SEED)) $(if $(FAULTS),--faults=$(FAULTS)) $(if $(REPLAY),--replay=$(REPLAY)) $(if $(SYNC),--sync=$(SYNC))
