@@ -137,8 +137,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return res, err
 	}
-	c, err := process.New(process.Options{Size: cfg.Size, Dir: filepath.Join(dir, "cluster"), Binary: cfg.Binary, Sync: cfg.Sync,
-		ClusterName: "unibus-nemesis", Log: cfg.Log.With("component", "cluster")})
+	popts := process.Options{Size: cfg.Size, Dir: filepath.Join(dir, "cluster"), Binary: cfg.Binary, Sync: cfg.Sync,
+		ClusterName: "unibus-nemesis", Log: cfg.Log.With("component", "cluster")}
+	powerLossOptions(&popts, cfg)
+	c, err := process.New(popts)
 	if err != nil {
 		return res, err
 	}

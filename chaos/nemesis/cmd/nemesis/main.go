@@ -78,7 +78,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "nemesis: %v (give REPLAY=out/nemesis/<run>/schedule.json)\n", err)
 			return exitBad
 		}
-		cfg.Replay, cfg.ReplayPath = s, *replay
+		// A replay runs with the recorded seed (so the traffic mix too).
+		cfg.Replay, cfg.ReplayPath, cfg.Seed = s, *replay, s.Seed
 	}
 	lvl := slog.LevelError
 	if *verbose {
@@ -115,6 +116,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	for _, why := range v.Invalid {
 		fmt.Fprintf(stdout, "nemesis: INVALID: %s\n", why)
 	}
+	if cfg.Replay != nil {
+		fmt.Fprintf(stdout, "nemesis: replay of %s: %s\n", cfg.ReplayPath, replayDrift(cfg.Replay.Steps, res.Schedule.Steps))
+		fmt.Fprintf(stdout, "nemesis: a replay reproduces %s\nnemesis: it cannot reproduce %s\n", res.Schedule.Reproduces, res.Schedule.CannotReproduce)
+	}
 	fmt.Fprintf(stdout, "nemesis: %s (seed %d, %d faults, wall %s) -> %s\n", strings.ToUpper(v.Status), cfg.Seed, len(res.Schedule.Steps), time.Since(start).Round(time.Second), res.Dir)
 	switch v.Status {
 	case nemesis.Green:
@@ -123,6 +128,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitRed
 	}
 	return exitInvalid
+}
+
+// replayDrift compares the replayed steps with the recorded ones.
+func replayDrift(want, got []nemesis.Step) string {
+	if len(got) != len(want) {
+		return fmt.Sprintf("ran %d of %d steps", len(got), len(want))
+	}
+	var worst int64
+	for i := range want {
+		if got[i].Fault != want[i].Fault {
+			return fmt.Sprintf("step %d is %s, recorded %s", i, got[i].Fault, want[i].Fault)
+		}
+		for _, d := range []int64{got[i].InjectMS - want[i].InjectMS, got[i].HealMS - want[i].HealMS} {
+			worst = max(worst, d, -d)
+		}
+	}
+	return fmt.Sprintf("%d steps, same faults in the same order, inject and heal offsets within %d ms of the recording", len(got), worst)
 }
 
 func sortedStreams(v nemesis.Verdict) []string {
