@@ -141,6 +141,13 @@ func TestClientCommandsBadInput(t *testing.T) {
 		{[]string{"user", "add", "--store", "kv", "--handle", "", "--role", "member", "--sign-pub", validPub}, "--handle"},
 		{[]string{"user", "add", "--store", "kv", "--handle", "x", "--role", "member", "--sign-pub", "abc"}, "--sign-pub"},
 		{[]string{"migrate-to-kv", "--db", "x.db", "--nats-url", "tls://0.0.0.0:1"}, "refusing non-loopback"},
+		// Flags after positional words are parsed, not ignored: a bad one is
+		// named wherever it is.
+		{[]string{"user", "revoke", validPub, "--store", "kv", "--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"user", "revoke", validPub, "--store", "kv", "--internal-id-file", "/nonexistent/internal.id"}, "/nonexistent/internal.id"},
+		{[]string{"user", "revoke", validPub, validPub}, "unexpected argument"},
+		{[]string{"user", "list", "extra", "--store", "kv"}, `unexpected argument "extra"`},
+		{[]string{"cluster", "report", "extra", "--ca", "/nonexistent/ca.crt"}, `unexpected argument "extra"`},
 	}
 	for _, c := range cases {
 		var stdout, stderr bytes.Buffer

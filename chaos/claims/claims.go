@@ -43,6 +43,7 @@ var All = []Claim{
 	{"migrate-to-kv", "migrate-to-kv copies SQLite rows into the live KV, idempotently, loopback only without --ca", true, false},
 	{"deploy-dry-run", "deploy without --yes prints the plan and changes nothing; placeholders are refused", false, true},
 	{"deploy-apply", "deploy --yes stages everything atomically with secrets 0600 and is idempotent", false, true},
+	{"deploy-preflight", "a command that changes hosts connects to every host first and changes nothing anywhere if one fails", false, true},
 	{"rolling-upgrade", "the rollout goes one node at a time and stops at the first unhealthy node", false, true},
 	{"certs", "route CA separate from client CA; per-node route and data-plane certs; --force rotates the route CA", true, true},
 }

@@ -233,7 +233,7 @@ func (n *Node) Start() error {
 			n.shutdown()
 			return err
 		}
-		loops = append(loops, n.openBuckets, n.heartbeatLoop, n.pingLoop, n.proofLoop)
+		loops = append(loops, n.openBuckets, n.heartbeatLoop, n.pingLoop, n.proofLoop, n.sweepConnsLoop)
 	}
 	if err := n.startHTTP(); err != nil {
 		n.shutdown()

@@ -304,13 +304,21 @@ func Explain(err error, knownPeers, replicas int) string {
 	}
 }
 
-// followerCurrent: the server's Current flag, or a follower that answered
-// within the last second and trails by a handful of messages. The nonces
-// bucket takes a heartbeat write from every node four times a second, so
-// a healthy follower is caught between two of them half the time.
+// followerCurrent: a follower counts as current only when the leader saw
+// it recently (0 < Active <= currentWindow) and it is not offline, and the
+// server calls it Current or it trails by a handful of messages within the
+// last second. Active == 0 means "not seen" (nats stream info says so): a
+// dead follower, never a current one. The server keeps Current true for up
+// to 10s after a peer went silent, hence the window. The nonces bucket takes
+// a heartbeat write from every node four times a second, so a healthy
+// follower is caught between two of them half the time.
 func followerCurrent(p *jetstream.PeerInfo) bool {
-	if p.Offline {
+	if p.Offline || p.Active <= 0 || p.Active > currentWindow {
 		return false
 	}
 	return p.Current || (p.Active < time.Second && p.Lag <= 8)
 }
+
+// currentWindow is how recently the leader must have heard from a follower:
+// raft heartbeats go out every second, so three missed ones mean it is gone.
+const currentWindow = 3 * time.Second
