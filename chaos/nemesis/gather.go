@@ -172,6 +172,8 @@ type FinalRead struct {
 	Stream  string            `json:"stream"`
 	LastSeq uint64            `json:"last_seq"`
 	IDs     map[string]uint64 `json:"ids"`
+	// Missing: the stream does not exist any more.
+	Missing bool `json:"missing,omitempty"`
 	// Dups are ids stored at more than one sequence.
 	Dups  []string `json:"dups,omitempty"`
 	Error string   `json:"error,omitempty"`
@@ -192,6 +194,12 @@ func finalRead(ctx context.Context, c chaos.Cluster, n chaos.Node, stream string
 		return fail(err)
 	}
 	s, err := js.Stream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		// The cluster no longer knows the stream (a power loss can take the
+		// meta layer's record of it): everything acked to it is lost.
+		fr.Missing = true
+		return fr
+	}
 	if err != nil {
 		return fail(fmt.Errorf("stream %s: %w", stream, err))
 	}

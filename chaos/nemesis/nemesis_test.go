@@ -99,3 +99,16 @@ func TestDiverged(t *testing.T) {
 		t.Fatalf("want ROOM_a only, got %v", d)
 	}
 }
+
+// A stream the cluster forgot loses every acked message in it.
+func TestJudgeMissingStream(t *testing.T) {
+	var ops []history.Op
+	for i := range 1000 {
+		ops = append(ops, history.Op{ID: int64(i), Kind: history.Health, Value: "200", Outcome: history.OK, EndMS: int64(i)})
+	}
+	ops = append(ops, history.Op{ID: 2001, Kind: history.Publish, Key: "ROOM_a", Value: "r-1", Outcome: history.OK, EndMS: 10})
+	v := judge(ops, 5000, 10000, []FinalRead{{Stream: "ROOM_a", Missing: true, IDs: map[string]uint64{}}}, Replicas{Converged: true}, Allowlists{Converged: true}, nil)
+	if v.Status != Red || v.Anomalies[0].Kind != "lost-acked-writes" || v.Anomalies[0].Count != 1 {
+		t.Fatalf("want red with r-1 lost, got %+v", v)
+	}
+}

@@ -107,7 +107,11 @@ func judge(ops []history.Op, firstFaultMS, durationMS int64, reads []FinalRead, 
 				if ok && fr.Error == "" {
 					if _, in := fr.IDs[op.Value]; !in {
 						q.Lost++
-						lost = append(lost, fmt.Sprintf("%s %s (op %d, acked at %d ms by %s)", op.Key, op.Value, op.ID, op.EndMS, op.Node))
+						why := ""
+						if fr.Missing {
+							why = ", the stream is gone"
+						}
+						lost = append(lost, fmt.Sprintf("%s %s (op %d, acked at %d ms by %s%s)", op.Key, op.Value, op.ID, op.EndMS, op.Node, why))
 					}
 				}
 			case history.Unknown:
