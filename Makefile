@@ -21,7 +21,7 @@ ginkgo_flags = readarray -t gflags < <(printf '%s\n' "$$SPECFLAGS" \
   | sed -E 's/[[:space:]]+-/\n-/g' \
   | sed -E "s/^[[:space:]]+//; s/[[:space:]]+$$//; s/^(-[^=]*=)'(.*)'$$/\1\2/; s/^(-[^=]*=)\"(.*)\"$$/\1\2/; /^$$/d")
 
-.PHONY: all build lint unit specs test bench fuzz cluster clean vps-sim-up vps-sim-down test-vps specs-live
+.PHONY: all build lint unit specs test bench fuzz cluster clean vps-sim-up vps-sim-down test-vps specs-live nemesis
 
 all: build
 
@@ -167,3 +167,22 @@ test-vps: build
 	{ set +x; } 2>/dev/null; \
 	echo "test-vps: read-only live run $${ro}s (out/vps/readonly), operator's disruptive live run $${live}s (out/vps/live), sim-only specs $$((SECONDS-start))s (out/vps/sim); exit $$rc"; \
 	exit $$rc
+
+# --- nemesis ------------------------------------------------------------------
+# A seeded random fault schedule against a local process cluster while
+# workloads record history.jsonl; writes out/nemesis/<timestamp>-<seed>/.
+# Every variable is optional: SEED (random, printed), DURATION (5m),
+# FAULTS (every fault the target can take), TARGET (process),
+# REPLAY=out/nemesis/<run>/schedule.json, SYNC (serve --sync: default is the
+# negative control). Exit 0 green, 1 red, 2 bad input, 3 invalid run.
+SEED     ?=
+DURATION ?= 5m
+FAULTS   ?=
+TARGET   ?= process
+REPLAY   ?=
+SYNC     ?=
+nemesis:
+	$(GO) build -o bin/membershipd ./membershipd
+	$(GO) build -o bin/nemesis ./chaos/nemesis/cmd/nemesis
+	bin/nemesis --membershipd=bin/membershipd --out=$(OUT)/nemesis --duration=$(DURATION) --target=$(TARGET) \
+	  $(if $(SEED),--seed=$(SEED)) $(if $(FAULTS),--faults=$(FAULTS)) $(if $(REPLAY),--replay=$(REPLAY)) $(if $(SYNC),--sync=$(SYNC))

@@ -42,7 +42,11 @@ type Options struct {
 	// ProxyBase: the route proxies of node i listen on ProxyBase+i*Size+j.
 	// Zero picks a free block.
 	ProxyBase int
-	Log       *slog.Logger
+	// Sync is passed to every node as `serve --sync` ("" keeps the
+	// binary's default, always): "default" is the negative control that
+	// loses acked writes on power loss.
+	Sync string
+	Log  *slog.Logger
 	// PowerLossFS puts each node's store on its own chaos/diskfault mount
 	// (that metadata model) so PowerLoss can drop unsynced writes; "" = a
 	// plain directory. Needs FUSE (see PowerLossAvailable).
@@ -139,6 +143,9 @@ func New(o Options) (*Cluster, error) {
 			"--route-cert", nf.RouteCert, "--route-key", nf.RouteKey, "--route-ca", layout.RouteCACert,
 			"--route-secret-file", layout.RouteSecret, "--kv-replicas", strconv.Itoa(o.KVReplicas),
 			"--internal-id-file", filepath.Join(o.Dir, name, "secrets", "internal.id"),
+		}
+		if o.Sync != "" {
+			n.args = append(n.args, "--sync", o.Sync)
 		}
 		c.nodes = append(c.nodes, n)
 	}

@@ -57,6 +57,7 @@ type reader struct {
 type heldMsg struct {
 	data []byte
 	at   time.Time
+	seq  uint64
 }
 
 // Supervision timings.
@@ -264,12 +265,12 @@ func (rd *reader) onMsg(m jetstream.Msg) {
 		return // a redelivery of a message handed on already
 	case seq > rd.next:
 		if _, ok := rd.held[seq]; !ok {
-			rd.held[seq] = heldMsg{data: m.Data(), at: at}
+			rd.held[seq] = heldMsg{data: m.Data(), at: at, seq: seq}
 		}
 		return
 	}
 	rd.lastRecv = at
-	rd.handle(m.Data(), at)
+	rd.handle(m.Data(), at, seq)
 	rd.next++
 	rd.flushLocked()
 }
@@ -282,13 +283,13 @@ func (rd *reader) flushLocked() {
 			return
 		}
 		delete(rd.held, rd.next)
-		rd.handle(h.data, h.at)
+		rd.handle(h.data, h.at, h.seq)
 		rd.next++
 	}
 }
 
 // handle opens and records one message (called in stream order, under mu).
-func (rd *reader) handle(data []byte, at time.Time) {
+func (rd *reader) handle(data []byte, at time.Time, seq uint64) {
 	r := rd.r
 	m, err := e2e.OpenMessage(r.key, r.room.ID, data)
 	if err != nil {
@@ -314,5 +315,8 @@ func (rd *reader) handle(data []byte, at time.Time) {
 	}
 	if !r.led.received(p.N, time.Unix(0, p.Sent), at) {
 		r.bad("payload", fmt.Errorf("message number %d out of range", p.N))
+	}
+	if r.cfg.OnReceive != nil {
+		r.cfg.OnReceive(r.stream, fmt.Sprintf("%s-%d", r.runID, p.N), p.N, seq, at, r.cs.current())
 	}
 }

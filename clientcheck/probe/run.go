@@ -55,7 +55,21 @@ type Config struct {
 	// from here; it runs on the publishing goroutine, so it must not block
 	// long.
 	OnAcked func(n int, server string)
-	Log     *slog.Logger
+	// OnPublish is called once per message when its publishing ends: acked
+	// (err nil), or given up with err (the context ended: the message may
+	// or may not be stored). first is the first attempt's start; stream and
+	// msgID are the room stream and the message's Nats-Msg-Id; server is
+	// where the client is connected now. A nemesis records it as history.
+	OnPublish func(stream, msgID string, n int, first, end time.Time, server string, err error)
+	// OnReceive is called for every message of this run handed on by the
+	// reader (in stream order, once per stream sequence), with its stream
+	// sequence. It runs under the reader's lock: it must not block.
+	OnReceive func(stream, msgID string, n int, seq uint64, at time.Time, server string)
+	// Stop, when closed, ends publishing after the message in flight (a
+	// run of unknown length: Count is then an upper bound); the drain
+	// still waits for every acked message.
+	Stop <-chan struct{}
+	Log  *slog.Logger
 }
 
 // Defaults.
@@ -537,6 +551,11 @@ func (r *runner) publishAll(ctx context.Context, js jetstream.JetStream) error {
 	start := time.Now()
 	lastProgress := start
 	for n := 1; n <= r.cfg.Count; n++ {
+		select {
+		case <-r.cfg.Stop:
+			return nil
+		default:
+		}
 		if r.cfg.Rate > 0 {
 			due := start.Add(time.Duration(float64(n-1) / r.cfg.Rate * float64(time.Second)))
 			if err := sleepUntil(ctx, due); err != nil {
@@ -554,7 +573,11 @@ func (r *runner) publishAll(ctx context.Context, js jetstream.JetStream) error {
 		}
 		msgID := fmt.Sprintf("%s-%d", r.runID, n)
 		r.led.sent(n, sentAt)
-		if err := r.publishOne(ctx, js, n, msgID, sealed, &lastProgress); err != nil {
+		err = r.publishOne(ctx, js, n, msgID, sealed, &lastProgress)
+		if r.cfg.OnPublish != nil {
+			r.cfg.OnPublish(r.stream, msgID, n, sentAt, time.Now(), r.cs.current(), err)
+		}
+		if err != nil {
 			return err
 		}
 		r.led.acked(n, time.Now())

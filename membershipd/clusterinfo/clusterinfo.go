@@ -6,6 +6,8 @@ package clusterinfo
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -147,6 +149,36 @@ type Status struct {
 	// Ignored counts messages on the internal subjects that did not come
 	// from an internal connection (see Genuine).
 	Ignored uint64 `json:"ignored,omitempty"`
+	// Allowlist summarises the node's in-memory copy of the users bucket,
+	// so a controller can compare every node's copy with the KV (nil on a
+	// standalone SQLite node).
+	Allowlist *AllowlistSummary `json:"allowlist,omitempty"`
+}
+
+// AllowlistSummary is a node's allowlist in brief: how many users it
+// holds, how many are active, AllowlistHash of them, and the users-bucket
+// revision up to which it has applied every change.
+type AllowlistSummary struct {
+	Users      int    `json:"users"`
+	Active     int    `json:"active"`
+	Hash       string `json:"hash"`
+	AppliedRev uint64 `json:"applied_rev"`
+}
+
+// AllowlistHash is a digest of a set of users (sign key -> status): the
+// same on every node that holds the same users with the same statuses,
+// whatever order they arrived in. Both sides of a comparison use it.
+func AllowlistHash(status map[string]string) string {
+	keys := make([]string, 0, len(status))
+	for k := range status {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	h := sha256.New()
+	for _, k := range keys {
+		fmt.Fprintf(h, "%s %s\n", k, status[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // Collect publishes one request on subject and gathers replies until want

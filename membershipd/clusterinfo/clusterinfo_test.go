@@ -23,3 +23,17 @@ func TestGuard(t *testing.T) {
 		t.Errorf("ignored %d, want 6", g.Ignored())
 	}
 }
+
+func TestAllowlistHash(t *testing.T) {
+	a := AllowlistHash(map[string]string{"aa": "active", "bb": "revoked"})
+	b := AllowlistHash(map[string]string{"bb": "revoked", "aa": "active"})
+	if a != b {
+		t.Fatalf("order changed the hash: %s vs %s", a, b)
+	}
+	if c := AllowlistHash(map[string]string{"aa": "active", "bb": "active"}); c == a {
+		t.Fatalf("a status change kept the hash %s", c)
+	}
+	if AllowlistHash(nil) == a {
+		t.Fatal("empty set hashes like a full one")
+	}
+}

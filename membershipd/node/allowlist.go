@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/unibus/clusterkit/membershipd/clusterinfo"
 	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/quorum"
 	"github.com/unibus/clusterkit/membershipd/store"
@@ -236,6 +237,21 @@ func (a *kvAllowlist) Lookup(pub string) (store.User, bool) {
 	defer a.mu.RUnlock()
 	u, ok := a.users[pub]
 	return u, ok
+}
+
+// summary is the allowlist in brief for Status.
+func (a *kvAllowlist) summary() *clusterinfo.AllowlistSummary {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	status := make(map[string]string, len(a.users))
+	active := 0
+	for k, u := range a.users {
+		status[k] = string(u.Status)
+		if u.Status == store.StatusActive {
+			active++
+		}
+	}
+	return &clusterinfo.AllowlistSummary{Users: len(status), Active: active, Hash: clusterinfo.AllowlistHash(status), AppliedRev: a.usersRev}
 }
 
 func (a *kvAllowlist) Ready() bool {

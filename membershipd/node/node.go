@@ -578,6 +578,9 @@ func (n *Node) Status() clusterinfo.Status {
 		Features: featuresOf(n.opts, true),
 		Ignored:  n.sysGuard.Ignored(),
 	}
+	if al, ok := n.allow.(*kvAllowlist); ok {
+		st.Allowlist = al.summary()
+	}
 	if rz, err := n.srv.Routez(nil); err == nil {
 		conns := map[string]int{}
 		for _, r := range rz.Routes {

@@ -1,0 +1,157 @@
+// Command nemesis runs a seeded fault schedule against a local cluster
+// while workloads record a history, then judges it (see chaos/nemesis).
+//
+//	go run ./chaos/nemesis/cmd/nemesis --seed 7 --duration 60s --faults kill,pause
+//
+// Exit status: 0 green, 1 red (an anomaly), 2 bad input, 3 invalid run.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/unibus/clusterkit/chaos/nemesis"
+)
+
+const (
+	exitGreen   = 0
+	exitRed     = 1
+	exitBad     = 2
+	exitInvalid = 3
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("nemesis", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	seedS := fs.String("seed", "", "seed (unsigned integer; empty: random, printed)")
+	dur := fs.Duration("duration", 5*time.Minute, "how long the nemesis runs faults")
+	faults := fs.String("faults", "", "comma-separated faults to draw from (empty: every fault the target can take)")
+	target := fs.String("target", "process", "cluster target (process)")
+	replay := fs.String("replay", "", "schedule.json of an earlier run to replay (its seed, duration and faults)")
+	sync := fs.String("sync", "", "serve --sync for every node (always, default, or a duration; empty: the binary's default)")
+	binary := fs.String("membershipd", "bin/membershipd", "membershipd binary")
+	out := fs.String("out", "out/nemesis", "directory for run directories")
+	probes := fs.Int("probes", 3, "concurrent clientcheck probes")
+	rate := fs.Float64("probe-rate", 8, "messages per second per probe")
+	verbose := fs.Bool("v", false, "log the workloads and the cluster target")
+	if err := fs.Parse(args); err != nil {
+		return exitBad
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "nemesis: unexpected argument %q (flags only)\n", fs.Arg(0))
+		return exitBad
+	}
+	cfg := nemesis.Config{Duration: *dur, Target: *target, Sync: *sync, Binary: *binary, OutRoot: *out, Probes: *probes, ProbeRate: *rate, Out: stdout}
+	switch *seedS {
+	case "":
+		cfg.Seed = rand.Uint64() % 1_000_000
+	default:
+		s, err := strconv.ParseUint(*seedS, 10, 64)
+		if err != nil {
+			fmt.Fprintf(stderr, "nemesis: --seed %q: want an unsigned integer\n", *seedS)
+			return exitBad
+		}
+		cfg.Seed = s
+	}
+	for _, f := range strings.Split(*faults, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			cfg.Faults = append(cfg.Faults, f)
+		}
+	}
+	if *replay != "" {
+		s, err := nemesis.LoadSchedule(*replay)
+		if err != nil {
+			fmt.Fprintf(stderr, "nemesis: %v (give REPLAY=out/nemesis/<run>/schedule.json)\n", err)
+			return exitBad
+		}
+		// A replay runs with the recorded seed (so the traffic mix too).
+		cfg.Replay, cfg.ReplayPath, cfg.Seed = s, *replay, s.Seed
+	}
+	lvl := slog.LevelError
+	if *verbose {
+		lvl = slog.LevelInfo
+	}
+	cfg.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	start := time.Now()
+	fmt.Fprintf(stdout, "nemesis: seed %d\n", cfg.Seed)
+	res, err := nemesis.Run(ctx, cfg)
+	if errors.Is(err, nemesis.ErrBadInput) {
+		fmt.Fprintf(stderr, "nemesis: %v\n", err)
+		return exitBad
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "nemesis: invalid run: %v (seed %d, dir %s)\n", err, cfg.Seed, res.Dir)
+		return exitInvalid
+	}
+	v := res.Verdict
+	fmt.Fprintf(stdout, "nemesis: %d ops in %.0f s (%.1f ops/s; %.1f ops/s before the first fault); by kind %v; by outcome %v\n",
+		v.Stats.Ops, float64(v.Stats.DurationMS)/1000, v.Stats.OpsPerSecond, v.Stats.PreFaultOpsPerSecond, v.Stats.ByKind, v.Stats.ByOutcome)
+	for _, s := range sortedStreams(v) {
+		q := v.Streams[s]
+		fmt.Fprintf(stdout, "nemesis: stream %s: attempted %d acked %d unknown %d received %d stored %d lost %d\n", s, q.Attempted, q.Acked, q.Unknown, q.Received, q.Stored, q.Lost)
+	}
+	for _, a := range v.Anomalies {
+		fmt.Fprintf(stdout, "nemesis: ANOMALY %s: %d\n", a.Kind, a.Count)
+		for _, ex := range a.Examples {
+			fmt.Fprintf(stdout, "nemesis:   %s\n", ex)
+		}
+	}
+	for _, why := range v.Invalid {
+		fmt.Fprintf(stdout, "nemesis: INVALID: %s\n", why)
+	}
+	if cfg.Replay != nil {
+		fmt.Fprintf(stdout, "nemesis: replay of %s: %s\n", cfg.ReplayPath, replayDrift(cfg.Replay.Steps, res.Schedule.Steps))
+		fmt.Fprintf(stdout, "nemesis: a replay reproduces %s\nnemesis: it cannot reproduce %s\n", res.Schedule.Reproduces, res.Schedule.CannotReproduce)
+	}
+	fmt.Fprintf(stdout, "nemesis: %s (seed %d, %d faults, wall %s) -> %s\n", strings.ToUpper(v.Status), cfg.Seed, len(res.Schedule.Steps), time.Since(start).Round(time.Second), res.Dir)
+	switch v.Status {
+	case nemesis.Green:
+		return exitGreen
+	case nemesis.Red:
+		return exitRed
+	}
+	return exitInvalid
+}
+
+// replayDrift compares the replayed steps with the recorded ones.
+func replayDrift(want, got []nemesis.Step) string {
+	if len(got) != len(want) {
+		return fmt.Sprintf("ran %d of %d steps", len(got), len(want))
+	}
+	var worst int64
+	for i := range want {
+		if got[i].Fault != want[i].Fault {
+			return fmt.Sprintf("step %d is %s, recorded %s", i, got[i].Fault, want[i].Fault)
+		}
+		for _, d := range []int64{got[i].InjectMS - want[i].InjectMS, got[i].HealMS - want[i].HealMS} {
+			worst = max(worst, d, -d)
+		}
+	}
+	return fmt.Sprintf("%d steps, same faults in the same order, inject and heal offsets within %d ms of the recording", len(got), worst)
+}
+
+func sortedStreams(v nemesis.Verdict) []string {
+	out := make([]string, 0, len(v.Streams))
+	for s := range v.Streams {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
