@@ -131,6 +131,7 @@ var pageCSS string
 var tmpl = template.Must(template.New("page").Funcs(template.FuncMap{
 	"js":  func() template.JS { return template.JS(pageJS) },
 	"css": func() template.CSS { return template.CSS(pageCSS) },
+	"dur": func(d time.Duration) string { return d.Round(100 * time.Millisecond).String() },
 }).Parse(pageTmpl))
 
 func renderPage(path string, v pageView) error {

@@ -250,7 +250,9 @@
   }
 
   try {
+    var t0 = performance.now();
     main();
+    document.body.dataset.renderMs = Math.round(performance.now() - t0);
     document.body.dataset.rendered = window.__errors.length ? "errors" : "ok";
   } catch (e) {
     window.__errors.push(String(e && e.stack || e));

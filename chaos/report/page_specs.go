@@ -13,6 +13,7 @@ import (
 
 	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/chaos/fault"
+	"github.com/unibus/clusterkit/chaos/history"
 )
 
 // specView is one disruptive spec's section of the specs page.
@@ -27,21 +28,37 @@ type specView struct {
 // evidence the spec recorded under dir/evidence/<spec>/ (health timelines
 // from a chaos.Watcher, fault evidence from a fault.Recorder).
 func WriteSpecsPage(dir string, r types.Report, c Checklist) error {
-	v := pageView{Title: "Runbook specs on target " + c.Target, Target: c.Target, Checklist: &c}
+	// The page is for the specs that ran; checklist.txt lists every row.
+	shown, skipped := c, 0
+	shown.Claims = nil
+	for _, row := range c.Claims {
+		if row.State == "skipped" {
+			skipped++
+			continue
+		}
+		shown.Claims = append(shown.Claims, row)
+	}
+	v := pageView{Title: "Runbook specs on target " + c.Target, Target: c.Target, Checklist: &shown, Links: []Link{{Name: "checklist.txt", Href: "checklist.txt"}}}
+	if skipped > 0 {
+		v.Notes = append(v.Notes, fmt.Sprintf("%d skipped claims are left out here; checklist.txt lists them with the reasons.", skipped))
+	}
 	if !r.StartTime.IsZero() {
 		v.Base = r.StartTime.UTC().Format(time.RFC3339)
 	}
 	for _, s := range r.SpecReports {
-		if s.LeafNodeType != types.NodeTypeIt || !slices.Contains(s.Labels(), "disruptive") {
+		// Skipped specs drew nothing: listing them would bury the ones that ran.
+		if s.LeafNodeType != types.NodeTypeIt || !slices.Contains(s.Labels(), "disruptive") || s.State.Is(types.SpecStateSkipped|types.SpecStatePending) {
 			continue
 		}
 		id := fmt.Sprintf("s%d", len(v.Specs)+1)
 		name := strings.Trim(unsafeChars.ReplaceAllString(s.FullText(), "_"), "_")
-		tls, faults, base, files := readSpecEvidence(filepath.Join(dir, "evidence", name), "evidence/"+name)
-		sv := specView{ID: id, Title: s.FullText(), State: s.State.String(), Files: files, Empty: len(tls) == 0 && len(faults) == 0}
+		ev := readSpecEvidence(filepath.Join(dir, "evidence", name), "evidence/"+name)
+		sv := specView{ID: id, Title: s.FullText(), State: s.State.String(), Files: ev.files, Empty: len(ev.timelines)+len(ev.faults)+len(ev.attempts) == 0}
 		v.Specs = append(v.Specs, sv)
 		if !sv.Empty {
-			sec := buildSection(id, sv.Title, sv.State, base, nil, nil, faults, tls, nil)
+			sec := buildSection(id, sv.Title, sv.State, ev.base, nil, ev.attempts, ev.faults, ev.timelines, nil)
+			// A spec's few attempts make no useful rate or latency chart.
+			sec.Rate, sec.Lat, sec.Deliv = nil, nil, nil
 			v.Model.Sections = append(v.Model.Sections, sec)
 		}
 	}
@@ -52,6 +69,25 @@ func WriteSpecsPage(dir string, r types.Report, c Checklist) error {
 		return fmt.Errorf("create report dir %s: %w", dir, err)
 	}
 	return renderPage(filepath.Join(dir, PageFile), v)
+}
+
+// specEvidence is what a spec recorded that the page can draw. Attempts
+// (check.Attempt lists) become op lanes named after their file: refused
+// is drawn as failed.
+type specEvidence struct {
+	timelines []chaos.Timeline
+	faults    []fault.Evidence
+	attempts  []history.Op
+	base      time.Time
+	files     []Link
+}
+
+// attemptJSON is a check.Attempt.
+type attemptJSON struct {
+	Start   time.Time `json:"start"`
+	End     time.Time `json:"end"`
+	Refused bool      `json:"refused"`
+	Detail  string    `json:"detail"`
 }
 
 // probeJSON is the part of a chaos.Probe the page draws (its error does
@@ -69,14 +105,15 @@ type timelineJSON struct {
 // readSpecEvidence reads every JSON file in d and keeps what is a health
 // timeline list or fault evidence; offsets are recomputed from one base,
 // the earliest time seen, since each recorder counted from its own.
-func readSpecEvidence(d, href string) ([]chaos.Timeline, []fault.Evidence, time.Time, []Link) {
+func readSpecEvidence(d, href string) specEvidence {
 	ents, err := os.ReadDir(d)
 	if err != nil {
-		return nil, nil, time.Time{}, nil
+		return specEvidence{}
 	}
 	var tls []chaos.Timeline
 	var faults []fault.Evidence
 	var files []Link
+	attempts := map[string][]attemptJSON{} // file name -> attempts
 	for _, e := range ents {
 		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") {
 			continue
@@ -103,6 +140,11 @@ func readSpecEvidence(d, href string) ([]chaos.Timeline, []fault.Evidence, time.
 			faults = append(faults, rec.Injections...)
 			continue
 		}
+		var as []attemptJSON
+		if json.Unmarshal(b, &as) == nil && len(as) > 0 && !as[0].Start.IsZero() {
+			attempts[strings.TrimSuffix(e.Name(), ".json")] = as
+			continue
+		}
 		var list []fault.Evidence
 		if json.Unmarshal(b, &list) == nil && len(list) > 0 && list[0].Fault != "" {
 			faults = append(faults, list...)
@@ -122,6 +164,11 @@ func readSpecEvidence(d, href string) ([]chaos.Timeline, []fault.Evidence, time.
 	for _, f := range faults {
 		early(f.Start)
 	}
+	for _, as := range attempts {
+		for _, a := range as {
+			early(a.Start)
+		}
+	}
 	ms := func(t time.Time) int64 {
 		if t.IsZero() {
 			return -1
@@ -132,7 +179,17 @@ func readSpecEvidence(d, href string) ([]chaos.Timeline, []fault.Evidence, time.
 		f := &faults[i]
 		f.StartMS, f.InjectedMS, f.HealStartMS, f.EndMS = ms(f.Start), ms(f.Injected), ms(f.HealStart), ms(f.End)
 	}
-	return tls, faults, base, files
+	var ops []history.Op
+	for name, as := range attempts {
+		for _, a := range as {
+			op := history.Op{ID: int64(len(ops) + 1), Process: name, InvokeMS: ms(a.Start), EndMS: ms(a.End), Outcome: history.OK, Error: a.Detail}
+			if a.Refused {
+				op.Outcome = history.Failed
+			}
+			ops = append(ops, op)
+		}
+	}
+	return specEvidence{tls, faults, ops, base, files}
 }
 
 // parseTimelines reads a list of chaos.Timeline, or one.

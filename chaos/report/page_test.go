@@ -159,6 +159,15 @@ func TestWritePageLarge(t *testing.T) {
 	if fi.Size() > 2<<20 {
 		t.Errorf("page is %d KiB for %d ops: the lanes are not downsampled", fi.Size()>>10, len(p.Ops))
 	}
+	if testing.Short() {
+		return
+	}
+	bin := chromium(t)
+	dom := browse(t, bin, filepath.Join(dir, PageFile), "")
+	checkDOM(t, dom, len(p.Faults))
+	if m := regexp.MustCompile(`data-render-ms="(\d+)"`).FindStringSubmatch(dom); m != nil {
+		t.Logf("drawn in %s ms (%d KiB of DOM)", m[1], len(dom)>>10)
+	}
 }
 
 // chromium returns the headless browser, or skips the test saying how to
@@ -268,6 +277,14 @@ func TestSpecsPageInBrowser(t *testing.T) {
 	if _, err := Evidence(dir, spec, "faults", json.RawMessage(b)); err != nil {
 		t.Fatal(err)
 	}
+	var conns []map[string]any
+	for i := range 40 {
+		at := base.Add(time.Duration(i) * 500 * time.Millisecond)
+		conns = append(conns, map[string]any{"start": at, "end": at.Add(20 * time.Millisecond), "refused": i >= 10 && i < 24, "detail": "x"})
+	}
+	if _, err := Evidence(dir, spec, "connection-attempts", conns); err != nil {
+		t.Fatal(err)
+	}
 	r := types.Report{StartTime: base, SpecReports: types.SpecReports{
 		{LeafNodeType: types.NodeTypeIt, ContainerHierarchyTexts: []string{"Failover"}, LeafNodeText: "a node is killed", LeafNodeLabels: []string{"claim:failover", "disruptive"}, State: types.SpecStatePassed},
 		{LeafNodeType: types.NodeTypeIt, ContainerHierarchyTexts: []string{"Bringup"}, LeafNodeText: "starts", State: types.SpecStatePassed},
@@ -278,6 +295,9 @@ func TestSpecsPageInBrowser(t *testing.T) {
 	html, _ := os.ReadFile(filepath.Join(dir, PageFile))
 	if !strings.Contains(string(html), spec) || strings.Contains(string(html), "Bringup starts") {
 		t.Errorf("specs page: want a section for the disruptive spec only")
+	}
+	if !strings.Contains(string(html), `\u0022name\u0022:\u0022connection-attempts\u0022`) && !strings.Contains(string(html), `"name":"connection-attempts"`) {
+		t.Errorf("specs page: the connection attempts are not drawn as a lane")
 	}
 	bin := chromium(t)
 	dom := browse(t, bin, filepath.Join(dir, PageFile), os.Getenv("REPORT_SPECS_SHOT"))
