@@ -68,6 +68,8 @@ const (
 	maxPerKind    = 100  // anomalies listed per checker and kind
 	maxIDsPerLine = 12   // op links per anomaly line
 	healthGapMS   = 5000 // no probe for this long: the lane shows no data
+	maxOpMS       = 10 * 60 * 1000
+	maxSeconds    = 24 * 3600 // per-second buckets of the charts
 )
 
 // WritePage writes dir/report.html for one nemesis run.
@@ -372,7 +374,9 @@ func buildSection(id, title, state string, base time.Time, nodes []string, ops [
 		}
 	}
 	for _, op := range ops {
-		extend(op.InvokeMS, op.EndMS)
+		// An end far past the invoke (a recorder's "never") must not
+		// stretch the run to years.
+		extend(op.InvokeMS, min(op.EndMS, op.InvokeMS+maxOpMS))
 	}
 	for _, f := range faults {
 		extend(f.StartMS, f.InjectedMS, f.HealStartMS, f.EndMS)
@@ -600,7 +604,7 @@ func anomalyMarks(ops []history.Op, rep *validate.Report) []mark {
 // rates buckets the client ops per second of the run: completions by fate,
 // publish ack latency (p50, p99, max) and publish→receive latency.
 func rates(ops []history.Op, t0, t1 int64) ([][3]int, [][3]int64, [][2]int64) {
-	n := int((t1-t0)/1000) + 1
+	n := int(min((t1-t0)/1000+1, maxSeconds))
 	rate := make([][3]int, n)
 	lat := make([][]int64, n)
 	deliv := make([][]int64, n)

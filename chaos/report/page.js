@@ -6,7 +6,7 @@
 (function () {
   "use strict";
   var NS = "http://www.w3.org/2000/svg";
-  var LABEL = 170, RIGHT = 14, HL = 16, OL = 9, ROW = 15, AXIS = 20, CHART = 96;
+  var LABEL = 170, RIGHT = 24, HL = 16, OL = 9, ROW = 15, AXIS = 20, CHART = 96;
   var FAULT_COLORS = {
     "kill": "#d62728", "stop": "#c44e52", "pause": "#9467bd", "partition": "#1f77b4",
     "one-way": "#17becf", "isolate-leader": "#2ca02c", "power-loss": "#8c564b",
@@ -52,7 +52,7 @@
   }
 
   function draw(host, s) {
-    var W = Math.max(900, host.clientWidth || 1200), P = W - LABEL - RIGHT;
+    var W = Math.max(900, (host.clientWidth || 1200) - 2), P = W - LABEL - RIGHT;
     var span = Math.max(1, s.t1 - s.t0);
     function x(ms) { return LABEL + (Math.min(Math.max(ms, s.t0), s.t1) - s.t0) / span * P; }
     function bandEnd(f) { return f.end >= 0 ? f.end : f.heal >= 0 ? f.heal : s.t1; }
@@ -73,7 +73,9 @@
     var H = hasRate ? yLat + CHART + 24 : yBottom + 4;
     var yEnd = hasRate ? yLat + CHART : yBottom;
 
-    var svg = el("svg", { width: W, height: H, viewBox: "0 0 " + W + " " + H, "class": "timeline" }, host);
+    // Drawn at the width the host had; scales with it if a scrollbar or a
+    // resize changes it later.
+    var svg = el("svg", { viewBox: "0 0 " + W + " " + H, "class": "timeline", style: "width:100%;height:auto" }, host);
     var defs = el("defs", {}, svg);
     var pat = el("pattern", { id: "hatch-" + s.id, width: 6, height: 6, patternUnits: "userSpaceOnUse", patternTransform: "rotate(45)" }, defs);
     el("rect", { width: 3, height: 6, fill: "#222", opacity: 0.55 }, pat);
@@ -171,7 +173,7 @@
     var cross = el("line", { y1: yAxis + 14, y2: H - 18, "class": "cross", visibility: "hidden" }, svg);
     var ct = el("text", { y: yAxis + 11, "class": "crosst", visibility: "hidden" }, svg);
     svg.addEventListener("mousemove", function (ev) {
-      var r = svg.getBoundingClientRect(), px = ev.clientX - r.left;
+      var r = svg.getBoundingClientRect(), px = (ev.clientX - r.left) * W / r.width;
       if (px < LABEL || px > LABEL + P) { cross.setAttribute("visibility", "hidden"); ct.setAttribute("visibility", "hidden"); return; }
       var ms = s.t0 + (px - LABEL) / P * span, sec = Math.floor((ms - s.t0) / 1000), txt = fmtT(ms);
       if (hasRate && s.rate[sec]) {

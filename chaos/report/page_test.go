@@ -143,6 +143,21 @@ func TestWritePage(t *testing.T) {
 	}
 }
 
+// TestWritePageEmpty: every field is optional.
+func TestWritePageEmpty(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "history.jsonl"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := WritePage(dir, Page{Ops: []history.Op{{ID: 1, Kind: history.Publish, InvokeMS: 5, EndMS: 1<<62 - 1, Outcome: history.Unknown}}}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, PageFile))
+	if err != nil || !strings.Contains(string(b), `href="history.jsonl"`) {
+		t.Errorf("page without links does not list the files beside it: %v", err)
+	}
+}
+
 // TestWritePageLarge: a 60k-op history makes a page of bounded size.
 func TestWritePageLarge(t *testing.T) {
 	dir := t.TempDir()
