@@ -205,6 +205,9 @@ var _ = ReportAfterSuite("claim checklist", func(r Report) {
 	if err := report.WriteChecklistFiles(dir, c, ms); err != nil {
 		fmt.Fprintf(os.Stderr, "write checklist: %v\n", err)
 	}
+	if err := report.WriteSpecsPage(dir, r, c); err != nil { // timelines of the disruptive specs
+		fmt.Fprintf(os.Stderr, "write report page: %v\n", err)
+	}
 	fmt.Println()
 	_ = report.WriteChecklist(os.Stdout, c)
 	_ = report.WriteMeasurements(os.Stdout, ms)
