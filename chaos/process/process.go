@@ -47,6 +47,9 @@ type Options struct {
 	// (that metadata model) so PowerLoss can drop unsynced writes; "" = a
 	// plain directory. Needs FUSE (see PowerLossAvailable).
 	PowerLossFS diskfault.MetadataMode
+	// Sync is each node's `serve --sync` (always, default or a duration);
+	// "" leaves the daemon's default.
+	Sync string
 }
 
 // Cluster is the process target.
@@ -76,6 +79,7 @@ var (
 	_ chaos.Partitioner    = (*Cluster)(nil)
 	_ chaos.LinkFaulter    = (*Cluster)(nil)
 	_ chaos.StoreInspector = (*Cluster)(nil)
+	_ chaos.PowerCutter    = (*Cluster)(nil)
 	_ chaos.Killer         = (*Node)(nil)
 	_ chaos.Pauser         = (*Node)(nil)
 )
@@ -139,6 +143,9 @@ func New(o Options) (*Cluster, error) {
 			"--route-cert", nf.RouteCert, "--route-key", nf.RouteKey, "--route-ca", layout.RouteCACert,
 			"--route-secret-file", layout.RouteSecret, "--kv-replicas", strconv.Itoa(o.KVReplicas),
 			"--internal-id-file", filepath.Join(o.Dir, name, "secrets", "internal.id"),
+		}
+		if o.Sync != "" {
+			n.args = append(n.args, "--sync", o.Sync)
 		}
 		c.nodes = append(c.nodes, n)
 	}
