@@ -2,6 +2,7 @@ package specs
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -39,15 +40,17 @@ var _ = Describe("Chaos: the quorum gate at five nodes", func() {
 			env.StartAll(ctx)
 			nodes := env.Cluster.Nodes()
 
-			By("putting the nonces leader and a nonces replica (and the heartbeats leader, when it is one of them) on the small side")
+			By("putting the nonces leader, a nonces replica and the heartbeats leader on the small side")
 			nonces := streamPlacement(ctx, env, kv.StreamName(kv.NoncesBucket))
-			// The heartbeats bucket is not in the cluster report: its leader
-			// from stream info (chaos.StreamLeader takes that path for a
-			// stream it does not report).
-			hbLeader := streamPlacement(ctx, env, kv.StreamName(kv.HeartbeatsBucket)).leader
 			small := []string{nonces.leader, nonces.followers[0]}
-			if slices.Contains(nonces.followers, hbLeader) {
-				small = []string{nonces.leader, hbLeader}
+			// The heartbeats bucket (R = N) is not in the cluster report:
+			// its leader from stream info. Moved onto the small side, so
+			// the big side must elect one before it can commit a heartbeat.
+			hbStream := kv.StreamName(kv.HeartbeatsBucket)
+			hbLeader := streamPlacement(ctx, env, hbStream).leader
+			if !slices.Contains(small, hbLeader) {
+				moveLeader(ctx, env, hbStream, nonces.leader)
+				hbLeader = nonces.leader
 			}
 			var big []string
 			for _, n := range nodes {
@@ -101,6 +104,27 @@ func lastNotOK(tl chaos.Timeline, from, until time.Time) string {
 		return "none (200 throughout)"
 	}
 	return fmt.Sprintf("%s after the partition", last.Sub(from).Round(time.Millisecond))
+}
+
+// moveLeader makes node to the leader of stream: a leader step-down with
+// to as the preferred placement, repeated until stream info names it.
+func moveLeader(ctx context.Context, env *Env, stream, to string) {
+	GinkgoHelper()
+	req, err := json.Marshal(map[string]any{"placement": map[string]string{"preferred": to}})
+	Expect(err).NotTo(HaveOccurred())
+	Eventually(func(g Gomega) {
+		if streamPlacement(ctx, env, stream).leader == to {
+			return
+		}
+		nc, err := chaos.DialInternal(env.Cluster, env.Cluster.Nodes()[0])
+		g.Expect(err).NotTo(HaveOccurred())
+		defer nc.Close()
+		m, err := nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, req, 3*time.Second)
+		g.Expect(err).NotTo(HaveOccurred())
+		GinkgoWriter.Printf("step-down of %s to %s: %s\n", stream, to, m.Data)
+		g.Eventually(func() string { return streamPlacement(ctx, env, stream).leader }).
+			WithTimeout(5 * time.Second).WithPolling(250 * time.Millisecond).Should(Equal(to))
+	}).WithContext(ctx).WithTimeout(45*time.Second).WithPolling(time.Second).Should(Succeed(), "leader of %s moved to %s", stream, to)
 }
 
 // placement is a stream's raft group: its leader and followers.
