@@ -39,6 +39,24 @@ type Spec struct {
 	// Fresh: the spec is about start-up and needs nodes with no data,
 	// stopped (in-process clusters always are; a deployed one is reset).
 	Fresh bool
+	// PowerLoss puts each node's store where a power loss can drop its
+	// unsynced writes (the process target: a FUSE mount per node), so the
+	// cluster is a PowerCutter. Targets that cannot ignore it; the
+	// power-loss fault then says why it is unavailable.
+	PowerLoss bool
+	// Sync is the nodes' JetStream fsync mode (`serve --sync`: always,
+	// default or a duration); "" is the daemon's default (always).
+	Sync string
+}
+
+// PowerCutter is a cluster whose power can be cut: every node at one
+// instant, every write it did not fsync lost, then restarted on what was
+// durable.
+type PowerCutter interface {
+	// PowerLossAvailable is nil when PowerLoss can run, else why not.
+	PowerLossAvailable() error
+	// PowerLoss cuts the power of every node and brings them back.
+	PowerLoss(ctx context.Context) error
 }
 
 // StoreInspector is implemented by targets that can list what JetStream

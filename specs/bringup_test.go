@@ -59,11 +59,11 @@ var _ = Describe("Bring up", func() {
 					Expect(env.Cluster.Node(l)).NotTo(BeNil(), "meta leader %q is not a cluster node", l)
 				}
 
-				r := env.CLI(ctx, env.Cluster.Nodes()[0], "cluster", "report", "--json", "--nodes", "3")
+				r := env.CLI(ctx, env.Cluster.Nodes()[0], "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
 				Expect(r.ExitCode).To(Equal(0), r.Stderr)
 				var rep clusterinfo.Report
 				Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed())
-				Expect(rep.Servers).To(HaveLen(3), "3 routed servers")
+				Expect(rep.Servers).To(HaveLen(len(env.Cluster.Nodes())), "every server routed")
 				for _, s := range rep.Servers {
 					Expect(routeNames(s)).To(ConsistOf(otherNames(env.Cluster, s.Node)), "%s routes", s.Node)
 					Expect(s.InQuorum).To(BeTrue(), "%s: %s", s.Node, s.Reason)
@@ -85,13 +85,13 @@ var _ = Describe("Bring up", func() {
 
 				By("observing pooling off: exactly one route connection per peer (a pool would open several)")
 				Eventually(func(g Gomega) {
-					r := env.CLI(ctx, env.Cluster.Nodes()[1], "cluster", "report", "--json", "--nodes", "3")
+					r := env.CLI(ctx, env.Cluster.Nodes()[1], "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
 					g.Expect(r.ExitCode).To(Equal(0))
 					var rep clusterinfo.Report
 					g.Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed())
-					g.Expect(rep.Servers).To(HaveLen(3))
+					g.Expect(rep.Servers).To(HaveLen(len(env.Cluster.Nodes())))
 					for _, s := range rep.Servers {
-						g.Expect(s.Routes).To(HaveLen(2), s.Node)
+						g.Expect(s.Routes).To(HaveLen(len(env.Cluster.Nodes())-1), s.Node)
 						for _, rt := range s.Routes {
 							g.Expect(rt.Conns).To(Equal(1), "%s -> %s", s.Node, rt.Remote)
 						}
@@ -109,7 +109,7 @@ var _ = Describe("Bring up", func() {
 
 		It("keep all six control-plane buckets at R3 with 2/2 followers current", Claim("claim:r3"), func(ctx SpecContext) {
 			Eventually(func(g Gomega) {
-				r := env.CLI(ctx, env.Cluster.Nodes()[2], "cluster", "report", "--json", "--nodes", "3")
+				r := env.CLI(ctx, env.Cluster.Nodes()[2], "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
 				g.Expect(r.ExitCode).To(Equal(0), r.Stderr)
 				var rep clusterinfo.Report
 				g.Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed())
@@ -164,7 +164,7 @@ var _ = Describe("Bring up", func() {
 				refused := 0
 				deadline := time.Now().Add(window)
 				for time.Now().Before(deadline) {
-					r := env.CLI(ctx, lone, "cluster", "report", "--json", "--nodes", "3")
+					r := env.CLI(ctx, lone, "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
 					Expect(r.ExitCode).NotTo(Equal(0), "the lone node admitted the CLI: %s", r.Stdout)
 					Expect(r.Stderr).To(ContainSubstring("no quorum"))
 					refused++
@@ -188,14 +188,18 @@ var _ = Describe("Bring up", func() {
 
 		It("converges when a second node starts without waiting on the first's health; the third catches up",
 			Claim("claim:staggered-start"), func(ctx SpecContext) {
-				second, third := env.Cluster.Nodes()[1], env.Cluster.Nodes()[2]
+				// At N nodes "a second" is the nodes that make a majority
+				// with the first, "the third" the rest.
+				nodes := env.Cluster.Nodes()
+				second, rest := nodes[1:chaos.Majority(len(nodes))], nodes[chaos.Majority(len(nodes)):]
+				third := rest[len(rest)-1]
 				Expect(env.Health.Get(ctx, lone.HealthzURL()).Code).To(Equal(503), "the first node is still not healthy")
 				secondAt := time.Now()
-				Expect(second.Start(ctx)).To(Succeed())
+				Expect(chaos.StartNodes(ctx, second...)).To(Succeed())
 
 				By("both first nodes agreeing on a meta leader; R3 placement still needs the third")
 				Eventually(func(g Gomega) {
-					for _, n := range []chaos.Node{lone, second} {
+					for _, n := range append([]chaos.Node{lone}, second...) {
 						p := env.Health.Get(ctx, n.HealthzURL())
 						g.Expect(p.Err).NotTo(HaveOccurred())
 						g.Expect(p.Health.MetaLeader).NotTo(BeEmpty(), n.Name())
@@ -204,13 +208,13 @@ var _ = Describe("Bring up", func() {
 				AddReportEntry("second node start to meta quorum", time.Since(secondAt).Round(time.Millisecond).String(), ReportEntryVisibilityFailureOrVerbose)
 
 				thirdAt := time.Now()
-				Expect(third.Start(ctx)).To(Succeed())
+				Expect(chaos.StartNodes(ctx, rest...)).To(Succeed())
 				env.WaitHealthy(ctx, node.DefaultBootstrapBudget, env.Cluster.Nodes()...)
 				AddReportEntry("third node start to all healthy", time.Since(thirdAt).Round(time.Millisecond).String(), ReportEntryVisibilityFailureOrVerbose)
 
 				By("every bucket created only once a quorum existed, at R3, with the third node current")
 				Eventually(func(g Gomega) {
-					r := env.CLI(ctx, third, "cluster", "report", "--json", "--nodes", "3")
+					r := env.CLI(ctx, third, "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
 					g.Expect(r.ExitCode).To(Equal(0), r.Stderr)
 					var rep clusterinfo.Report
 					g.Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed())

@@ -37,7 +37,7 @@ var _ = Describe("Chaos: the quorum gate", Ordered, func() {
 			if !ok || !p.CanPartition() {
 				Skip("target " + env.Cluster.Target() + " cannot cut routes here (the ssh target can on the simulated hosts: --sim-dir)")
 			}
-			r := env.CLI(ctx, env.Cluster.Nodes()[0], "cluster", "report", "--json", "--nodes", "3")
+			r := env.CLI(ctx, env.Cluster.Nodes()[0], "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
 			Expect(r.ExitCode).To(Equal(0), r.Stderr)
 			var rep clusterinfo.Report
 			Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed())
@@ -77,8 +77,10 @@ var _ = Describe("Chaos: the quorum gate", Ordered, func() {
 
 	It("fails closed with two nodes down: connections, user add and authorizing reads refused within 2 s for 20 s; nothing acknowledged lost",
 		Claim("claim:two-down-fail-closed"), Disruptive, Slow, func(ctx SpecContext) {
+			// "Two down" at N=3 is a majority down at N: the survivors
+			// (nodes[0] watched) are one short of a majority.
 			nodes := env.Cluster.Nodes()
-			survivor, a, b := nodes[0], nodes[1], nodes[2]
+			survivor, down := nodes[0], nodes[chaos.Majority(len(nodes))-1:]
 
 			By("acknowledged writes before the loss")
 			var acked []*identity.Identity
@@ -92,9 +94,9 @@ var _ = Describe("Chaos: the quorum gate", Ordered, func() {
 			DeferCleanup(live.Close)
 
 			w := env.Health.Watch(ctx, 100*time.Millisecond, survivor)
-			Expect(a.Stop(ctx)).To(Succeed())
-			lossAt := time.Now() // quorum is lost as the second node goes
-			Expect(b.Stop(ctx)).To(Succeed())
+			Expect(chaos.StopNodes(ctx, down[:len(down)-1]...)).To(Succeed())
+			lossAt := time.Now() // quorum is lost as the last node goes
+			Expect(down[len(down)-1].Stop(ctx)).To(Succeed())
 			DeferCleanup(env.RestartStopped, NodeTimeout(restartBudget+30*time.Second))
 			const window = 22 * time.Second
 			until := lossAt.Add(window)
@@ -165,7 +167,7 @@ var _ = Describe("Chaos: the quorum gate", Ordered, func() {
 			}
 
 			By("after recovery: every acknowledged write is there; no refused one is")
-			Expect(chaos.StartNodes(ctx, a, b)).To(Succeed())
+			Expect(chaos.StartNodes(ctx, down...)).To(Succeed())
 			env.WaitHealthy(ctx, restartBudget, env.Cluster.Nodes()...)
 			for _, n := range env.Cluster.Nodes() {
 				users := env.ListUsers(ctx, n)

@@ -20,7 +20,7 @@ import (
 // usersLeader is the current leader of the users bucket's stream, as the
 // cluster report on the first node tells it ("" if unknown).
 func usersLeader(ctx context.Context, env *Env) string {
-	r, err := env.Cluster.CLI(ctx, env.Cluster.Nodes()[0], "cluster", "report", "--json", "--nodes", "3")
+	r, err := env.Cluster.CLI(ctx, env.Cluster.Nodes()[0], "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
 	if err != nil {
 		return ""
 	}

@@ -35,7 +35,7 @@ var _ = Describe("Replication", func() {
 				first := env.Cluster.Nodes()[0]
 				report := func() clusterinfo.Report {
 					GinkgoHelper()
-					r := env.CLI(ctx, first, "cluster", "report", "--json", "--nodes", "3")
+					r := env.CLI(ctx, first, "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
 					var rep clusterinfo.Report
 					Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed(), r.Stderr)
 					return rep

@@ -230,7 +230,7 @@ func rogueHost(addr string) string {
 // clusterName is the cluster's name as the nodes report it.
 func clusterName(ctx context.Context, env *Env) string {
 	GinkgoHelper()
-	r := env.CLI(ctx, env.Cluster.Nodes()[0], "cluster", "report", "--json", "--nodes", "3")
+	r := env.CLI(ctx, env.Cluster.Nodes()[0], "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
 	Expect(r.ExitCode).To(Equal(0), r.Stderr)
 	var rep clusterinfo.Report
 	Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed())

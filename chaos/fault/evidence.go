@@ -26,6 +26,9 @@ type Evidence struct {
 	HealStartMS int64  `json:"heal_start_ms"`
 	EndMS       int64  `json:"end_ms"`
 	Error       string `json:"error,omitempty"`
+	// Detail is what the fault itself reports once observed (power-loss:
+	// what each node's store dropped), if it reports anything.
+	Detail any `json:"detail,omitempty"`
 }
 
 // Recorder collects the evidence of every injection a Runner makes. It is

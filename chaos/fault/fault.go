@@ -130,6 +130,7 @@ var All = []Fault{
 	IsolateLeader{},
 	Latency{},
 	PartKill{},
+	PowerLoss{},
 }
 
 // Lookup finds a registered fault by name.

@@ -152,9 +152,16 @@ func (a *Active) WaitInjected(ctx context.Context) error {
 		if e.Injected.IsZero() {
 			e.Injected = time.Now()
 		}
+		if d, ok := a.inj.(detailer); ok {
+			e.Detail = d.Detail()
+		}
 	})
 	return nil
 }
+
+// detailer is an Injection with something of its own to record once it
+// took effect.
+type detailer interface{ Detail() any }
 
 // Heal undoes the fault once; a second Heal is refused by the guard.
 func (a *Active) Heal(ctx context.Context) error {

@@ -36,6 +36,9 @@ type Options struct {
 	// BootstrapBudget for every node; default 120 s.
 	BootstrapBudget time.Duration
 	Log             *slog.Logger
+	// Sync is each node's JetStream fsync mode (node.Config.Sync); "" is
+	// the daemon's default.
+	Sync string
 }
 
 // Cluster is the in-process target.
@@ -101,6 +104,7 @@ func New(o Options) (*Cluster, error) {
 	for i, name := range names {
 		nf := layout.Nodes[name]
 		cfg := node.Config{
+			Sync: o.Sync,
 			Name: name, Cluster: o.ClusterName, Bind: "127.0.0.1",
 			ClientPort: base + 3*i, RoutePort: base + 3*i + 1, HTTPPort: base + 3*i + 2,
 			Routes:     mesh.RouteURLsFor(i),

@@ -80,6 +80,7 @@ var (
 	_ chaos.Partitioner    = (*Cluster)(nil)
 	_ chaos.LinkFaulter    = (*Cluster)(nil)
 	_ chaos.StoreInspector = (*Cluster)(nil)
+	_ chaos.PowerCutter    = (*Cluster)(nil)
 	_ chaos.Killer         = (*Node)(nil)
 	_ chaos.Pauser         = (*Node)(nil)
 )

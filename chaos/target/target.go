@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/chaos/diskfault"
 	"github.com/unibus/clusterkit/chaos/inproc"
 	"github.com/unibus/clusterkit/chaos/process"
 	"github.com/unibus/clusterkit/chaos/sshtarget"
@@ -43,16 +44,22 @@ func New(o Options, spec chaos.Spec) (chaos.Cluster, error) {
 	case "", "inproc":
 		return inproc.New(inproc.Options{
 			Size: spec.Size, KVReplicas: spec.KVReplicas, Dir: spec.Dir,
-			Binary: o.Binary, Log: o.Log,
+			Binary: o.Binary, Log: o.Log, Sync: spec.Sync,
 		})
 	case "process":
 		if o.Binary == "" {
 			return nil, fmt.Errorf("target process: needs the membershipd binary (--membershipd)")
 		}
-		return process.New(process.Options{
+		po := process.Options{
 			Size: spec.Size, KVReplicas: spec.KVReplicas, Dir: spec.Dir,
-			Binary: o.Binary, Log: o.Log,
-		})
+			Binary: o.Binary, Log: o.Log, Sync: spec.Sync,
+		}
+		if spec.PowerLoss && diskfault.Available() == nil {
+			// Without FUSE the stores stay plain directories and the
+			// power-loss fault says why it is unavailable.
+			po.PowerLossFS = diskfault.MetadataImmediate
+		}
+		return process.New(po)
 	case "ssh":
 		return sshtarget.New(sshtarget.Options{NodesFile: o.NodesFile, CertsDir: o.CertsDir, SSH: o.SSH, AllowWipe: o.AllowWipe, SimDir: o.SimDir, Log: o.Log})
 	default:
