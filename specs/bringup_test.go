@@ -188,10 +188,15 @@ var _ = Describe("Bring up", func() {
 
 		It("converges when a second node starts without waiting on the first's health; the third catches up",
 			Claim("claim:staggered-start"), func(ctx SpecContext) {
-				// At N nodes "a second" is the nodes that make a majority
-				// with the first, "the third" the rest.
+				// At N nodes "a second" is the nodes that make N-1 with the
+				// first, "the third" the last one. Not a majority: a brand-new
+				// JetStream meta group (nats-server 2.15.2) expects as many
+				// peers as it has configured routes (N-1) and lets empty logs
+				// elect a leader only when every expected peer votes, so a
+				// fresh cluster's first meta leader needs N-1 nodes (at N=3
+				// that is the majority, 2; at N=5 it is 4, not 3). See NOTES.md.
 				nodes := env.Cluster.Nodes()
-				second, rest := nodes[1:chaos.Majority(len(nodes))], nodes[chaos.Majority(len(nodes)):]
+				second, rest := nodes[1:len(nodes)-1], nodes[len(nodes)-1:]
 				third := rest[len(rest)-1]
 				Expect(env.Health.Get(ctx, lone.HealthzURL()).Code).To(Equal(503), "the first node is still not healthy")
 				secondAt := time.Now()

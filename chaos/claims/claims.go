@@ -21,7 +21,7 @@ type Claim struct {
 var All = []Claim{
 	{"quorum-start", "three nodes started together form a quorum; healthz 200 with the full posture on every node", true, true},
 	{"no-self-serve", "a lone node never serves: healthz 503 naming quorum, no bucket, no client", true, true},
-	{"staggered-start", "start one, then a second: both converge within the bootstrap budget; the third catches up", true, true},
+	{"staggered-start", "start one, then a second (at N nodes: up to N-1): they agree on a meta leader within the bootstrap budget; the last one catches up and all serve", true, true},
 	{"cold-start-fixes", "the running binary reports route pooling off, no-advertise and the KV-open retry", true, true},
 	{"r3", "all six control-plane buckets are R3 with 2/2 followers current", true, true},
 	{"r1-to-r3", "buckets created at R1 are raised to R3 in place with every key still readable", true, true},
