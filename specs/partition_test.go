@@ -299,6 +299,9 @@ var _ = Describe("Partition: links cut one way, or between two nodes only", Orde
 				}
 			}
 			measure(env, label, n.Name()+": adds while serving / not committed", fmt.Sprintf("%d / %d", served, refusedWhileServing))
+			if d := firstDeny(chaos.Of(tl, n.Name()), cutAt, healAt); d > 0 {
+				measure(env, label, n.Name()+": cut to first 503 (served before it, inside the election grace)", d)
+			}
 			Expect(refusedWhileServing).To(BeZero(), "%s served (healthz 200) on a side that could not commit", n.Name())
 		}
 
@@ -306,17 +309,34 @@ var _ = Describe("Partition: links cut one way, or between two nodes only", Orde
 		mu.Lock()
 		keys := slices.Clone(acked)
 		mu.Unlock()
-		Expect(keys).NotTo(BeEmpty(), "no user add was acked anywhere during the cut")
-		for _, n := range env.Cluster.Nodes() {
-			users := env.ListUsers(ctx, n)
-			for _, pub := range keys {
-				_, ok := FindUser(users, pub)
-				Expect(ok).To(BeTrue(), "user %s acked during the cut is missing on %s", pub, n.Name())
+		if len(keys) == 0 {
+			// Safe but unavailable: no side could commit, so there is
+			// nothing the other side can have missed.
+			measure(env, label, "users-bucket writes during the cut", "none acked anywhere: no side could commit")
+		}
+		// `user list` on a node reads through that node (its ephemeral
+		// watch is placed on the local replica), so a follower still
+		// applying the log right after the heal may lag: the claim is that
+		// nothing acked is missing once it has caught up, within the
+		// convergence budget; the first look is recorded too.
+		looks, staleFirst := 0, 0
+		Eventually(func(g Gomega) {
+			var missing []string
+			for _, n := range env.Cluster.Nodes() {
+				users := env.ListUsers(ctx, n)
+				for _, pub := range keys {
+					if _, ok := FindUser(users, pub); !ok {
+						missing = append(missing, pub[:12]+"… on "+n.Name())
+					}
+				}
 			}
-		}
-		if first := firstDeny(chaos.Of(tl, x.Name()), cutAt, healAt); first > 0 {
-			measure(env, label, "first 503 on "+x.Name(), first)
-		}
+			if looks == 0 {
+				staleFirst = len(missing)
+			}
+			looks++
+			g.Expect(missing).To(BeEmpty(), "users acked during the cut missing")
+		}).WithContext(ctx).WithTimeout(convergeBudget).WithPolling(time.Second).Should(Succeed())
+		measure(env, label, "acked adds missing from a node's `user list` at the first look after the heal", staleFirst)
 		measure(env, label, "detect (split observed)", detect)
 		measure(env, label, "acked adds during the cut", len(keys))
 		measure(env, label, "heal to recovered / all acked adds on every node", fmt.Sprintf("%s / %s", recovered.Round(time.Millisecond), time.Since(healAt).Round(time.Millisecond)))
@@ -371,7 +391,7 @@ var _ = Describe("Partition: links cut one way, or between two nodes only", Orde
 				how = fmt.Sprintf("failed closed (first 503 %s after the cut)", first.Round(time.Millisecond))
 			}
 			measure(env, "partition "+a.Name()+"|"+leader.Name()+" (users leader)", "how the cut node held", how)
-			measure(env, "partition "+a.Name()+"|"+leader.Name()+" (users leader)", "revoke to live connection closed", closedAt.Sub(revokedAt))
+			measure(env, "partition "+a.Name()+"|"+leader.Name()+" (users leader)", "live connection closed, relative to the revoke (negative: closed when the node failed closed before it)", closedAt.Sub(revokedAt))
 			first := firstAt(attempts["connect"], func(at check.Attempt) bool { return at.Refused })
 			measure(env, "partition "+a.Name()+"|"+leader.Name()+" (users leader)", "revoke to first refused connect", first.Sub(revokedAt))
 			measure(env, "partition "+a.Name()+"|"+leader.Name()+" (users leader)", "detect (split observed) / heal to recovered", fmt.Sprintf("%s / %s", detect.Round(time.Millisecond), recovered.Round(time.Millisecond)))
