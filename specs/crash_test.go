@@ -34,16 +34,18 @@ var _ = Describe("Crash: SIGKILL and SIGSTOP mid-stream", Ordered, ContinueOnFai
 		pauseFor   = 10 * time.Second
 	)
 	var (
-		env *Env
-		who *identity.Identity
+		env   *Env
+		who   *identity.Identity
+		guard faultGuard
 	)
 
 	BeforeAll(func(ctx SpecContext) {
 		env = NewEnv("crash", chaos.Spec{})
 		// Both faults are signals to one process: the in-process target
 		// cannot, and says why, before a cluster is started for nothing.
-		skipUnavailable(env, "kill", fault.Args{})
-		skipUnavailable(env, "pause", fault.Args{})
+		if !guard.check(env, "kill", "pause") {
+			return
+		}
 		env.StartAll(ctx)
 		who = env.AddUser(ctx, env.Cluster.Nodes()[0], "crash", identity.RoleMember)
 	})
@@ -173,6 +175,7 @@ var _ = Describe("Crash: SIGKILL and SIGSTOP mid-stream", Ordered, ContinueOnFai
 	// the majority, restarts the node on its data and compares replicas.
 	kill9 := func(ctx context.Context, what, room string, pick func(server string) chaos.Node) {
 		GinkgoHelper()
+		guard.need("kill")
 		needInternal(env)
 		r := faultRunner(env)
 		signal, done := stream(ctx, room, killCount, killRate, killCount/3)
@@ -207,12 +210,14 @@ var _ = Describe("Crash: SIGKILL and SIGSTOP mid-stream", Ordered, ContinueOnFai
 
 	It("SIGKILL of the room stream's leader mid-stream: every acked message once, in order; every replica holds the same messages after the restart",
 		Claim("claim:kill9-zero-loss"), Disruptive, func(ctx SpecContext) {
+			guard.need("kill")
 			room := createRoom("spec-kill9-leader")
 			kill9(ctx, "room leader", room.Name, func(string) chaos.Node { return roomLeader(ctx, room.Stream) })
 		})
 
 	It("SIGSTOP of the room stream's leader for 10 s mid-stream: no acked loss, no duplicate; the majority takes writes within election time; the resumed node serves nothing stale",
 		Claim("claim:pause-zero-loss"), Disruptive, Slow, func(ctx SpecContext) {
+			guard.need("pause")
 			needInternal(env)
 			r := faultRunner(env)
 			room := createRoom("spec-pause")

@@ -74,13 +74,32 @@ func inject(ctx context.Context, r *fault.Runner, name string, a fault.Args) *fa
 	return act
 }
 
-// skipUnavailable skips the rest of a container (call it in BeforeAll,
-// before a cluster is started) when the target cannot take fault name.
-func skipUnavailable(env *Env, name string, a fault.Args) {
+// faultGuard is for a container whose specs need faults: check them in
+// BeforeAll before a cluster is started for nothing, and each spec that
+// needs an unavailable fault is skipped with that fault's own reason (a
+// Skip in BeforeAll would give only the first spec that reason).
+type faultGuard struct{ why map[string]error }
+
+// check records whether env's cluster can take each fault (with no args:
+// the node capabilities); it returns false when it can take none of them
+// (do not start the cluster).
+func (g *faultGuard) check(env *Env, faults ...string) bool {
 	GinkgoHelper()
-	f, err := fault.Lookup(name)
-	Expect(err).NotTo(HaveOccurred())
-	if err := f.Available(env.Cluster, a); err != nil {
+	g.why = map[string]error{}
+	some := false
+	for _, name := range faults {
+		f, err := fault.Lookup(name)
+		Expect(err).NotTo(HaveOccurred())
+		if g.why[name] = f.Available(env.Cluster, fault.Args{}); g.why[name] == nil {
+			some = true
+		}
+	}
+	return some
+}
+
+// need skips the spec when fault name is unavailable on this target.
+func (g *faultGuard) need(name string) {
+	if err := g.why[name]; err != nil {
 		Skip(err.Error())
 	}
 }

@@ -75,9 +75,10 @@ func admits(env *Env, n chaos.Node, id *identity.Identity) bool {
 
 // isolationSpec is partition-fails-closed for one kind of cut, on the
 // cluster getEnv returns (a container's, started in its BeforeAll).
-func isolationSpec(getEnv func() *Env, mode fault.Mode) func(SpecContext) {
+func isolationSpec(getEnv func() (*Env, *faultGuard), mode fault.Mode) func(SpecContext) {
 	return func(ctx SpecContext) {
-		env := getEnv()
+		env, guard := getEnv()
+		guard.need("partition")
 		r := faultRunner(env)
 		replicas := 3
 		if p := env.Health.Get(ctx, env.Cluster.Nodes()[0].HealthzURL()); p.Health.KVReplicas != 0 {
@@ -204,13 +205,17 @@ func isolationSpec(getEnv func() *Env, mode fault.Mode) func(SpecContext) {
 }
 
 var _ = Describe("Partition: an isolated running node fails closed (R3)", Ordered, ContinueOnFailure, Fault, Slow, func() {
-	var env *Env
+	var (
+		env   *Env
+		guard faultGuard
+	)
 	BeforeAll(func(ctx SpecContext) {
 		env = NewEnv("isolate-r3", chaos.Spec{})
-		skipUnavailable(env, "partition", fault.Args{Mode: fault.Drop})
-		env.StartAll(ctx)
+		if guard.check(env, "partition") {
+			env.StartAll(ctx)
+		}
 	})
-	get := func() *Env { return env }
+	get := func() (*Env, *faultGuard) { return env, &guard }
 	It("RST: within 2 s it answers 503 and admits no connection, control-plane request or user add, for 20 s; the majority stays 200 and commits; afterwards its allowlist equals the KV",
 		Claim("claim:partition-fails-closed"), Disruptive, isolationSpec(get, fault.RST))
 	It("DROP: within 2 s it answers 503 and admits no connection, control-plane request or user add, for 20 s; the majority stays 200 and commits; afterwards its allowlist equals the KV",
@@ -218,13 +223,17 @@ var _ = Describe("Partition: an isolated running node fails closed (R3)", Ordere
 })
 
 var _ = Describe("Partition: an isolated running node fails closed (R1, the migration state)", Ordered, ContinueOnFailure, Fault, Slow, func() {
-	var env *Env
+	var (
+		env   *Env
+		guard faultGuard
+	)
 	BeforeAll(func(ctx SpecContext) {
 		env = NewEnv("isolate-r1", chaos.Spec{KVReplicas: 1})
-		skipUnavailable(env, "partition", fault.Args{Mode: fault.Drop})
-		env.StartAll(ctx)
+		if guard.check(env, "partition") {
+			env.StartAll(ctx)
+		}
 	})
-	get := func() *Env { return env }
+	get := func() (*Env, *faultGuard) { return env, &guard }
 	It("RST, the node holding the R1 streams: within 2 s it answers 503 and admits nothing, for 20 s; the majority stays 200",
 		Claim("claim:partition-fails-closed"), Disruptive, isolationSpec(get, fault.RST))
 	It("DROP, the node holding the R1 streams: within 2 s it answers 503 and admits nothing, for 20 s; the majority stays 200",
@@ -232,17 +241,22 @@ var _ = Describe("Partition: an isolated running node fails closed (R1, the migr
 })
 
 var _ = Describe("Partition: links cut one way, or between two nodes only", Ordered, ContinueOnFailure, Fault, Slow, func() {
-	var env *Env
+	var (
+		env   *Env
+		guard faultGuard
+	)
 	BeforeAll(func(ctx SpecContext) {
 		env = NewEnv("oneway", chaos.Spec{})
-		skipUnavailable(env, "one-way", fault.Args{})
-		env.StartAll(ctx)
+		if guard.check(env, "one-way", "partition") {
+			env.StartAll(ctx)
+		}
 	})
 
 	// oneWay cuts the users leader's packets to the others (out) or the
 	// others' packets to it (in), with user adds through every node and
 	// every node's healthz watched.
 	oneWay := func(ctx SpecContext, out bool) {
+		guard.need("one-way")
 		r := faultRunner(env)
 		x := bucketLeader(ctx, env, kv.UsersBucket)
 		others := Others(env.Cluster, x)
@@ -349,6 +363,7 @@ var _ = Describe("Partition: links cut one way, or between two nodes only", Orde
 
 	It("a node cut off only from the users leader refuses a user revoked through the third node within 2 s, or fails closed",
 		Claim("claim:revoke-under-partition"), Disruptive, func(ctx SpecContext) {
+			guard.need("partition")
 			r := faultRunner(env)
 			leader := bucketLeader(ctx, env, kv.UsersBucket)
 			rest := Others(env.Cluster, leader)
