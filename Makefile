@@ -3,24 +3,32 @@ GO      ?= go
 GINKGO  := $(GO) tool ginkgo
 OUT     := $(CURDIR)/out
 SPECOUT := $(OUT)/specs
-# Extra ginkgo flags, e.g. SPECFLAGS='--label-filter=claim:r3 -v'
+# bash: SPECFLAGS is split into an array (see ginkgo_flags).
+SHELL   := /bin/bash
+
+# Extra Ginkgo CLI flags for specs, specs-live and test-vps, each as
+# --flag=value, e.g. SPECFLAGS='--label-filter=claim:r3 -v'. A label filter
+# may hold blanks: SPECFLAGS='--label-filter=claim:quorum-start || claim:r3'.
 SPECFLAGS ?=
 # Cluster size for the local targets, e.g. `make specs SIZE=5` (default 3)
 SIZE ?=
+export SPECFLAGS
 # make specs leaves out the slow fault specs (make chaos runs them); the
-# quick ones stay, so a fault the target cannot take shows as skipped.
+# quick ones stay, so a fault the target cannot take shows as skipped. A
+# --label-filter in SPECFLAGS comes later and wins.
 SPECLABELS ?= !(fault && slow)
 CHAOSOUT    := $(OUT)/chaos
 # make chaos: the fault claims, on the process target by default
 CHAOSTARGET ?= process
 
-.PHONY: all build lint unit specs chaos test bench cluster clean vps-sim-up vps-sim-down test-vps specs-live
+# ginkgo_flags puts SPECFLAGS into the bash array gflags: a new flag starts at
+# each blank followed by '-', so a filter's `||` and `&&` stay in its value
+# (and never reach the shell); one layer of quotes around a value is dropped.
+ginkgo_flags = readarray -t gflags < <(printf '%s\n' "$$SPECFLAGS" \
+  | sed -E 's/[[:space:]]+-/\n-/g' \
+  | sed -E "s/^[[:space:]]+//; s/[[:space:]]+$$//; s/^(-[^=]*=)'(.*)'$$/\1\2/; s/^(-[^=]*=)\"(.*)\"$$/\1\2/; /^$$/d")
 
-SIMDIR  ?= /run/unibus-vpssim
-SIMOUT  := $(OUT)/vps
-NODES   ?= runbook/nodes.env
-# Extra ssh flags for runbook commands, e.g. SSHFLAGS='-F ~/.ssh/config'
-SSHFLAGS ?=
+.PHONY: all build lint unit specs chaos test bench fuzz cluster clean vps-sim-up vps-sim-down test-vps specs-live
 
 all: build
 
@@ -45,21 +53,29 @@ unit:
 # writes out/specs/report.json (Ginkgo JSON), junit.xml and checklist.txt.
 specs: build
 	@mkdir -p $(SPECOUT)
+	@$(ginkgo_flags); set -x; \
 	$(GINKGO) --json-report=report.json --junit-report=junit.xml --output-dir=$(SPECOUT) \
-	  --label-filter='$(SPECLABELS)' $(SPECFLAGS) ./specs -- --membershipd=$(CURDIR)/bin/membershipd --report-dir=$(SPECOUT) $(if $(SIZE),--size=$(SIZE))
+	  --label-filter='$(SPECLABELS)' "$${gflags[@]}" ./specs -- --membershipd=$(CURDIR)/bin/membershipd --report-dir=$(SPECOUT) $(if $(SIZE),--size=$(SIZE))
 
 # The fault claims (label `fault`: kill -9, pause, partitions) on real
 # membershipd processes: out/chaos/report.json, junit.xml, checklist.txt.
 chaos: build
 	@mkdir -p $(CHAOSOUT)
+	@$(ginkgo_flags); set -x; \
 	$(GINKGO) --json-report=report.json --junit-report=junit.xml --output-dir=$(CHAOSOUT) \
-	  --label-filter=fault $(SPECFLAGS) ./specs -- --target=$(CHAOSTARGET) --membershipd=$(CURDIR)/bin/membershipd \
+	  --label-filter=fault "$${gflags[@]}" ./specs -- --target=$(CHAOSTARGET) --membershipd=$(CURDIR)/bin/membershipd \
 	  --report-dir=$(CHAOSOUT) $(if $(SIZE),--size=$(SIZE))
 
 test: lint unit specs chaos
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./membershipd/... ./chaos/...
+
+# Every Go fuzz target in turn, FUZZTIME each (CI: 10s). A crash fails
+# and its input is saved under the package's testdata/fuzz/.
+FUZZTIME ?= 30s
+fuzz:
+	.ci/fuzz $(FUZZTIME)
 
 # Three membershipd processes on loopback with fresh certificates; Ctrl-C stops them.
 cluster: build
@@ -68,40 +84,90 @@ cluster: build
 clean:
 	rm -rf $(OUT) bin
 
-# --- simulated hosts (root) ------------------------------------------------
+# --- the operator's live run -------------------------------------------------
+# make specs-live NODES=runbook/nodes.env [CERTS=out/certs] [SSH_CONFIG=FILE]
+#                 [LIVEFLAGS='--allow-disruptive'] [SPECFLAGS='--label-filter=claim:r3']
+#                 [LIVEOUT=out/live]
+# The suite against the deployed cluster in NODES over SSH. Paths may be
+# relative to the repository root (they are made absolute here: Ginkgo runs
+# the suite inside specs/). SSH_CONFIG is the ssh_config the aliases in
+# NODES resolve through (default ~/.ssh/config), the file runbook commands
+# take as -F. LIVEFLAGS are suite flags (after the `--`): --allow-disruptive
+# runs the specs that stop nodes. SPECFLAGS are Ginkgo flags (before it).
+NODES      ?= runbook/nodes.env
+CERTS      ?= out/certs
+SSH_CONFIG ?=
+LIVEFLAGS  ?=
+LIVEOUT    ?= out/live
+# ~/ is the home directory even where the shell left it unexpanded.
+absfile = $(abspath $(patsubst ~/%,$(HOME)/%,$(1)))
+
+ifneq ($(SSHFLAGS),)
+$(error SSHFLAGS is not read: give the ssh config as SSH_CONFIG=FILE and suite flags as LIVEFLAGS='...' (see README))
+endif
+
+specs-live: build
+	@mkdir -p $(call absfile,$(LIVEOUT))
+	@$(ginkgo_flags); set -x; \
+	$(GINKGO) --json-report=report.json --junit-report=junit.xml --output-dir=$(call absfile,$(LIVEOUT)) \
+	  "$${gflags[@]}" ./specs -- --target=ssh --nodes=$(call absfile,$(NODES)) --certs=$(call absfile,$(CERTS)) \
+	  $(if $(SSH_CONFIG),--ssh-config=$(call absfile,$(SSH_CONFIG))) \
+	  --membershipd=$(CURDIR)/bin/membershipd --report-dir=$(call absfile,$(LIVEOUT)) $(LIVEFLAGS)
+
+# --- simulated hosts (root) ----------------------------------------------------
+SIMDIR  ?= /run/unibus-vpssim
+SIMOUT  := $(OUT)/vps
+# What test-vps hands the runbook and specs-live, as an operator would:
+# paths relative to the repository root, the sim's own ssh config.
+SIM_NODES      := out/vps/nodes.env
+SIM_CERTS      := out/vps/certs
+SIM_SSH_CONFIG := $(SIMDIR)/ssh_config
+SIMFLAGS = --nodes $(SIM_NODES) --certs $(SIM_CERTS) -F $(SIM_SSH_CONFIG)
+
 vps-sim-up: build
 	bin/runbook vps-sim up --dir $(SIMDIR)
 	@mkdir -p $(SIMOUT)
 	bin/runbook sim-nodes-env --dir $(SIMDIR) > $(SIMOUT)/nodes.env
-	@echo "nodes.env for the simulated hosts: $(SIMOUT)/nodes.env (ssh config $(SIMDIR)/ssh_config)"
+	@echo "nodes.env for the simulated hosts: $(SIM_NODES) (ssh config $(SIM_SSH_CONFIG)); e.g."
+	@echo "  bin/runbook certs --nodes $(SIM_NODES) --dir $(SIM_CERTS)"
+	@echo "  bin/runbook deploy --yes $(SIMFLAGS)"
+	@echo "  make specs-live NODES=$(SIM_NODES) CERTS=$(SIM_CERTS) SSH_CONFIG=$(SIM_SSH_CONFIG)"
 
 vps-sim-down: build
 	bin/runbook vps-sim down --dir $(SIMDIR)
 
-SIMFLAGS = --nodes $(SIMOUT)/nodes.env --certs $(SIMOUT)/certs -F $(SIMDIR)/ssh_config
-
-# The whole runbook against three simulated hosts: deploy, start, then the
-# spec suite on the ssh target with disruption allowed.
+# The whole runbook against three simulated hosts, as README tells the
+# operator: deploy (dry run, then --yes), start, verify, then
+#   1. the operator's live run: `make specs-live` with LIVEFLAGS=--allow-disruptive
+#      (reports in out/vps/live);
+#   2. what only the sim may do (reports in out/vps/sim): the specs labelled
+#      `wipe` (they need a fresh cluster: --allow-wipe deletes every node's
+#      data) or `partition` (iptables in the hosts' namespaces: --sim-dir).
+# A label filter in SPECFLAGS applies to both runs. The sim is brought down
+# at the end, also on failure or Ctrl-C; the exit status is 1 if any step or
+# either run failed.
+SIM_ONLY := wipe || partition
 test-vps: build
 	-bin/runbook vps-sim down --dir $(SIMDIR) >/dev/null 2>&1
 	rm -rf $(SIMOUT)
-	$(MAKE) vps-sim-up
-	bin/runbook certs --nodes $(SIMOUT)/nodes.env --dir $(SIMOUT)/certs
-	bin/runbook deploy $(SIMFLAGS)
-	bin/runbook deploy --yes $(SIMFLAGS)
-	bin/runbook start $(SIMFLAGS)
-	bin/runbook verify $(SIMFLAGS)
-	$(GINKGO) --json-report=report.json --junit-report=junit.xml --output-dir=$(SIMOUT)/specs \
-	  $(SPECFLAGS) ./specs -- --target=ssh --nodes=$(SIMOUT)/nodes.env --certs=$(SIMOUT)/certs \
-	  --ssh-config=$(SIMDIR)/ssh_config --allow-disruptive --allow-wipe --sim-dir=$(SIMDIR) \
-	  --membershipd=$(CURDIR)/bin/membershipd \
-	  --report-dir=$(SIMOUT)/specs; rc=$$?; bin/runbook vps-sim down --dir $(SIMDIR); exit $$rc
-
-# The operator's command: the suite against the live cluster in NODES.
-# Disruptive specs are skipped unless SPECFLAGS carries --allow-disruptive
-# after the `--`.
-specs-live: build
-	@mkdir -p $(OUT)/live
-	$(GINKGO) --json-report=report.json --junit-report=junit.xml --output-dir=$(OUT)/live \
-	  ./specs -- --target=ssh --nodes=$(NODES) --certs=out/certs $(SSHFLAGS) \
-	  --membershipd=$(CURDIR)/bin/membershipd --report-dir=$(OUT)/live $(LIVEFLAGS)
+	@trap 'bin/runbook vps-sim down --dir $(SIMDIR)' EXIT; trap 'exit 130' INT TERM; \
+	set -x; \
+	$(MAKE) --no-print-directory vps-sim-up && \
+	bin/runbook certs --nodes $(SIM_NODES) --dir $(SIM_CERTS) && \
+	bin/runbook deploy $(SIMFLAGS) && \
+	bin/runbook deploy --yes $(SIMFLAGS) && \
+	bin/runbook start $(SIMFLAGS) && \
+	bin/runbook verify $(SIMFLAGS) || exit 1; \
+	rc=0; start=$$SECONDS; \
+	$(MAKE) --no-print-directory specs-live NODES=$(SIM_NODES) CERTS=$(SIM_CERTS) SSH_CONFIG=$(SIM_SSH_CONFIG) \
+	  LIVEFLAGS=--allow-disruptive LIVEOUT=out/vps/live || rc=1; \
+	live=$$((SECONDS-start)); start=$$SECONDS; \
+	{ set +x; } 2>/dev/null; $(ginkgo_flags); rest=(); lf=""; \
+	for f in "$${gflags[@]}"; do case $$f in --label-filter=*) lf=$${f#--label-filter=};; *) rest+=("$$f");; esac; done; \
+	only='$(SIM_ONLY)'; [ -z "$$lf" ] || only="($$lf) && ($$only)"; set -x; \
+	$(MAKE) --no-print-directory specs-live NODES=$(SIM_NODES) CERTS=$(SIM_CERTS) SSH_CONFIG=$(SIM_SSH_CONFIG) \
+	  LIVEFLAGS='--allow-disruptive --allow-wipe --sim-dir=$(SIMDIR)' LIVEOUT=out/vps/sim \
+	  SPECFLAGS="$${rest[*]} --label-filter=$$only" || rc=1; \
+	{ set +x; } 2>/dev/null; \
+	echo "test-vps: operator's live run $${live}s (out/vps/live), sim-only specs $$((SECONDS-start))s (out/vps/sim); exit $$rc"; \
+	exit $$rc

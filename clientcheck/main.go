@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -47,6 +48,10 @@ const (
 
 // defaultAPIPort is membershipd's HTTPS control-plane port.
 const defaultAPIPort = 8470
+
+// maxCount bounds --count: the probe keeps a ledger entry per message, so
+// a count in the billions allocates until the process dies.
+const maxCount = 10_000_000
 
 type options struct {
 	servers, apiURLs  []string
@@ -114,7 +119,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "clientcheck: %v\n", runErr)
 		return exitFailed
 	case !rep.OK():
-		fmt.Fprintf(stderr, "clientcheck: %d lost, %d duplicated\n", rep.Lost, rep.Duplicated)
+		fmt.Fprintf(stderr, "clientcheck: %d lost, %d duplicated, %d replayed\n", rep.Lost, rep.Duplicated, rep.Replays)
 		return exitFailed
 	}
 	return exitOK
@@ -198,8 +203,10 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	switch {
 	case o.count < 1:
 		return nil, fmt.Errorf("--count %d: want at least 1", o.count)
-	case o.rate < 0:
-		return nil, fmt.Errorf("--rate %g: want 0 or more", o.rate)
+	case o.count > maxCount:
+		return nil, fmt.Errorf("--count %d: want at most %d (run several probes for more)", o.count, maxCount)
+	case math.IsNaN(o.rate) || math.IsInf(o.rate, 0) || o.rate < 0:
+		return nil, fmt.Errorf("--rate %g: want a finite number of messages per second, 0 (as fast as acks allow) or more", o.rate)
 	case o.timeout <= 0:
 		return nil, fmt.Errorf("--timeout %s: want a positive duration", o.timeout)
 	case o.publish <= 0:

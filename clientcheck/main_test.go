@@ -16,7 +16,7 @@ import (
 
 type files struct{ ca, cert, key, id, dir string }
 
-func fixture(t *testing.T) files {
+func fixture(t testing.TB) files {
 	t.Helper()
 	dir := t.TempDir()
 	ca, err := pki.NewCA("test client CA", time.Hour)
@@ -102,6 +102,12 @@ func TestBadInput(t *testing.T) {
 		{"count 0", good("--count", "0"), "--count 0"},
 		{"count negative", good("--count", "-5"), "--count -5"},
 		{"rate negative", good("--rate", "-1"), "--rate"},
+		{"rate NaN", good("--rate", "NaN"), "--rate NaN"},
+		{"rate Inf", good("--rate", "+Inf"), "--rate +Inf"},
+		{"rate -Inf", good("--rate", "-Inf"), "--rate -Inf"},
+		{"count 1e12 spelt out", good("--count", "1000000000000"), "at most 10000000"},
+		{"count 1e12", good("--count", "1e12"), "-count"},
+		{"count just over", good("--count", "10000001"), "at most"},
 		{"timeout zero", good("--timeout", "0s"), "--timeout"},
 		{"api and api-port", good("--api", "https://127.0.0.1:8471", "--api-port", "8471"), "not both"},
 		{"api http", good("--api", "http://127.0.0.1:8471"), "https://HOST:PORT"},

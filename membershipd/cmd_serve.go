@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -41,6 +43,19 @@ func cmdServe(args []string, _ io.Writer, stderr io.Writer) int {
 	fs.IntVar(&cfg.KVReplicas, "kv-replicas", node.DefaultKVReplicas, "replicas of the control-plane buckets when created")
 	fs.DurationVar(&cfg.BootstrapBudget, "bootstrap-budget", node.DefaultBootstrapBudget, "how long to retry opening the buckets while waiting for a quorum")
 	fs.IntVar(&cfg.RoomMaxConsumers, "room-max-consumers", api.DefaultMaxConsumers, "consumer limit of each new room stream (one consumer per member)")
+	cfg.JSMaxStore, cfg.JSMaxMem, cfg.ControlReserve = node.DefaultJSMaxStore, node.DefaultJSMaxMem, node.DefaultControlReserve
+	cfg.Rooms = api.DefaultLimits()
+	roomMsgSize := byteSize(cfg.Rooms.RoomMaxMsgSize)
+	fs.Var((*byteSize)(&cfg.JSMaxStore), "js-max-store", "JetStream max_store of this node: every stream on disk, control plane included (bytes, or KiB/MiB/GiB)")
+	fs.Var((*byteSize)(&cfg.JSMaxMem), "js-max-mem", "JetStream max_mem of this node")
+	fs.Var((*byteSize)(&cfg.ControlReserve), "control-reserve", "part of --js-max-store rooms never get, kept for the control-plane buckets")
+	fs.Var((*byteSize)(&cfg.Rooms.RoomMaxBytes), "room-max-bytes", "MaxBytes of each room stream; a full room rejects new messages")
+	fs.Var(&roomMsgSize, "room-max-msg-size", "largest message a room stream takes")
+	fs.Int64Var(&cfg.Rooms.RoomMaxMsgs, "room-max-msgs", cfg.Rooms.RoomMaxMsgs, "MaxMsgs of each room stream")
+	fs.IntVar(&cfg.Rooms.RoomQuota, "room-quota", cfg.Rooms.RoomQuota, "rooms a member may create (-1: unlimited)")
+	fs.IntVar(&cfg.Rooms.AdminRoomQuota, "admin-room-quota", cfg.Rooms.AdminRoomQuota, "rooms an admin may create (-1: unlimited)")
+	fs.IntVar(&cfg.HTTP.MaxConns, "http-max-conns", node.DefaultHTTPMaxConns, "open HTTPS connections at most (the NATS port shares LimitNOFILE)")
+	fs.StringVar(&cfg.Sync, "sync", node.SyncAlways, "JetStream fsync: always (every write before its ack), default (nats-server's 2 min interval: loses acked writes on power loss) or a DURATION interval")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if code, ok := parse(fs, args); !ok {
 		return code
@@ -54,6 +69,11 @@ func cmdServe(args []string, _ io.Writer, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "membershipd serve: --room-max-consumers %d: want at least 1 (one consumer per room member)\n", cfg.RoomMaxConsumers)
 		return exitBadArgs
 	}
+	if roomMsgSize <= 0 || roomMsgSize > math.MaxInt32 {
+		fmt.Fprintf(stderr, "membershipd serve: --room-max-msg-size %d: want 1 byte to 2 GiB\n", roomMsgSize)
+		return exitBadArgs
+	}
+	cfg.Rooms.RoomMaxMsgSize = int32(roomMsgSize)
 	cfg.BusAuth = authn.Mode(busAuth)
 	if cfg.Name == "" {
 		fmt.Fprintln(stderr, "membershipd serve: --node-name is required")
@@ -95,4 +115,29 @@ func fail(stderr io.Writer, cmd string, err error) int {
 		return exitBadArgs
 	}
 	return exitFailed
+}
+
+// byteSize is a flag of bytes: a plain number or one with a KiB, MiB or
+// GiB suffix.
+type byteSize int64
+
+func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+
+func (b *byteSize) Set(s string) error {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = v, u.m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n <= 0 || n > math.MaxInt64/mult {
+		return fmt.Errorf("want a positive number of bytes, optionally with KiB, MiB or GiB")
+	}
+	*b = byteSize(n * mult)
+	return nil
 }

@@ -217,6 +217,7 @@ func cmdUserList(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("user list", stderr)
 	uf := addUserFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
+	all := fs.Bool("all", false, "also list revoked users whose handle starts with spec- (the specs' leftovers; hidden by default)")
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
@@ -230,6 +231,10 @@ func cmdUserList(args []string, stdout, stderr io.Writer) int {
 	users, err := st.ListUsers(ctx)
 	if err != nil {
 		return userFail(stderr, "user list", err)
+	}
+	users, hidden := visibleUsers(users, *all)
+	if hidden > 0 {
+		fmt.Fprintf(stderr, "%d revoked spec-* users hidden (--all shows them)\n", hidden)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -253,19 +258,16 @@ func cmdUserRevoke(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("user revoke", stderr)
 	uf := addUserFlags(fs)
 	// The key is positional (`user revoke --store kv HEX`); flags may follow it.
+	pos, code, ok := parseArgs(fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) > 1 {
+		return userFail(stderr, "user revoke", usageErr(fmt.Sprintf("unexpected argument %q", pos[1])))
+	}
 	var key string
-	rest := args
-	for {
-		if err := parseOnly(fs, rest); err != nil {
-			return userFail(stderr, "user revoke", usageErr(err.Error()))
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		if key != "" {
-			return userFail(stderr, "user revoke", usageErr(fmt.Sprintf("unexpected argument %q", fs.Arg(0))))
-		}
-		key, rest = fs.Arg(0), fs.Args()[1:]
+	if len(pos) == 1 {
+		key = pos[0]
 	}
 	if key == "" {
 		return userFail(stderr, "user revoke", usageErr("want the user's 64-hex sign key"))
@@ -289,10 +291,22 @@ func cmdUserRevoke(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// parseOnly parses flags without the positional-argument check.
-func parseOnly(fs *flag.FlagSet, args []string) error {
-	out := fs.Output()
-	fs.SetOutput(io.Discard)
-	defer fs.SetOutput(out)
-	return fs.Parse(args)
+// specPrefix marks the users the runbook's specs create (chaos: spec-*).
+const specPrefix = "spec-"
+
+// visibleUsers drops revoked spec-* users unless all: every spec run on a
+// live cluster leaves its revoked users behind (rows are never deleted), and
+// they would bury the operator's own. It returns how many it hid.
+func visibleUsers(users []store.User, all bool) ([]store.User, int) {
+	if all {
+		return users, 0
+	}
+	out := make([]store.User, 0, len(users))
+	for _, u := range users {
+		if u.Status == store.StatusRevoked && strings.HasPrefix(u.Handle, specPrefix) {
+			continue
+		}
+		out = append(out, u)
+	}
+	return out, len(users) - len(out)
 }

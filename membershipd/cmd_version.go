@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/unibus/clusterkit/internal/cliflag"
 	"github.com/unibus/clusterkit/membershipd/node"
 )
 
@@ -30,23 +31,31 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 }
 
 // parse returns (exit code, true) to continue, or (code, false) to stop.
+// Flags may come before or after positional words; none is expected here.
 // A bad flag is one clear line plus a hint, not a wall of usage.
 func parse(fs *flag.FlagSet, args []string) (int, bool) {
-	out := fs.Output()
-	fs.SetOutput(io.Discard)
-	err := fs.Parse(args)
-	fs.SetOutput(out)
-	if err == flag.ErrHelp {
-		fs.PrintDefaults()
-		return exitOK, false
+	pos, code, ok := parseArgs(fs, args)
+	if !ok {
+		return code, false
 	}
-	if err != nil {
-		fmt.Fprintf(out, "%s: %v (run `%s -h` for flags)\n", fs.Name(), err, fs.Name())
-		return exitBadArgs, false
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(out, "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+	if len(pos) > 0 {
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), pos[0])
 		return exitBadArgs, false
 	}
 	return exitOK, true
+}
+
+// parseArgs parses flags in any position (`user revoke HEX --store kv`)
+// and returns the positional words.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, int, bool) {
+	pos, err := cliflag.Parse(fs, args, cliflag.Options{})
+	if err == flag.ErrHelp {
+		fs.PrintDefaults()
+		return nil, exitOK, false
+	}
+	if err != nil {
+		fmt.Fprintf(fs.Output(), "%s: %v (run `%s -h` for flags)\n", fs.Name(), err, fs.Name())
+		return nil, exitBadArgs, false
+	}
+	return pos, exitOK, true
 }

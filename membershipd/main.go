@@ -45,6 +45,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitBadArgs
 	case "user":
 		return cmdUser(args[1:], stdout, stderr)
+	case "key":
+		if len(args) > 1 && args[1] == "new" {
+			return cmdKeyNew(args[2:], stdout, stderr)
+		}
+		fmt.Fprintln(stderr, "membershipd key: want `key new --out FILE`")
+		return exitBadArgs
 	case "migrate-to-kv":
 		return cmdMigrateToKV(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
@@ -64,9 +70,10 @@ Usage:
   membershipd cluster report [flags]     servers, routes, meta leader, bucket replication
   membershipd kv scale --replicas N      raise or lower every control-plane bucket in place
   membershipd user add --store kv --handle H --role admin|member --sign-pub HEX
-  membershipd user list --store kv       (or --db FILE for a standalone SQLite node)
+  membershipd user list --store kv [--all] (or --db FILE; --all also shows revoked spec-* users)
   membershipd user revoke --store kv HEX
+  membershipd key new --out FILE         new user identity (0600 file); prints its 64-hex --sign-pub
   membershipd migrate-to-kv --db FILE    copy a SQLite store into the live cluster's KV
 
-Run a command with -h for its flags. Exit status: 0 ok, 1 failed, 2 bad input.
+Run a command with -h for its flags; flags may come before or after other words. Exit status: 0 ok, 1 failed, 2 bad input.
 `

@@ -74,6 +74,13 @@ func TestServeBadInput(t *testing.T) {
 		{"sqlite without db", good("--store", "sqlite"), "--store sqlite needs --db FILE"},
 		{"bus-auth off on a public bind", good("--bus-auth", "off", "--bind", "0.0.0.0"), "--bus-auth off is refused unless --bind is a loopback address"},
 		{"unknown bus-auth", good("--bus-auth", "maybe"), `--bus-auth "maybe"`},
+		{"js-max-store not a size", good("--js-max-store", "lots"), "js-max-store"},
+		{"js-max-store zero", good("--js-max-store", "0"), "js-max-store"},
+		{"no room left for rooms", good("--js-max-store", "1GiB", "--control-reserve", "1GiB"), "leaves room for no room"},
+		{"room message larger than the room", good("--room-max-bytes", "1MiB", "--room-max-msg-size", "2MiB"), "no message would fit"},
+		{"room message size over int32", good("--room-max-msg-size", "4GiB"), "--room-max-msg-size"},
+		{"bad sync", good("--sync", "sometimes"), `--sync "sometimes": want always, default or a positive duration`},
+		{"negative sync interval", good("--sync", "-5s"), `--sync "-5s"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -134,6 +141,13 @@ func TestClientCommandsBadInput(t *testing.T) {
 		{[]string{"user", "add", "--store", "kv", "--handle", "", "--role", "member", "--sign-pub", validPub}, "--handle"},
 		{[]string{"user", "add", "--store", "kv", "--handle", "x", "--role", "member", "--sign-pub", "abc"}, "--sign-pub"},
 		{[]string{"migrate-to-kv", "--db", "x.db", "--nats-url", "tls://0.0.0.0:1"}, "refusing non-loopback"},
+		// Flags after positional words are parsed, not ignored: a bad one is
+		// named wherever it is.
+		{[]string{"user", "revoke", validPub, "--store", "kv", "--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"user", "revoke", validPub, "--store", "kv", "--internal-id-file", "/nonexistent/internal.id"}, "/nonexistent/internal.id"},
+		{[]string{"user", "revoke", validPub, validPub}, "unexpected argument"},
+		{[]string{"user", "list", "extra", "--store", "kv"}, `unexpected argument "extra"`},
+		{[]string{"cluster", "report", "extra", "--ca", "/nonexistent/ca.crt"}, `unexpected argument "extra"`},
 	}
 	for _, c := range cases {
 		var stdout, stderr bytes.Buffer

@@ -10,9 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/pki"
 	"github.com/unibus/clusterkit/runbook/deploy"
 	"github.com/unibus/clusterkit/runbook/sshx"
@@ -29,14 +31,42 @@ type common struct {
 func addCommon(fs *flag.FlagSet) *common {
 	c := &common{}
 	fs.StringVar(&c.nodes, "nodes", "runbook/nodes.env", "topology file")
-	fs.StringVar(&c.certs, "certs", "out/certs", "certificates made by `runbook certs`")
+	fs.StringVar(&c.certs, "certs", "out/certs", "certificates directory (made by runbook certs)")
 	fs.StringVar(&c.sshConfig, "F", "", "ssh_config file (default ~/.ssh/config)")
 	fs.StringVar(&c.knownHosts, "known-hosts", "", "known_hosts file (default from ssh_config, else ~/.ssh/known_hosts)")
 	fs.StringVar(&c.identity, "identity", "", "extra private key file (ssh_config IdentityFile and the agent are used too)")
 	return c
 }
 
-func (c *common) topology() (deploy.Topology, error) { return deploy.ParseNodesEnv(c.nodes) }
+// load reads the topology and checks each node's login user against
+// ssh_config (no network). ok false means: exit with code 2.
+func (c *common) load(name string, stderr io.Writer) (deploy.Topology, int, bool) {
+	t, err := deploy.ParseNodesEnv(c.nodes)
+	if err == nil {
+		err = c.ssh().CheckUsers(t)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "runbook %s: %v\n", name, err)
+		return deploy.Topology{}, 2, false
+	}
+	return t, 0, true
+}
+
+// preflight connects to every host (host key, auth, sudo -n) before a
+// command changes any; ok false means nothing was changed and the command
+// exits with code (1, or 2 for a login-user conflict).
+func (c *common) preflight(ctx context.Context, name string, t deploy.Topology, stdout, stderr io.Writer) (int, bool) {
+	began := time.Now()
+	if err := c.ssh().Preflight(ctx, t); err != nil {
+		fmt.Fprintf(stderr, "runbook %s: %v\n", name, err)
+		if errors.Is(err, sshx.ErrUserConflict) {
+			return 2, false
+		}
+		return 1, false
+	}
+	fmt.Fprintf(stdout, "preflight: all %d hosts reachable (host key, login, sudo -n) in %s\n", len(t.Nodes), time.Since(began).Round(time.Millisecond))
+	return 0, true
+}
 
 func (c *common) ssh() deploy.SSH {
 	o := sshx.Options{ConfigFile: c.sshConfig, Agent: true}
@@ -51,11 +81,6 @@ func (c *common) ssh() deploy.SSH {
 
 func (c *common) ca() string { return filepath.Join(c.certs, "client-ca.crt") }
 
-func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) bool {
-	fs.SetOutput(stderr)
-	return fs.Parse(args) == nil
-}
-
 func fail(stderr io.Writer, cmd string, err error) int {
 	fmt.Fprintf(stderr, "runbook %s: %v\n", cmd, err)
 	return 1
@@ -68,8 +93,8 @@ func cmdCerts(args []string, stdout, stderr io.Writer) int {
 	force := fs.Bool("force", false, "rotate the route CA (redeploy every node together afterwards)")
 	clientCA := fs.String("client-ca", "", "existing client CA certificate to reuse (clients keep trusting the bus)")
 	clientKey := fs.String("client-ca-key", "", "its key")
-	if !parseFlags(fs, args, stderr) {
-		return 2
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
 	t, err := deploy.ParseNodesEnv(*nodes)
 	if err != nil {
@@ -136,13 +161,12 @@ func cmdDeploy(args []string, stdout, stderr io.Writer) int {
 	c := addCommon(fs)
 	yes := fs.Bool("yes", false, "apply (without it: a dry run that prints the plan and changes nothing)")
 	binary := fs.String("binary", "", "membershipd binary to ship (default: cross-build linux/amd64, CGO_ENABLED=0)")
-	if !parseFlags(fs, args, stderr) {
-		return 2
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
-	t, err := c.topology()
-	if err != nil {
-		fmt.Fprintf(stderr, "runbook deploy: %v\n", err)
-		return 2
+	t, code, ok := c.load("deploy", stderr)
+	if !ok {
+		return code
 	}
 	bin, err := loadBinary(*binary)
 	if err != nil {
@@ -159,6 +183,9 @@ func cmdDeploy(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	if code, ok := c.preflight(ctx, "deploy", t, stdout, stderr); !ok {
+		return code
+	}
 	results := deploy.Apply(ctx, plans, c.ssh().Dialer(), stdout)
 	changed, failed := 0, 0
 	for _, r := range results {
@@ -188,23 +215,25 @@ func cmdStartStop(start bool) func(args []string, stdout, stderr io.Writer) int 
 		fs := flag.NewFlagSet("runbook "+name, flag.ContinueOnError)
 		c := addCommon(fs)
 		timeout := fs.Duration("timeout", 3*time.Minute, "how long to wait for quorum")
-		if !parseFlags(fs, args, stderr) {
-			return 2
+		if code, ok := parseFlags(fs, args, stderr); !ok {
+			return code
 		}
-		t, err := c.topology()
-		if err != nil {
-			fmt.Fprintf(stderr, "runbook %s: %v\n", name, err)
-			return 2
+		t, code, ok := c.load(name, stderr)
+		if !ok {
+			return code
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 		defer cancel()
+		if code, ok := c.preflight(ctx, name, t, stdout, stderr); !ok {
+			return code
+		}
 		cmd := "systemctl stop " + deploy.UnitName
 		if start {
 			// All together: a lone node never serves, so no node's start
 			// waits on another's health.
 			cmd = "systemctl enable --now " + deploy.UnitName
 		}
-		err = deploy.Parallel(ctx, t, stdout, func(ctx context.Context, n deploy.NodeRow) (string, error) {
+		err := deploy.Parallel(ctx, t, stdout, func(ctx context.Context, n deploy.NodeRow) (string, error) {
 			r, err := c.ssh().OnNode(ctx, n, cmd)
 			if err != nil {
 				return "", err
@@ -232,13 +261,12 @@ func cmdStartStop(start bool) func(args []string, stdout, stderr io.Writer) int 
 func cmdVerify(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("runbook verify", flag.ContinueOnError)
 	c := addCommon(fs)
-	if !parseFlags(fs, args, stderr) {
-		return 2
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
-	t, err := c.topology()
-	if err != nil {
-		fmt.Fprintf(stderr, "runbook verify: %v\n", err)
-		return 2
+	t, code, ok := c.load("verify", stderr)
+	if !ok {
+		return code
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -270,52 +298,156 @@ func cmdVerify(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// onFirstNode runs membershipd with args on the first node that answers.
-func onFirstNode(name string, build func(args []string) ([]string, error)) func(args []string, stdout, stderr io.Writer) int {
-	return func(args []string, stdout, stderr io.Writer) int {
-		fs := flag.NewFlagSet("runbook "+name, flag.ContinueOnError)
-		c := addCommon(fs)
-		on := fs.String("on", "", "node to run it on (default: the first that answers)")
-		if !parseFlags(fs, args, stderr) {
-			return 2
-		}
-		rest, err := build(fs.Args())
-		if err != nil {
-			fmt.Fprintf(stderr, "runbook %s: %v\n", name, err)
-			return 2
-		}
-		t, err := c.topology()
-		if err != nil {
-			fmt.Fprintf(stderr, "runbook %s: %v\n", name, err)
-			return 2
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		quoted := make([]string, len(rest))
-		for i, a := range rest {
-			quoted[i] = deploy.Quote(a)
-		}
-		cmd := deploy.BinaryPath + " " + strings.Join(quoted, " ")
-		var last error
-		for _, n := range t.Nodes {
-			if *on != "" && n.Name != *on {
-				continue
-			}
-			r, err := c.ssh().OnNode(ctx, n, cmd)
-			if err != nil {
-				last = err
-				fmt.Fprintf(stderr, "[%s] %v\n", n.Name, err)
-				continue
-			}
-			fmt.Fprintf(stdout, "[%s] $ membershipd %s\n%s", n.Name, strings.Join(rest, " "), r.Stdout)
-			fmt.Fprint(stderr, r.Stderr)
-			return r.ExitCode
-		}
-		if last == nil {
-			last = errors.New("no such node")
-		}
-		return fail(stderr, name, last)
+// cmdScaleR3 raises every control-plane bucket to R3 from one node.
+func cmdScaleR3(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("runbook scale-r3", flag.ContinueOnError)
+	c := addCommon(fs)
+	on := fs.String("on", "", "node to run it on (default: the first that answers)")
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
+	return onNode(c, "scale-r3", *on, []string{"kv", "scale", "--replicas", "3"}, true, stdout, stderr)
+}
+
+// userSubFlags are the flags each `user` subcommand takes besides the host
+// flags; they are checked here, before any host is contacted.
+var userSubFlags = map[string][]string{
+	"add":    {"handle", "role", "sign-pub"},
+	"list":   {"json", "all"},
+	"revoke": {},
+}
+
+// cmdUser runs `membershipd user add|list|revoke --store kv` on a node.
+func cmdUser(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("runbook user", flag.ContinueOnError)
+	c := addCommon(fs)
+	on := fs.String("on", "", "node to run it on (default: the first that answers)")
+	handle := fs.String("handle", "", "add: the user's handle")
+	role := fs.String("role", "member", "add: admin or member")
+	signPub := fs.String("sign-pub", "", "add: the user's ed25519 public key, 64 hex (membershipd key new --out FILE makes one)")
+	asJSON := fs.Bool("json", false, "list: print JSON")
+	all := fs.Bool("all", false, "list: also show revoked spec-* users (hidden by default)")
+	pos, code, ok := parseArgs(fs, args, stderr)
+	if !ok {
+		return code
+	}
+	bad := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "runbook user: "+format+"\n", a...)
+		return 2
+	}
+	if len(pos) == 0 {
+		return bad("want add, list or revoke (runbook user add --handle H --role R --sign-pub HEX)")
+	}
+	sub := pos[0]
+	own, known := userSubFlags[sub]
+	if !known {
+		return bad("unknown subcommand %q (want add, list or revoke)", sub)
+	}
+	hostFlags := map[string]bool{"nodes": true, "certs": true, "F": true, "known-hosts": true, "identity": true, "on": true}
+	var misplaced string
+	fs.Visit(func(f *flag.Flag) {
+		if misplaced == "" && !hostFlags[f.Name] && !slices.Contains(own, f.Name) {
+			misplaced = f.Name
+		}
+	})
+	if misplaced != "" {
+		return bad("flag -%s does not apply to `user %s` (its flags: %s)", misplaced, sub, flagList(own))
+	}
+	margs := []string{"user", sub, "--store", "kv"}
+	switch sub {
+	case "add":
+		if len(pos) > 1 {
+			return bad("add: unexpected argument %q", pos[1])
+		}
+		// Bad input is exit 2 before any host is contacted.
+		if _, err := identity.ParseRole(*role); err != nil {
+			return bad("add: --role: %v", err)
+		}
+		if err := identity.ValidateHandle(*handle); err != nil {
+			return bad("add: --handle: %v", err)
+		}
+		if _, err := identity.ParseSignPub(*signPub); err != nil {
+			return bad("add: --sign-pub: %v (make a key with: membershipd key new --out FILE)", err)
+		}
+		margs = append(margs, "--handle", *handle, "--role", *role, "--sign-pub", *signPub)
+	case "list":
+		if len(pos) > 1 {
+			return bad("list: unexpected argument %q", pos[1])
+		}
+		if *asJSON {
+			margs = append(margs, "--json")
+		}
+		if *all {
+			margs = append(margs, "--all")
+		}
+	case "revoke":
+		if len(pos) != 2 {
+			return bad("revoke: want exactly one 64-hex sign key (runbook user revoke HEX)")
+		}
+		if _, err := identity.ParseSignPub(pos[1]); err != nil {
+			return bad("revoke: %v", err)
+		}
+		margs = append(margs, pos[1])
+	}
+	return onNode(c, "user "+sub, *on, margs, sub != "list", stdout, stderr)
+}
+
+func flagList(names []string) string {
+	if len(names) == 0 {
+		return "none besides the host flags"
+	}
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = "--" + n
+	}
+	return strings.Join(out, " ")
+}
+
+// onNode runs membershipd with margs on node on, or on the first node that
+// answers. A command that changes the cluster (mutating) first passes the
+// preflight on every host.
+func onNode(c *common, name, on string, margs []string, mutating bool, stdout, stderr io.Writer) int {
+	t, code, ok := c.load(name, stderr)
+	if !ok {
+		return code
+	}
+	if on != "" {
+		if _, found := t.Node(on); !found {
+			fmt.Fprintf(stderr, "runbook %s: --on %s: no such node in %s\n", name, on, c.nodes)
+			return 2
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if mutating {
+		if code, ok := c.preflight(ctx, name, t, stdout, stderr); !ok {
+			return code
+		}
+	}
+	quoted := make([]string, len(margs))
+	for i, a := range margs {
+		quoted[i] = deploy.Quote(a)
+	}
+	cmd := deploy.BinaryPath + " " + strings.Join(quoted, " ")
+	var last error
+	for _, n := range t.Nodes {
+		if on != "" && n.Name != on {
+			continue
+		}
+		r, err := c.ssh().OnNode(ctx, n, cmd)
+		if err != nil {
+			last = err
+			fmt.Fprintf(stderr, "[%s] %v\n", n.Name, err)
+			continue
+		}
+		fmt.Fprintf(stdout, "[%s] $ membershipd %s\n%s", n.Name, strings.Join(margs, " "), r.Stdout)
+		fmt.Fprint(stderr, r.Stderr)
+		return r.ExitCode
+	}
+	if last == nil {
+		last = errors.New("no such node")
+	}
+	return fail(stderr, name, last)
 }
 
 func cmdRollout(args []string, stdout, stderr io.Writer) int {
@@ -323,17 +455,22 @@ func cmdRollout(args []string, stdout, stderr io.Writer) int {
 	c := addCommon(fs)
 	binary := fs.String("binary", "", "new membershipd binary (default: cross-build)")
 	wait := fs.Duration("wait", 2*time.Minute, "how long each node gets to return to /healthz 200")
-	if !parseFlags(fs, args, stderr) {
-		return 2
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
-	t, err := c.topology()
-	if err != nil {
-		fmt.Fprintf(stderr, "runbook rollout: %v\n", err)
-		return 2
+	t, code, ok := c.load("rollout", stderr)
+	if !ok {
+		return code
 	}
 	bin, err := loadBinary(*binary)
 	if err != nil {
 		return fail(stderr, "rollout", err)
+	}
+	pctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	code, ok = c.preflight(pctx, "rollout", t, stdout, stderr)
+	cancel()
+	if !ok {
+		return code
 	}
 	return deploy.Rollout(context.Background(), t, c.ssh(), c.ca(), bin, *wait, stdout, stderr)
 }

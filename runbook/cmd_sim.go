@@ -13,8 +13,8 @@ import (
 func cmdSimNodesEnv(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("runbook sim-nodes-env", flag.ContinueOnError)
 	dir := fs.String("dir", vpssim.DefaultDir, "simulation state dir")
-	if !parseFlags(fs, args, stderr) {
-		return 2
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
 	sim, err := vpssim.Load(*dir)
 	if err != nil {
@@ -22,6 +22,7 @@ func cmdSimNodesEnv(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintln(stdout, "# Simulated hosts (runbook/vpssim); generated, do not edit.")
+	fmt.Fprintf(stdout, "# The aliases resolve through the sim's ssh config: -F %s (make ... SSH_CONFIG=%s)\n", sim.SSHConfig, sim.SSHConfig)
 	fmt.Fprintln(stdout, "CLUSTER_NAME=unibus-sim\nROUTE_NETWORK=public\nCLIENT_PORT=4250\nROUTE_PORT=6250\nHTTP_PORT=8470\nKV_REPLICAS=3")
 	for i, h := range sim.Hosts {
 		fmt.Fprintf(stdout, "NODE_%d=%s %s %s %s\n", i+1, h.Name, h.Alias, h.IP, h.LoginUser)

@@ -1,6 +1,7 @@
-// Command runbook is the operator's tool for the runbook's steps. Today it
-// has one command, local-cluster: three membershipd processes on loopback
-// with freshly minted certificates, for poking at a real cluster locally.
+// Command runbook is the operator's tool for the runbook's steps: certs,
+// deploy, start, stop, verify, scale-r3, rollout and user, against the hosts
+// in nodes.env over SSH; local-cluster and vps-sim for trying it locally.
+// Every command takes its flags before or after its other words.
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -29,6 +31,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
+	args = commandFirst(args)
 	switch args[0] {
 	case "local-cluster":
 		return localCluster(args[1:], stdout, stderr)
@@ -47,15 +50,34 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "verify":
 		return cmdVerify(args[1:], stdout, stderr)
 	case "scale-r3":
-		return onFirstNode("scale-r3", func([]string) ([]string, error) { return []string{"kv", "scale", "--replicas", "3"}, nil })(args[1:], stdout, stderr)
+		return cmdScaleR3(args[1:], stdout, stderr)
 	case "rollout":
 		return cmdRollout(args[1:], stdout, stderr)
 	case "user":
-		return onFirstNode("user", userArgs)(args[1:], stdout, stderr)
+		return cmdUser(args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "runbook: unknown command %q (run `runbook help`)\n", args[0])
 		return 2
 	}
+}
+
+// commands are runbook's command words.
+var commands = []string{"local-cluster", "vps-sim", "sim-nodes-env", "certs", "deploy", "start", "stop", "verify", "scale-r3", "rollout", "user"}
+
+// commandFirst moves the command word to the front when flags come before
+// it (`runbook --nodes X deploy --yes`): every flag then goes to the
+// command, which parses flags in any position.
+func commandFirst(args []string) []string {
+	if !strings.HasPrefix(args[0], "-") {
+		return args
+	}
+	for i, a := range args {
+		if slices.Contains(commands, a) {
+			out := append([]string{a}, args[:i]...)
+			return append(out, args[i+1:]...)
+		}
+	}
+	return args
 }
 
 func localCluster(args []string, stdout, stderr io.Writer) int {
@@ -65,8 +87,8 @@ func localCluster(args []string, stdout, stderr io.Writer) int {
 	bin := fs.String("binary", "bin/membershipd", "membershipd binary (make cluster builds it)")
 	fresh := fs.Bool("fresh", false, "delete --dir first (certificates, data, logs)")
 	nodes := fs.Int("nodes", 3, "cluster size")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
 	absBin, err := filepath.Abs(*bin)
 	if err == nil {
@@ -152,7 +174,7 @@ func localCluster(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-const usage = `usage: runbook COMMAND [flags]   (every command takes -h)
+const usage = `usage: runbook COMMAND [flags] [ARGS]   (every command takes -h; flags go before or after ARGS)
 
   certs    [--force]            route CA, node route and data-plane certificates (out/certs)
   deploy   [--yes]              dry run by default: every file and command per host; --yes applies, starts nothing
@@ -161,18 +183,14 @@ const usage = `usage: runbook COMMAND [flags]   (every command takes -h)
   verify                        posture from every node's /healthz and the cluster report
   scale-r3                      raise every control-plane bucket to R3 in place
   rollout  [--binary B]         one node at a time, backup + restart + healthz 200; stops at the first failure
-  user add|list|revoke ARGS     membershipd user ... --store kv, on a node over SSH
+  user add --handle H --role R --sign-pub HEX | list [--all] [--json] | revoke HEX
+                                membershipd user ... --store kv, on a node over SSH
   local-cluster [--fresh]       three local processes on loopback (make cluster)
   vps-sim up|down|status        three simulated hosts on this machine (root)
+  sim-nodes-env                 nodes.env for the simulated hosts
 
 Host commands read --nodes (runbook/nodes.env) and ssh aliases from -F (~/.ssh/config).
+Every command that changes hosts (deploy --yes, start, stop, rollout, scale-r3,
+user add|revoke) first connects to every host (host key, login, sudo -n) and
+changes nothing anywhere when one fails.
 `
-
-// userArgs passes `user add|list|revoke ...` through, always on the live KV.
-func userArgs(args []string) ([]string, error) {
-	if len(args) == 0 || (args[0] != "add" && args[0] != "list" && args[0] != "revoke") {
-		return nil, fmt.Errorf("want user add|list|revoke ARGS")
-	}
-	out := []string{"user", args[0], "--store", "kv"}
-	return append(out, args[1:]...), nil
-}

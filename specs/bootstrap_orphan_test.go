@@ -3,12 +3,14 @@ package specs
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -19,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/chaos/inproc"
 	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/store"
 	"github.com/unibus/clusterkit/membershipd/store/kv"
@@ -30,28 +33,20 @@ import (
 // written, so the correction (seed through the live cluster) stays justified
 // and is re-checked on every nats-server upgrade.
 //
-// What nats-server 2.15.2 does with it: the seed node restores the
-// standalone stream from disk, the meta layer knows nothing of it, and the
-// daemons then create the cluster's own R3 KV_UNIBUS_users under the same
-// name. The seed node is always one of its three peers, so it takes the
-// restored stream, seed included, as its replica of the new group: the
-// stream is never orphaned (nor cleaned up), the seed is never replicated,
-// and what the cluster answers depends on who leads the stream: another
-// leader serves the real writes, the seed node serves the seed instead of
-// them. Reads through a consumer (the allowlist watch, `user list`'s key
-// listing) land on a random replica, so on top of that the seed
-// authenticates on some nodes and not others: recorded as evidence, since
-// placement is random.
+// Left alone, nats-server 2.15.2 restores the standalone stream from disk,
+// the meta layer knows nothing of it, and once the daemons create the
+// cluster's own R3 KV_UNIBUS_users the seed node takes the restored stream
+// as its replica: the seed shadows acknowledged writes whenever that node
+// leads. So membershipd refuses such a store at start-up: it names the
+// stream and the path to move aside, and exits 2. With the stream moved
+// aside the node starts, and the seed is neither served nor replicated.
 var _ = Describe("Seed the first admin", func() {
 	Context("the old loopback bootstrap", Ordered, func() {
-		It("never seeds the cluster: the seed stays in the seed node's replica only, and replaces acknowledged writes whenever that node leads",
-			Claim("claim:bootstrap-orphan"), Slow, func(ctx SpecContext) {
-				// nats-server looks for orphaned streams 30 s after its meta
-				// recovery (before the node is healthy); watch past that.
-				const orphanCheck = 30 * time.Second
+		It("is refused: a node whose store holds a standalone-written control-plane stream exits 2 naming it and the fix",
+			Claim("claim:bootstrap-orphan"), func(ctx SpecContext) {
 				env := NewEnv("orphan", chaos.Spec{})
 				nodes := env.Cluster.Nodes()
-				seedNode, other, third := nodes[0], nodes[1], nodes[2]
+				seedNode := nodes[0]
 				dirs := map[string]string{}
 				for _, n := range nodes {
 					sd, ok := n.(interface{ StoreDir() string })
@@ -68,13 +63,35 @@ var _ = Describe("Seed the first admin", func() {
 				seedStandalone(ctx, dirs[seedNode.Name()], seedNode.Name(), store.User{
 					SignPub: seed.SignPub(), Handle: marker, Role: identity.RoleAdmin, Status: store.StatusActive,
 				})
-				seeded := filesWith(dirs[seedNode.Name()], marker)
-				Expect(seeded).NotTo(BeEmpty(), "the standalone server wrote the seed into %s", dirs[seedNode.Name()])
+				Expect(filesWith(dirs[seedNode.Name()], marker)).NotTo(BeEmpty(), "the standalone server wrote the seed into %s", dirs[seedNode.Name()])
 				Evidence("seed-node-store-before-start", storeFiles(dirs[seedNode.Name()], marker))
+				orphan := filepath.Join(dirs[seedNode.Name()], "jetstream", "$G", "streams", kv.StreamName(kv.UsersBucket))
+				Expect(orphan).To(BeADirectory(), "where nats-server 2.15.2 keeps a standalone account stream")
 
-				By("starting the cluster on that store")
+				By("starting the real binary on that store: exit 2, naming the stream and the path to move aside")
+				r, err := inproc.RunBinary(ctx, suite.binary, serveArgs(env, seedNode, dirs[seedNode.Name()])...)
+				Expect(err).NotTo(HaveOccurred())
+				GinkgoWriter.Printf("membershipd serve on the seeded store -> exit %d\n%s", r.ExitCode, r.Stderr)
+				Evidence("serve-on-seeded-store", map[string]any{"exit": r.ExitCode, "stderr": r.Stderr})
+				Expect(r.ExitCode).To(Equal(2), r.Stderr)
+				Expect(r.Stderr).To(ContainSubstring(kv.StreamName(kv.UsersBucket)))
+				Expect(r.Stderr).To(ContainSubstring("'" + orphan + "'"))
+				Expect(r.Stderr).To(ContainSubstring("mv "))
+				Expect(r.Stderr).To(ContainSubstring("user add --store kv"))
+				Expect(strings.Count(strings.TrimSpace(r.Stderr), "\n")).To(BeZero(), "one line")
+
+				By("starting the cluster through the target: the seed node refuses, the store is left as it was")
+				err = chaos.StartNodes(ctx, nodes...)
+				Expect(err).To(HaveOccurred())
+				Expect(err.Error()).To(ContainSubstring(kv.StreamName(kv.UsersBucket)))
+				Expect(seedNode.Running()).To(BeFalse())
+				Expect(filesWith(dirs[seedNode.Name()], marker)).NotTo(BeEmpty(), "the refusal deletes nothing")
+				Expect(chaos.StopNodes(ctx, nodes...)).To(Succeed())
+
+				By("applying the fix the message names: move the stream aside, start, seed through the live cluster")
+				Expect(os.Rename(orphan, filepath.Join(env.Dir, "orphan-"+kv.StreamName(kv.UsersBucket)))).To(Succeed())
 				env.StartAll(ctx)
-				healthyAt := time.Now()
+				root := env.AddUser(ctx, nodes[1], "root", identity.RoleAdmin)
 				conns := map[string]*nats.Conn{}
 				for _, n := range nodes {
 					nc, err := chaos.DialInternal(env.Cluster, n)
@@ -82,86 +99,43 @@ var _ = Describe("Seed the first admin", func() {
 					DeferCleanup(nc.Close)
 					conns[n.Name()] = nc
 				}
-				initial := map[string]any{"users_leader": usersLeader(ctx, env)}
-				if v, err := usersView(ctx, conns[other.Name()], seed.SignPub()); err == nil {
-					initial["seed_readable"] = v[seed.SignPub()] != ""
-				}
+				Evidence("after-fix", map[string]any{"users_leader": usersLeader(ctx, env), "users_leader_via_seed_node": usersLeaderVia(ctx, conns[seedNode.Name()])})
 				for _, n := range nodes {
-					// Each node's allowlist watch reads through one replica picked
-					// at random: the seed authenticates on the nodes whose watch
-					// landed on the seed node's replica.
-					nc, err := chaos.DialAs(env.Cluster, n, seed)
-					if err == nil {
-						nc.Close()
-					}
-					initial["seed_admin_connects_"+n.Name()] = err == nil
-				}
-				Evidence("right-after-start", initial)
-
-				By("seeding the real first admin the corrected way, through the live cluster, while another node leads the users bucket")
-				moveUsersLeader(ctx, conns[third.Name()], other.Name())
-				root := env.AddUserNoWait(ctx, other, "root", identity.RoleAdmin)
-				// `user list` finds keys with a watch on a random replica, so
-				// what it shows depends on where that lands: evidence only.
-				Evidence("user-list-while-another-node-leads", userListSeen(ctx, env, seed.SignPub(), root.SignPub()))
-
-				By("watching past the orphan check: the seed is invisible everywhere, yet never cleaned up")
-				window := time.Until(healthyAt.Add(orphanCheck + 3*time.Second))
-				if window < 5*time.Second {
-					window = 5 * time.Second
-				}
-				Consistently(func(g Gomega) {
-					for _, n := range nodes {
-						v, err := usersView(ctx, conns[n.Name()], seed.SignPub(), root.SignPub())
-						g.Expect(err).NotTo(HaveOccurred(), "read through %s", n.Name())
-						g.Expect(v[seed.SignPub()]).To(BeEmpty(), "the loopback seed read through %s", n.Name())
-						g.Expect(v[root.SignPub()]).To(ContainSubstring(`"`+SpecHandle("root")+`"`), "the live admin read through %s", n.Name())
-					}
-					g.Expect(filesWith(dirs[seedNode.Name()], marker)).NotTo(BeEmpty(), "the seed was deleted from %s's store", seedNode.Name())
-					for _, n := range []chaos.Node{other, third} {
-						g.Expect(filesWith(dirs[n.Name()], marker)).To(BeEmpty(), "the seed replicated to %s", n.Name())
-					}
-				}).WithContext(ctx).WithTimeout(window).WithPolling(time.Second).Should(Succeed())
-				survived := time.Since(healthyAt)
-				AddReportEntry("loopback seed still on the seed node's disk, never served, after", survived.Round(time.Second).String(), ReportEntryVisibilityFailureOrVerbose)
-
-				By("moving the users bucket's leadership to the seed node: the seed is served, the acknowledged live admin is gone")
-				movedAt := time.Now()
-				moveUsersLeader(ctx, conns[other.Name()], seedNode.Name())
-				Eventually(func(g Gomega) {
-					for _, n := range nodes {
-						v, err := usersView(ctx, conns[n.Name()], seed.SignPub(), root.SignPub())
-						g.Expect(err).NotTo(HaveOccurred(), "read through %s", n.Name())
-						g.Expect(v[seed.SignPub()]).To(ContainSubstring(marker), "the loopback seed read through %s", n.Name())
-						g.Expect(v[root.SignPub()]).To(BeEmpty(), "the live admin read through %s", n.Name())
-					}
-				}).WithContext(ctx).WithTimeout(10 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
-				AddReportEntry("seed served instead of the live admin, from the step-down towards the seed node", time.Since(movedAt).Round(time.Millisecond).String(), ReportEntryVisibilityFailureOrVerbose)
-				Evidence("user-list-while-seed-node-leads", userListSeen(ctx, env, seed.SignPub(), root.SignPub()))
-
-				By("moving the leadership away again: the replicas disagree, the view flips back")
-				moveUsersLeader(ctx, conns[other.Name()], third.Name())
-				Eventually(func(g Gomega) {
-					for _, n := range nodes {
-						v, err := usersView(ctx, conns[n.Name()], seed.SignPub(), root.SignPub())
-						g.Expect(err).NotTo(HaveOccurred(), "read through %s", n.Name())
-						g.Expect(v[seed.SignPub()]).To(BeEmpty(), "the loopback seed read through %s", n.Name())
-						g.Expect(v[root.SignPub()]).To(ContainSubstring(`"`+SpecHandle("root")+`"`), "the live admin read through %s", n.Name())
-					}
-				}).WithContext(ctx).WithTimeout(10 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
-
-				final := map[string]any{}
-				for _, n := range nodes {
-					final[n.Name()] = storeFiles(dirs[n.Name()], marker)
-				}
-				Evidence("stores-at-end", final)
-				Expect(filesWith(dirs[seedNode.Name()], marker)).NotTo(BeEmpty(), "the seed is still only on %s", seedNode.Name())
-				for _, n := range []chaos.Node{other, third} {
-					Expect(filesWith(dirs[n.Name()], marker)).To(BeEmpty(), "the seed never reaches %s", n.Name())
+					v, err := usersView(ctx, conns[n.Name()], seed.SignPub(), root.SignPub())
+					Expect(err).NotTo(HaveOccurred(), "read through %s", n.Name())
+					Expect(v[seed.SignPub()]).To(BeEmpty(), "the loopback seed read through %s", n.Name())
+					Expect(v[root.SignPub()]).To(ContainSubstring(`"`+SpecHandle("root")+`"`), "the live admin read through %s", n.Name())
+					_, err = chaos.DialAs(env.Cluster, n, seed)
+					Expect(err).To(HaveOccurred(), "the loopback seed connects to %s", n.Name())
+					Expect(filesWith(dirs[n.Name()], marker)).To(BeEmpty(), "the seed is in %s's store", n.Name())
 				}
 			})
 	})
 })
+
+// serveArgs is `membershipd serve` for node n as the target configures it
+// (ports, certificates, routes to the others), on storeDir.
+func serveArgs(env *Env, n chaos.Node, storeDir string) []string {
+	GinkgoHelper()
+	port := func(raw string) string {
+		u, err := url.Parse(raw)
+		Expect(err).NotTo(HaveOccurred())
+		return u.Port()
+	}
+	_, routePort, err := net.SplitHostPort(n.RouteAddr())
+	Expect(err).NotTo(HaveOccurred())
+	var routes []string
+	for _, o := range Others(env.Cluster, n) {
+		routes = append(routes, "nats-route://"+o.RouteAddr())
+	}
+	t := env.Cluster.TLS()
+	return []string{"serve", "--node-name", n.Name(), "--cluster-name", "unibus-test", "--bind", "127.0.0.1",
+		"--client-port", port(n.ClientURL()), "--route-port", routePort, "--http-port", port(n.HealthzURL()),
+		"--routes", strings.Join(routes, ","), "--nats-store", storeDir,
+		"--tls-cert", t.ServerCert[n.Name()], "--tls-key", t.ServerKey[n.Name()], "--ca", t.ClientCA,
+		"--route-cert", t.RouteCert[n.Name()], "--route-key", t.RouteKey[n.Name()], "--route-ca", t.RouteCA,
+		"--route-secret-file", t.RouteSecretFile, "--internal-id-file", t.InternalID[n.Name()]}
+}
 
 // seedStandalone is the old runbook's bootstrap: a temporary, unclustered,
 // no-auth JetStream server on loopback over the seed node's store dir; the
@@ -198,20 +172,6 @@ func seedStandalone(ctx context.Context, storeDir, name string, u store.User) {
 	Expect(got.Handle).To(Equal(u.Handle))
 }
 
-// userListSeen runs `user list --store kv` on every node and says which of
-// the seed and the live admin each one listed.
-func userListSeen(ctx context.Context, env *Env, seedPub, rootPub string) map[string]map[string]bool {
-	GinkgoHelper()
-	out := map[string]map[string]bool{}
-	for _, n := range env.Cluster.Nodes() {
-		users := env.ListUsers(ctx, n)
-		_, seed := FindUser(users, seedPub)
-		_, root := FindUser(users, rootPub)
-		out[n.Name()] = map[string]bool{"loopback_seed": seed, "live_admin": root}
-	}
-	return out
-}
-
 // usersView reads keys from the users bucket through nc's node (stream
 // leader reads: direct gets are off); a missing key maps to "".
 func usersView(ctx context.Context, nc *nats.Conn, keys ...string) (map[string]string, error) {
@@ -238,30 +198,6 @@ func usersView(ctx context.Context, nc *nats.Conn, keys ...string) (map[string]s
 		}
 	}
 	return out, nil
-}
-
-// moveUsersLeader makes want the leader of the users bucket's stream (a
-// preferred-placement step-down, asked through nc's node).
-func moveUsersLeader(ctx context.Context, nc *nats.Conn, want string) {
-	GinkgoHelper()
-	subj := fmt.Sprintf(server.JSApiStreamLeaderStepDownT, kv.StreamName(kv.Buckets[0].Name))
-	req, err := json.Marshal(server.JSApiLeaderStepdownRequest{Placement: &server.Placement{Preferred: want}})
-	Expect(err).NotTo(HaveOccurred())
-	Eventually(func(g Gomega) {
-		if usersLeaderVia(ctx, nc) != want {
-			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			m, err := nc.RequestWithContext(rctx, subj, req)
-			g.Expect(err).NotTo(HaveOccurred())
-			var resp server.JSApiStreamLeaderStepDownResponse
-			g.Expect(json.Unmarshal(m.Data, &resp)).To(Succeed())
-			if resp.Error != nil {
-				GinkgoWriter.Printf("step-down towards %s: %v\n", want, resp.Error)
-			}
-		}
-		g.Expect(usersLeaderVia(ctx, nc)).To(Equal(want))
-	}).WithContext(ctx).WithTimeout(20 * time.Second).WithPolling(time.Second).Should(Succeed())
-	GinkgoWriter.Printf("users bucket leader: %s\n", want)
 }
 
 // filesWith lists the files under dir (relative) whose bytes contain marker.

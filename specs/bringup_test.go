@@ -122,7 +122,7 @@ var _ = Describe("Bring up", func() {
 		})
 	})
 
-	Context("one node started alone", Ordered, func() {
+	Context("one node started alone", Ordered, Wipe, func() {
 		var (
 			env  *Env
 			lone chaos.Node

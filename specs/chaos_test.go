@@ -32,7 +32,7 @@ var _ = Describe("Chaos: the quorum gate", Ordered, func() {
 	})
 
 	It("keeps the healthy majority serving when the KV leader's routes are cut, through the heal's step-down storm",
-		Disruptive, Slow, func(ctx SpecContext) {
+		Disruptive, Slow, Partition, func(ctx SpecContext) {
 			p, ok := env.Cluster.(chaos.Partitioner)
 			if !ok || !p.CanPartition() {
 				Skip("target " + env.Cluster.Target() + " cannot cut routes here (the ssh target can on the simulated hosts: --sim-dir)")

@@ -13,7 +13,6 @@ import (
 	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/clientcheck/probe"
 	"github.com/unibus/clusterkit/membershipd/api"
-	"github.com/unibus/clusterkit/membershipd/e2e"
 	"github.com/unibus/clusterkit/membershipd/identity"
 )
 
@@ -121,13 +120,13 @@ var _ = Describe("Chaos: one node down mid-stream", Ordered, func() {
 	It("keeps every acked message when the room stream's leader stops mid-stream; the node catches up",
 		Claim("claim:failover-zero-loss"), Disruptive, func(ctx SpecContext) {
 			DeferCleanup(env.RestartStopped, NodeTimeout(restartBudget+30*time.Second))
-			key, err := e2e.NewRoomKey()
-			Expect(err).NotTo(HaveOccurred())
+			// Created as the client does (signed key fingerprint and grant),
+			// so the probe's key check accepts it when it joins.
 			name := "spec-leader-" + randomHex(4)
-			self, err := e2e.WrapRoomKey(key, name, who.SignPub())
+			idem, req, _, err := probe.NewRoomRequest(who, name)
 			Expect(err).NotTo(HaveOccurred())
-			var room api.Room
-			Expect(env.call(env.Cluster.Nodes()[1], who, "POST", api.PathRooms, api.CreateRoomRequest{Name: name, WrappedKey: self}, &room)).To(Equal(201))
+			room, err := clientAPI(env, who).CreateRoom(ctx, idem, req)
+			Expect(err).NotTo(HaveOccurred())
 			leader := func() chaos.Node {
 				nc, err := chaos.DialAs(env.Cluster, env.Cluster.Nodes()[0], who)
 				Expect(err).NotTo(HaveOccurred())

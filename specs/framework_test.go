@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -69,6 +70,9 @@ type Env struct {
 // cluster's data dir is kept when a spec failed.
 func NewEnv(name string, spec chaos.Spec) *Env {
 	GinkgoHelper()
+	if (spec.Fresh || spec.KVReplicas != 0) && !slices.Contains(CurrentSpecReport().Labels(), "wipe") {
+		Fail("a spec on a fresh cluster must carry the Wipe label: on the ssh target it runs only where wiping is allowed (make test-vps selects it by that label)")
+	}
 	base := filepath.Join(suite.reportDir, "clusters")
 	Expect(os.MkdirAll(base, 0o755)).To(Succeed())
 	dir, err := os.MkdirTemp(base, name+"-")
@@ -246,14 +250,15 @@ func (e *Env) revokeAfter(id *identity.Identity) {
 	}, NodeTimeout(time.Minute))
 }
 
-// ListUsers runs `user list --store kv --json` on node n. Right after a
+// ListUsers runs `user list --store kv --json --all` on node n (--all: the
+// specs look at their own revoked spec- users). Right after a
 // recovery every stream leader may be stepping down (no request succeeds
 // for 4-8 s), so a failed list is retried for a while.
 func (e *Env) ListUsers(ctx context.Context, n chaos.Node) []store.User {
 	GinkgoHelper()
 	var r chaos.CLIResult
 	Eventually(func() int {
-		r = e.CLI(ctx, n, "user", "list", "--store", "kv", "--json")
+		r = e.CLI(ctx, n, "user", "list", "--store", "kv", "--json", "--all")
 		return r.ExitCode
 	}).WithContext(ctx).WithTimeout(30*time.Second).WithPolling(time.Second).Should(Equal(0), "user list on %s", n.Name())
 	var users []store.User

@@ -22,7 +22,7 @@ import (
 // Runbook section "Replication: go straight to R3" — and the in-place
 // raise for buckets that were created at R1.
 var _ = Describe("Replication", func() {
-	Context("buckets created at R1", Ordered, func() {
+	Context("buckets created at R1", Ordered, Wipe, func() {
 		var env *Env
 
 		BeforeAll(func(ctx SpecContext) {

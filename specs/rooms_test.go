@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/clientcheck/probe"
 	"github.com/unibus/clusterkit/membershipd/api"
 	"github.com/unibus/clusterkit/membershipd/e2e"
 	"github.com/unibus/clusterkit/membershipd/identity"
@@ -90,16 +92,16 @@ var _ = Describe("The data plane", Ordered, func() {
 
 	It("stores only ciphertext; members decrypt, a non-member and the server cannot",
 		Claim("claim:e2e"), func(ctx SpecContext) {
-			var err error
-			roomKey, err = e2e.NewRoomKey()
-			Expect(err).NotTo(HaveOccurred())
+			// The real client: signed room creation (creator-signed key
+			// fingerprint), signed key grants, every key checked.
+			aliceAPI, bobAPI := clientAPI(env, alice), clientAPI(env, bob)
 			name := "spec-e2e-" + randomHex(4)
-			self, err := e2e.WrapRoomKey(roomKey, name, alice.SignPub())
+			idem, req, key, err := probe.NewRoomRequest(alice, name)
 			Expect(err).NotTo(HaveOccurred())
-			Expect(env.call(n1, alice, "POST", api.PathRooms, api.CreateRoomRequest{Name: name, WrappedKey: self}, &room)).To(Equal(201))
-			forBob, err := e2e.WrapRoomKey(roomKey, room.ID, bob.SignPub())
+			roomKey = key
+			room, err = aliceAPI.CreateRoom(ctx, idem, req)
 			Expect(err).NotTo(HaveOccurred())
-			Expect(env.call(n2, alice, "POST", "/v1/rooms/"+room.ID+"/members", api.AddMemberRequest{SignPub: bob.SignPub(), WrappedKey: forBob}, nil)).To(Equal(201))
+			Expect(aliceAPI.AddMember(ctx, room.ID, bob.SignPub(), roomKey)).To(Succeed())
 
 			By("alice publishes sealed messages through the room stream")
 			marker := "plaintext-marker-" + randomHex(8)
@@ -161,8 +163,9 @@ var _ = Describe("The data plane", Ordered, func() {
 			By("bob, a member, fetches his wrapped key and decrypts")
 			var rk api.RoomKey
 			Expect(env.call(n3, bob, "GET", "/v1/rooms/"+room.ID+"/key", nil, &rk)).To(Equal(200))
-			bobKey, err := e2e.UnwrapRoomKey(rk.WrappedKey, room.ID, bob)
+			bobKey, _, err := bobAPI.OpenRoomKey(ctx, room.ID, nil)
 			Expect(err).NotTo(HaveOccurred())
+			Expect(bobKey).To(Equal(roomKey))
 			pt, sender, err := e2e.Open(bobKey, room.ID, rawData)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(string(pt)).To(Equal(marker + "-a"))
@@ -206,8 +209,53 @@ var _ = Describe("The data plane", Ordered, func() {
 			Expect(err).NotTo(HaveOccurred())
 			_, _, err = e2e.Open(otherKey, room.ID, rawData)
 			Expect(err).To(HaveOccurred(), "a wrong room key opens nothing")
+
+			if !internal {
+				return // the target does not expose its internal identity
+			}
+			By("a wrapped key substituted by whoever can write the key bucket is refused by the member's client")
+			keys, err := ijs.KeyValue(ctx, kv.RoomKeysBucket)
+			Expect(err).NotTo(HaveOccurred())
+			orig, err := keys.Get(ctx, room.ID+"."+bob.SignPub())
+			Expect(err).NotTo(HaveOccurred())
+			defer func() {
+				_, err := keys.Put(context.Background(), room.ID+"."+bob.SignPub(), orig.Value())
+				Expect(err).NotTo(HaveOccurred())
+			}()
+			evil, err := e2e.NewRoomKey()
+			Expect(err).NotTo(HaveOccurred())
+			evilWrap, err := e2e.WrapRoomKey(evil, room.ID, bob.SignPub())
+			Expect(err).NotTo(HaveOccurred())
+			// Signed by eve (registered, not a member), then unsigned but
+			// naming alice as the adder.
+			evilGrant, err := e2e.SignGrant(eve, room.ID, bob.SignPub(), evilWrap)
+			Expect(err).NotTo(HaveOccurred())
+			for _, row := range []map[string]string{
+				{"wrapped_key": evilWrap, "added_by": eve.SignPub(), "key_sig": evilGrant.Sig},
+				{"wrapped_key": evilWrap, "added_by": alice.SignPub()},
+			} {
+				b, _ := json.Marshal(row)
+				_, err = keys.Put(ctx, room.ID+"."+bob.SignPub(), b)
+				Expect(err).NotTo(HaveOccurred())
+				_, _, err = bobAPI.OpenRoomKey(ctx, room.ID, nil)
+				Expect(err).To(MatchError(e2e.ErrUntrustedKey), "substituted row %v", row)
+				GinkgoWriter.Printf("substituted key refused: %v\n", err)
+			}
 		})
 })
+
+// clientAPI is id's control-plane client over every node.
+func clientAPI(env *Env, id *identity.Identity) *probe.API {
+	GinkgoHelper()
+	var urls []string
+	for _, n := range env.Cluster.Nodes() {
+		urls = append(urls, apiBase(n))
+	}
+	a, err := probe.NewAPI(urls, env.Cluster.TLS().ClientCA, id)
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(a.CloseIdle)
+	return a
+}
 
 // dialMember connects id to n once its ACL covers its rooms (a membership
 // reaches every node's ACL through a KV watch within milliseconds).

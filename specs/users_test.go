@@ -19,7 +19,7 @@ import (
 
 // Runbook sections "Seed the first admin" (corrected: through the live
 // cluster) and "Add users to the live cluster (user add --store kv)".
-var _ = Describe("Add users to the live cluster", Ordered, func() {
+var _ = Describe("Add users to the live cluster", Ordered, Wipe, func() {
 	var (
 		env   *Env
 		admin *identity.Identity

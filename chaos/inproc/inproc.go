@@ -364,3 +364,7 @@ func (n *Node) StartStandalone(ctx context.Context, db string) error {
 	cfg.Store, cfg.DBPath, cfg.Routes, cfg.Advertise = node.StoreSQLite, db, nil, ""
 	return n.startWith(ctx, cfg)
 }
+
+// Mesh exposes the route proxies (node i of Nodes() is mesh index i), for
+// tests that cut a single link rather than isolate a node.
+func (c *Cluster) Mesh() *netproxy.Mesh { return c.mesh }

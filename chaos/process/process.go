@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/chaos/diskfault"
 	"github.com/unibus/clusterkit/chaos/inproc"
 	"github.com/unibus/clusterkit/chaos/netproxy"
 	"github.com/unibus/clusterkit/membershipd/pki"
@@ -42,6 +43,10 @@ type Options struct {
 	// Zero picks a free block.
 	ProxyBase int
 	Log       *slog.Logger
+	// PowerLossFS puts each node's store on its own chaos/diskfault mount
+	// (that metadata model) so PowerLoss can drop unsynced writes; "" = a
+	// plain directory. Needs FUSE (see PowerLossAvailable).
+	PowerLossFS diskfault.MetadataMode
 }
 
 // Cluster is the process target.
@@ -50,6 +55,7 @@ type Cluster struct {
 	layout *pki.Layout
 	mesh   *netproxy.Mesh
 	nodes  []*Node
+	power  *powerState // nil unless Options.PowerLossFS
 }
 
 // Node is one membershipd process.
@@ -136,6 +142,9 @@ func New(o Options) (*Cluster, error) {
 		}
 		c.nodes = append(c.nodes, n)
 	}
+	if err := c.mountStores(); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -170,10 +179,11 @@ func (c *Cluster) CLI(ctx context.Context, n chaos.Node, args ...string) (chaos.
 	return inproc.RunBinary(ctx, c.opts.Binary, full...)
 }
 
-// Close stops every node (a paused one is thawed first) and the proxies.
+// Close stops every node (a paused one is thawed first), the proxies, and
+// unmounts the stores.
 func (c *Cluster) Close() error {
 	err := chaos.StopNodes(context.Background(), c.Nodes()...)
-	return errors.Join(err, c.mesh.Close())
+	return errors.Join(err, c.mesh.Close(), c.unmountStores())
 }
 
 // Isolate implements chaos.Partitioner.

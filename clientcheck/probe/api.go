@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/unibus/clusterkit/membershipd/api"
+	"github.com/unibus/clusterkit/membershipd/e2e"
 	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/pki"
 )
@@ -95,14 +96,58 @@ func (a *API) URLs() []string { return append([]string(nil), a.urls...) }
 // CloseIdle closes idle keep-alive connections.
 func (a *API) CloseIdle() { a.hc.CloseIdleConnections() }
 
-// CreateRoom creates a room; wrappedKey is the room key wrapped to the
-// caller. The server assigns the room id, so the creator's own copy is
-// wrapped with the room NAME as the room id (e2e.WrapRoomKey(key, name,
-// self)); copies for members added later are wrapped with the room id.
-func (a *API) CreateRoom(ctx context.Context, name, wrappedKey string) (api.Room, error) {
+// CreateRoom creates a room with idempotency key idem: the room's id is
+// e2e.RoomID(caller, idem), so req carries the room key wrapped to the
+// caller for that id, the signed fingerprint and the caller's grant (see
+// NewRoomRequest).
+func (a *API) CreateRoom(ctx context.Context, idem string, req api.CreateRoomRequest) (api.Room, error) {
 	var r api.Room
-	err := a.do(ctx, http.MethodPost, api.PathRooms, api.CreateRoomRequest{Name: name, WrappedKey: wrappedKey}, &r)
+	err := a.doKey(ctx, http.MethodPost, api.PathRooms, idem, req, &r)
 	return r, err
+}
+
+// NewRoomRequest makes a room key and everything a create request needs
+// for it: the idempotency key (which fixes the room id), the key wrapped
+// to the creator, the creator's signed fingerprint and grant.
+func NewRoomRequest(creator *identity.Identity, name string) (idem string, req api.CreateRoomRequest, key []byte, err error) {
+	if key, err = e2e.NewRoomKey(); err != nil {
+		return "", req, nil, err
+	}
+	idem = identity.NewIdempotencyKey()
+	c, err := e2e.SignCommit(creator, key, idem)
+	if err != nil {
+		return "", req, nil, err
+	}
+	w, err := e2e.WrapRoomKey(key, c.Room, creator.SignPub())
+	if err != nil {
+		return "", req, nil, err
+	}
+	g, err := e2e.SignGrant(creator, c.Room, creator.SignPub(), w)
+	if err != nil {
+		return "", req, nil, err
+	}
+	return idem, api.CreateRoomRequest{Name: name, WrappedKey: w, KeyFingerprint: c.Fingerprint, CommitSig: c.Sig, KeySig: g.Sig}, key, nil
+}
+
+// OpenRoomKey reads the room (with its member rows) and the caller's
+// wrapped key, and checks them (e2e.OpenRoomKey): a key substituted by
+// anyone who can write the server's buckets is refused with an error
+// wrapping e2e.ErrUntrustedKey. admins are the admins the caller trusts
+// to add members (nil: none).
+func (a *API) OpenRoomKey(ctx context.Context, roomID string, admins map[string]bool) ([]byte, api.Room, error) {
+	room, err := a.Room(ctx, roomID)
+	if err != nil {
+		return nil, room, fmt.Errorf("room %s: %w", roomID, err)
+	}
+	if room.ID != roomID {
+		return nil, room, fmt.Errorf("room %s: the server answered for room %q", roomID, room.ID)
+	}
+	rk, err := a.RoomKey(ctx, roomID)
+	if err != nil {
+		return nil, room, fmt.Errorf("room %s: get my key: %w", roomID, err)
+	}
+	key, err := e2e.OpenRoomKey(room.Commit(), room.Grants(), admins, rk.Grant(a.id.SignPub()), a.id)
+	return key, room, err
 }
 
 // Rooms lists the caller's rooms.
@@ -147,11 +192,19 @@ func (a *API) RoomKey(ctx context.Context, roomID string) (api.RoomKey, error) {
 	return k, err
 }
 
-// AddMember adds a registered user to a room with the room key wrapped to
-// that user for the room id (e2e.WrapRoomKey(key, roomID, signPub)).
-func (a *API) AddMember(ctx context.Context, roomID, signPub, wrappedKey string) error {
+// AddMember adds a registered user to a room, wrapping key to it for the
+// room id and signing the grant.
+func (a *API) AddMember(ctx context.Context, roomID, signPub string, key []byte) error {
+	w, err := e2e.WrapRoomKey(key, roomID, signPub)
+	if err != nil {
+		return err
+	}
+	g, err := e2e.SignGrant(a.id, roomID, signPub, w)
+	if err != nil {
+		return err
+	}
 	return a.do(ctx, http.MethodPost, roomPath(api.PathMembers, roomID),
-		api.AddMemberRequest{SignPub: signPub, WrappedKey: wrappedKey}, nil)
+		api.AddMemberRequest{SignPub: signPub, WrappedKey: w, KeySig: g.Sig}, nil)
 }
 
 // Consumer asks the control plane for the caller's pull consumer on a
@@ -223,6 +276,15 @@ func (a *API) clusterName(ctx context.Context) (string, error) {
 // key for all its attempts, so a retry on another node after a timeout or
 // a 5xx returns the first attempt's result instead of doing it twice.
 func (a *API) do(ctx context.Context, method, path string, in, out any) error {
+	idem := ""
+	if method != http.MethodGet {
+		idem = identity.NewIdempotencyKey()
+	}
+	return a.doKey(ctx, method, path, idem, in, out)
+}
+
+// doKey is do with the caller's idempotency key.
+func (a *API) doKey(ctx context.Context, method, path, idem string, in, out any) error {
 	var body []byte
 	if in != nil {
 		var err error
@@ -233,10 +295,6 @@ func (a *API) do(ctx context.Context, method, path string, in, out any) error {
 	cluster, err := a.clusterName(ctx)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	idem := ""
-	if method != http.MethodGet {
-		idem = identity.NewIdempotencyKey()
 	}
 	a.mu.Lock()
 	start := a.next

@@ -153,7 +153,7 @@ func TestAPIFailoverAndSigning(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	room, err := a.CreateRoom(ctx, "r1", "wrapped")
+	room, err := a.CreateRoom(ctx, identity.NewIdempotencyKey(), api.CreateRoomRequest{Name: "r1", WrappedKey: "wrapped"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,8 @@ func TestAPIFailoverAndSigning(t *testing.T) {
 	if err != nil || rk.WrappedKey != "w" {
 		t.Fatalf("room key %+v %v", rk, err)
 	}
-	if err := a.AddMember(ctx, "0123456789abcdef", "ab", "w"); err != nil {
+	key, _ := e2e.NewRoomKey()
+	if err := a.AddMember(ctx, "0123456789abcdef", newID(t).SignPub(), key); err != nil {
 		t.Fatal(err)
 	}
 	me, err := a.Me(ctx)
@@ -188,7 +189,7 @@ func TestAPIFailoverAndSigning(t *testing.T) {
 	s.mu.Unlock()
 
 	// 4xx: no failover, the code and the server's message.
-	_, err = a.CreateRoom(ctx, "taken", "w")
+	_, err = a.CreateRoom(ctx, identity.NewIdempotencyKey(), api.CreateRoomRequest{Name: "taken", WrappedKey: "w"})
 	var he *HTTPError
 	if !errors.As(err, &he) || he.Code != http.StatusConflict || he.Msg != "room exists" {
 		t.Fatalf("err = %v, want *HTTPError 409 room exists", err)
@@ -267,32 +268,28 @@ func TestDecodeRooms(t *testing.T) {
 	}
 }
 
-func TestUnwrapMine(t *testing.T) {
-	me, other := newID(t), newID(t)
-	r := &runner{id: me, self: me.SignPub()}
-	room := api.Room{ID: "0123456789abcdef", Name: "clientcheck-00112233"}
-	key, err := e2e.NewRoomKey()
+// TestNewRoomRequest: the create request commits to the key for the
+// room id that the server will derive, and grants it to the creator.
+func TestNewRoomRequest(t *testing.T) {
+	me := newID(t)
+	idem, req, key, err := NewRoomRequest(me, "clientcheck-00112233")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The creator's own copy is wrapped for the room name, members' for the id.
-	for _, ad := range []string{room.Name, room.ID} {
-		w, err := e2e.WrapRoomKey(key, ad, me.SignPub())
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := r.unwrapMine(api.RoomKey{Room: room.ID, WrappedKey: w}, room)
-		if err != nil || string(got) != string(key) {
-			t.Fatalf("wrapped for %q: %v", ad, err)
-		}
+	id := e2e.RoomID(me.SignPub(), idem)
+	room := api.Room{ID: id, Creator: me.SignPub(), IDSalt: idem, KeyFingerprint: req.KeyFingerprint, CommitSig: req.CommitSig,
+		MemberRows: []api.Member{{SignPub: me.SignPub(), AddedBy: me.SignPub(), WrappedKey: req.WrappedKey, KeySig: req.KeySig}}}
+	mine := api.RoomKey{Room: id, WrappedKey: req.WrappedKey, AddedBy: me.SignPub(), KeySig: req.KeySig}
+	got, err := e2e.OpenRoomKey(room.Commit(), room.Grants(), nil, mine.Grant(me.SignPub()), me)
+	if err != nil || string(got) != string(key) {
+		t.Fatalf("open: %v", err)
 	}
-	// Wrapped to someone else, or for another room: refused.
-	w, _ := e2e.WrapRoomKey(key, room.ID, other.SignPub())
-	if _, err := r.unwrapMine(api.RoomKey{Room: room.ID, WrappedKey: w}, room); err == nil {
-		t.Fatal("unwrapped a key wrapped to another identity")
+	// Another identity cannot use it, and another salt is another room.
+	if _, err := e2e.OpenRoomKey(room.Commit(), room.Grants(), nil, mine.Grant(me.SignPub()), newID(t)); err == nil {
+		t.Fatal("opened by another identity")
 	}
-	w, _ = e2e.WrapRoomKey(key, "another-room", me.SignPub())
-	if _, err := r.unwrapMine(api.RoomKey{Room: room.ID, WrappedKey: w}, room); err == nil {
-		t.Fatal("unwrapped a key wrapped for another room")
+	room.IDSalt = identity.NewIdempotencyKey()
+	if _, err := e2e.OpenRoomKey(room.Commit(), room.Grants(), nil, mine.Grant(me.SignPub()), me); err == nil {
+		t.Fatal("opened with another salt")
 	}
 }

@@ -49,6 +49,9 @@ type reader struct {
 	held     map[uint64]heldMsg // early arrivals, by stream sequence
 	lastRecv time.Time          // last new delivery, or the last reset
 	restarts int                // resets and restarts
+	// seen are the envelope ids handed on: an envelope stored again (a
+	// replay, whoever published it) is counted and dropped.
+	seen e2e.Replays
 }
 
 type heldMsg struct {
@@ -287,11 +290,17 @@ func (rd *reader) flushLocked() {
 // handle opens and records one message (called in stream order, under mu).
 func (rd *reader) handle(data []byte, at time.Time) {
 	r := rd.r
-	plain, sender, err := e2e.Open(r.key, r.room.ID, data)
+	m, err := e2e.OpenMessage(r.key, r.room.ID, data)
 	if err != nil {
 		r.bad("open", err)
 		return
 	}
+	// Before the payload: a replay is flagged whatever it carries.
+	if err := rd.seen.Check(m); err != nil {
+		r.replay(err)
+		return
+	}
+	plain, sender := m.Plaintext, m.Sender
 	if sender != r.self {
 		return // another member's message
 	}

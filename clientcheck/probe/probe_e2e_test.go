@@ -2,6 +2,7 @@ package probe_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/chaos/inproc"
 	"github.com/unibus/clusterkit/clientcheck/probe"
+	"github.com/unibus/clusterkit/membershipd/e2e"
 	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/store"
 	"github.com/unibus/clusterkit/membershipd/store/kv"
@@ -155,6 +157,85 @@ func TestRunInproc(t *testing.T) {
 		if rep.Elapsed < 90*time.Millisecond {
 			t.Errorf("50 messages at 500/s took %s", rep.Elapsed)
 		}
+	})
+
+	t.Run("replayed envelope", func(t *testing.T) {
+		// With the node's internal identity (what the server or an
+		// operator holds), store one of this run's envelopes again.
+		inc, err := chaos.DialInternal(c, c.Nodes()[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer inc.Close()
+		ijs, err := jetstream.New(inc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := base
+		cfg.Room = first.Room
+		cfg.Count = 40
+		replayed := make(chan error, 1)
+		cfg.OnAcked = func(n int, _ string) {
+			if n != 20 {
+				return
+			}
+			subj := "unibus.room." + first.RoomID + ".msg"
+			m, err := ijs.Stream(ctx, "ROOM_"+first.RoomID)
+			if err == nil {
+				var raw *jetstream.RawStreamMsg
+				if raw, err = m.GetLastMsgForSubject(ctx, subj); err == nil {
+					_, err = ijs.Publish(ctx, subj, raw.Data)
+				}
+			}
+			replayed <- err
+		}
+		rep, err := probe.Run(ctx, cfg)
+		logReport(t, rep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := <-replayed; err != nil {
+			t.Fatalf("replaying: %v", err)
+		}
+		if rep.Replays != 1 || rep.OK() || len(rep.ReplayViolations) != 1 || !strings.Contains(rep.ReplayViolations[0], "replayed envelope") {
+			t.Fatalf("want 1 replay flagged and the run failed; got replays %d %q ok %v", rep.Replays, rep.ReplayViolations, rep.OK())
+		}
+		// Flagged at the envelope layer, not handed on: the counts are clean.
+		if rep.Received != 40 || rep.Duplicated != 0 || rep.Lost != 0 {
+			t.Errorf("received %d duplicated %d lost %d", rep.Received, rep.Duplicated, rep.Lost)
+		}
+	})
+
+	t.Run("substituted key row", func(t *testing.T) {
+		// The internal identity replaces the member's wrapped key with one
+		// for a key it knows: the next run refuses to use it.
+		inc, err := chaos.DialInternal(c, c.Nodes()[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer inc.Close()
+		ijs, err := jetstream.New(inc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys, err := ijs.KeyValue(ctx, kv.RoomKeysBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evil, _ := e2e.NewRoomKey()
+		w, _ := e2e.WrapRoomKey(evil, first.RoomID, user.SignPub())
+		row, _ := json.Marshal(map[string]string{"wrapped_key": w, "added_by": user.SignPub()})
+		if _, err := keys.Put(ctx, first.RoomID+"."+user.SignPub(), row); err != nil {
+			t.Fatal(err)
+		}
+		cfg := base
+		cfg.Room = first.Room
+		cfg.Count = 5
+		_, err = probe.Run(ctx, cfg)
+		if !errors.Is(err, e2e.ErrUntrustedKey) {
+			t.Fatalf("run with a substituted key: %v, want %v", err, e2e.ErrUntrustedKey)
+		}
+		t.Logf("refused: %v", err)
 	})
 
 	t.Run("control plane", func(t *testing.T) {

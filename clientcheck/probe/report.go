@@ -60,12 +60,18 @@ type Report struct {
 	Servers []string `json:"servers"`            // servers used, in order
 	// Violations are the permission violations the server reported on this
 	// connection (the first 20), e.g. `publish to "unibus.room.x.msg"`.
-	Violations []string      `json:"violations,omitempty"`
-	Elapsed    time.Duration `json:"elapsed_ns"`
+	Violations []string `json:"violations,omitempty"`
+	// Replays counts envelopes whose message id was seen before in this
+	// run (stored again by someone able to publish or write into the
+	// stream): dropped, never counted as received. ReplayViolations
+	// describes the first 20.
+	Replays          int           `json:"replays"`
+	ReplayViolations []string      `json:"replay_violations,omitempty"`
+	Elapsed          time.Duration `json:"elapsed_ns"`
 }
 
-// OK reports a run without loss and without duplication.
-func (r Report) OK() bool { return r.Lost == 0 && r.Duplicated == 0 }
+// OK reports a run without loss, duplication or replayed envelopes.
+func (r Report) OK() bool { return r.Lost == 0 && r.Duplicated == 0 && r.Replays == 0 }
 
 // WriteText writes the report for a terminal.
 func (r Report) WriteText(w io.Writer) error {
@@ -100,6 +106,12 @@ func (r Report) WriteText(w io.Writer) error {
 	p("servers", "%s", strings.Join(r.Servers, " -> "))
 	for _, v := range r.Violations {
 		p("violation", "%s", v)
+	}
+	if r.Replays > 0 {
+		p("replays", "%d replayed envelopes dropped", r.Replays)
+		for _, v := range r.ReplayViolations {
+			p("replay violation", "%s", v)
+		}
 	}
 	p("elapsed", "%s", r.Elapsed.Round(time.Millisecond))
 	verdict := "OK"

@@ -139,6 +139,8 @@ type runner struct {
 
 	mu         sync.Mutex
 	violations []string
+	replays    int
+	replayMsgs []string
 	badMsgs    int
 	errSeen    map[string]*throttled
 }
@@ -194,6 +196,8 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	rep.Room, rep.RoomID, rep.RunID = r.room.Name, r.room.ID, r.runID
 	r.mu.Lock()
 	rep.Violations = append([]string(nil), r.violations...)
+	rep.Replays = r.replays
+	rep.ReplayViolations = append([]string(nil), r.replayMsgs...)
 	r.mu.Unlock()
 	rep.Elapsed = time.Since(start)
 	return rep, err
@@ -263,17 +267,13 @@ func (r *runner) setupRoom(ctx context.Context, a *API) (fresh bool, err error) 
 		}
 		name = "clientcheck-" + suffix
 	}
-	key, err := e2e.NewRoomKey()
+	// The room id follows from this client and the idempotency key, so
+	// the key is wrapped and its fingerprint signed for the id up front.
+	idem, req, key, err := NewRoomRequest(r.id, name)
 	if err != nil {
 		return false, err
 	}
-	// The server assigns the id, so the creator's own copy of the key is
-	// wrapped for the room name (see unwrapMine).
-	wrapped, err := e2e.WrapRoomKey(key, name, r.self)
-	if err != nil {
-		return false, err
-	}
-	room, err := a.CreateRoom(ctx, name, wrapped)
+	room, err := a.CreateRoom(ctx, idem, req)
 	var he *HTTPError
 	if errors.As(err, &he) && he.Code == 409 {
 		// A create that failed over after the first node committed it, or
@@ -289,14 +289,10 @@ func (r *runner) setupRoom(ctx context.Context, a *API) (fresh bool, err error) 
 		return false, err
 	}
 	// Read the key back as a joining member would: proves the server
-	// stored the creator's copy intact.
-	rk, err := a.RoomKey(ctx, room.ID)
+	// stored the creator's copy and commitment intact.
+	got, _, err := a.OpenRoomKey(ctx, room.ID, nil)
 	if err != nil {
 		return false, fmt.Errorf("room %s: read back my key: %w", room.ID, err)
-	}
-	got, err := r.unwrapMine(rk, room)
-	if err != nil {
-		return false, err
 	}
 	if string(got) != string(key) {
 		return false, fmt.Errorf("room %s: the key read back is not the key this client created", room.ID)
@@ -324,16 +320,18 @@ func findRoom(ctx context.Context, a *API, name, self string) (api.Room, bool, e
 	return found, ok, nil
 }
 
+// join reads and checks the caller's key of an existing room: a key whose
+// grant or fingerprint does not check out is refused (e2e.OpenRoomKey).
 func (r *runner) join(ctx context.Context, a *API, room api.Room) error {
 	if err := r.setRoom(room); err != nil {
 		return err
 	}
-	rk, err := a.RoomKey(ctx, room.ID)
+	key, _, err := a.OpenRoomKey(ctx, room.ID, nil)
 	if err != nil {
-		return fmt.Errorf("room %s: get my key: %w", room.ID, err)
+		return fmt.Errorf("room %s (%s): %w", room.ID, room.Name, err)
 	}
-	r.key, err = r.unwrapMine(rk, room)
-	return err
+	r.key = key
+	return nil
 }
 
 func (r *runner) setRoom(room api.Room) error {
@@ -351,26 +349,6 @@ func (r *runner) setRoom(room api.Room) error {
 		r.stream = room.Stream
 	}
 	return nil
-}
-
-// unwrapMine unwraps the caller's copy of a room key. Copies for members
-// are wrapped for the room id; the creator's own copy was wrapped before
-// the id existed, for the room name. The id is tried first.
-func (r *runner) unwrapMine(rk api.RoomKey, room api.Room) ([]byte, error) {
-	id := rk.Room
-	if id == "" {
-		id = room.ID
-	}
-	key, err := e2e.UnwrapRoomKey(rk.WrappedKey, id, r.id)
-	if err == nil {
-		return key, nil
-	}
-	if room.Name != "" {
-		if key, err2 := e2e.UnwrapRoomKey(rk.WrappedKey, room.Name, r.id); err2 == nil {
-			return key, nil
-		}
-	}
-	return nil, fmt.Errorf("room %s (%s): %w", id, room.Name, err)
 }
 
 // connect dials NATS with every seed and starts reading the room,
@@ -524,6 +502,18 @@ func (r *runner) violation(err error) {
 	defer r.mu.Unlock()
 	if len(r.violations) < maxViolated {
 		r.violations = append(r.violations, msg)
+	}
+}
+
+// replay records a replayed envelope (a second stream message with an id
+// handed on before).
+func (r *runner) replay(err error) {
+	r.log.Warn("replay violation", "err", err)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.replays++
+	if len(r.replayMsgs) < maxViolated {
+		r.replayMsgs = append(r.replayMsgs, err.Error())
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/unibus/clusterkit/membershipd/e2e"
 	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/store"
 	"github.com/unibus/clusterkit/membershipd/store/kv"
@@ -48,6 +48,8 @@ type Deps struct {
 	// AfterStep, when set (tests), is called after each step of a
 	// multi-write operation; an error simulates a crash there.
 	AfterStep func(step string) error
+	// Limits bound room streams and room creation (zero: defaults).
+	Limits Limits
 }
 
 // Server is the signed HTTPS control plane.
@@ -182,6 +184,23 @@ type memberRecord struct {
 	AddedAt time.Time `json:"added_at"`
 }
 
+// keyRecord is the value in UNIBUS_room_keys: the wrapped key with its
+// adder's signature (e2e.Grant). Rows written before signatures were a
+// bare wrapped key; clients refuse those.
+type keyRecord struct {
+	WrappedKey string `json:"wrapped_key"`
+	AddedBy    string `json:"added_by,omitempty"`
+	KeySig     string `json:"key_sig,omitempty"`
+}
+
+func decodeKeyRecord(raw []byte) keyRecord {
+	var k keyRecord
+	if len(raw) > 0 && raw[0] == '{' && json.Unmarshal(raw, &k) == nil {
+		return k
+	}
+	return keyRecord{WrappedKey: string(raw)}
+}
+
 func (s *Server) createRoom(ctx context.Context, caller store.User, r *http.Request, body []byte) (int, any) {
 	var req CreateRoomRequest
 	if err := json.Unmarshal(body, &req); err != nil {
@@ -193,12 +212,30 @@ func (s *Server) createRoom(ctx context.Context, caller store.User, r *http.Requ
 	if req.WrappedKey == "" {
 		return http.StatusBadRequest, Error{Error: "wrapped_key: the room key wrapped to the creator is required"}
 	}
+	if code, v := s.checkRoomQuota(ctx, caller); code != 0 {
+		return code, v
+	}
 	// The id follows from the caller and the idempotency key, so a retry
 	// whose first attempt crashed midway completes the same room instead
 	// of making a second one.
-	id := roomID(caller.SignPub, r.Header.Get(identity.HeaderIdempotencyKey))
+	salt := r.Header.Get(identity.HeaderIdempotencyKey)
+	id := e2e.RoomID(caller.SignPub, salt)
 	now := s.d.Now().UTC()
-	room := Room{ID: id, Name: req.Name, Creator: caller.SignPub, CreatedAt: now, Subject: RoomSubject(id), Stream: RoomStream(id)}
+	room := Room{ID: id, Name: req.Name, Creator: caller.SignPub, CreatedAt: now, Subject: RoomSubject(id), Stream: RoomStream(id),
+		IDSalt: salt, KeyFingerprint: req.KeyFingerprint, CommitSig: req.CommitSig}
+	// Signatures are checked when present, for a clear answer to a broken
+	// client; members' clients check them anyway (e2e.OpenRoomKey), since
+	// whoever can write the buckets bypasses this.
+	if req.KeyFingerprint != "" || req.CommitSig != "" {
+		if err := room.Commit().Verify(); err != nil {
+			return http.StatusBadRequest, Error{Error: err.Error() + " (sign the fingerprint for room id e2e.RoomID(you, idempotency key))"}
+		}
+	}
+	if req.KeySig != "" {
+		if err := (e2e.Grant{Member: caller.SignPub, AddedBy: caller.SignPub, WrappedKey: req.WrappedKey, Sig: req.KeySig}).Verify(id); err != nil {
+			return http.StatusBadRequest, Error{Error: err.Error()}
+		}
+	}
 	if raw, err := s.get(ctx, kv.RoomsBucket, id); err == nil {
 		var prev Room
 		if json.Unmarshal(raw, &prev) == nil && prev.Creator == caller.SignPub {
@@ -206,7 +243,7 @@ func (s *Server) createRoom(ctx context.Context, caller store.User, r *http.Requ
 		}
 	}
 	// The stream first: a room record never points at a missing stream.
-	if _, err := s.d.JS.CreateStream(ctx, RoomStreamConfig(id, s.d.Replicas, s.d.MaxConsumers)); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+	if _, err := s.d.JS.CreateStream(ctx, RoomStreamConfig(id, s.d.Replicas, s.d.MaxConsumers, s.d.Limits)); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		return unavailable("create room stream", err)
 	}
 	if err := s.step("stream"); err != nil {
@@ -218,7 +255,7 @@ func (s *Server) createRoom(ctx context.Context, caller store.User, r *http.Requ
 	if err := s.step("room"); err != nil {
 		return unavailable("create room", err)
 	}
-	if code, v := s.addMembership(ctx, room, caller.SignPub, caller.SignPub, "creator", req.WrappedKey); code != 0 {
+	if code, v := s.addMembership(ctx, room, caller.SignPub, caller.SignPub, "creator", req.WrappedKey, req.KeySig); code != 0 {
 		return code, v
 	}
 	room.Members = []string{caller.SignPub}
@@ -227,9 +264,13 @@ func (s *Server) createRoom(ctx context.Context, caller store.User, r *http.Requ
 
 // RoomStreamConfig is a room's stream: R3 like the control plane (the
 // servers run SyncAlways), de-duplication by Nats-Msg-Id for 2 minutes so
-// a publisher's retry after an ambiguous ack is stored once, and at most
+// a publisher's retry after an ambiguous ack is stored once, at most
 // maxConsumers consumers (members get one each, made by the control plane).
-func RoomStreamConfig(id string, replicas, maxConsumers int) jetstream.StreamConfig {
+// Bounded in bytes, messages and message size (see Limits for the disk
+// arithmetic); a full room rejects new messages (DiscardNew) so a flood is
+// visible to the flooder instead of silently erasing the room's history.
+func RoomStreamConfig(id string, replicas, maxConsumers int, lim Limits) jetstream.StreamConfig {
+	lim = lim.orDefaults()
 	return jetstream.StreamConfig{
 		Name:       RoomStream(id),
 		Subjects:   []string{"unibus.room." + id + ".>"},
@@ -237,7 +278,10 @@ func RoomStreamConfig(id string, replicas, maxConsumers int) jetstream.StreamCon
 		Replicas:   replicas,
 		Duplicates: 2 * time.Minute,
 		MaxAge:     30 * 24 * time.Hour,
-		Discard:    jetstream.DiscardOld,
+		MaxBytes:   lim.RoomMaxBytes,
+		MaxMsgs:    lim.RoomMaxMsgs,
+		MaxMsgSize: lim.RoomMaxMsgSize,
+		Discard:    jetstream.DiscardNew,
 		// Not editable later: a room keeps the limit it was created with.
 		MaxConsumers: maxConsumers,
 	}
@@ -248,7 +292,7 @@ func RoomStreamConfig(id string, replicas, maxConsumers int) jetstream.StreamCon
 // retry after a failure at any step completes the missing ones; only a
 // membership with all three is "already a member" (409). An existing
 // wrapped key is never overwritten.
-func (s *Server) addMembership(ctx context.Context, room Room, member, by, role, wrapped string) (int, any) {
+func (s *Server) addMembership(ctx context.Context, room Room, member, by, role, wrapped, keySig string) (int, any) {
 	rec := memberRecord{Role: role, AddedBy: by, AddedAt: s.d.Now().UTC()}
 	b, err := s.d.JS.KeyValue(ctx, kv.MembersBucket)
 	if err != nil {
@@ -269,7 +313,7 @@ func (s *Server) addMembership(ctx context.Context, room Room, member, by, role,
 	switch _, err := s.get(ctx, kv.RoomKeysBucket, key); {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		complete = false
-		if err := s.putRaw(ctx, kv.RoomKeysBucket, key, []byte(wrapped)); err != nil {
+		if err := s.put(ctx, kv.RoomKeysBucket, key, keyRecord{WrappedKey: wrapped, AddedBy: by, KeySig: keySig}); err != nil {
 			return unavailable("store wrapped key", err)
 		}
 	case err != nil:
@@ -323,7 +367,12 @@ func (s *Server) addMember(ctx context.Context, caller store.User, r *http.Reque
 	if req.WrappedKey == "" {
 		return http.StatusBadRequest, Error{Error: "wrapped_key: the room key wrapped to the new member is required"}
 	}
-	if code, v := s.addMembership(ctx, room, pub, caller.SignPub, "member", req.WrappedKey); code != 0 {
+	if req.KeySig != "" {
+		if err := (e2e.Grant{Member: pub, AddedBy: caller.SignPub, WrappedKey: req.WrappedKey, Sig: req.KeySig}).Verify(room.ID); err != nil {
+			return http.StatusBadRequest, Error{Error: err.Error()}
+		}
+	}
+	if code, v := s.addMembership(ctx, room, pub, caller.SignPub, "member", req.WrappedKey, req.KeySig); code != 0 {
 		return code, v
 	}
 	return http.StatusCreated, map[string]string{"room": room.ID, "member": pub}
@@ -371,6 +420,29 @@ func (s *Server) getRoom(ctx context.Context, caller store.User, r *http.Request
 		room.Members = append(room.Members, strings.TrimPrefix(k, room.ID+"."))
 	}
 	sort.Strings(room.Members)
+	// Every member's row with its signed key grant, so a member can check
+	// who added whom (e2e.Legitimate). A member whose rows are half
+	// written is listed without a key.
+	for _, m := range room.Members {
+		row := Member{SignPub: m}
+		if raw, err := b.Get(ctx, room.ID+"."+m); err == nil {
+			var rec memberRecord
+			if json.Unmarshal(raw.Value(), &rec) == nil {
+				row.Role, row.AddedBy, row.AddedAt = rec.Role, rec.AddedBy, rec.AddedAt
+			}
+		}
+		switch raw, err := s.get(ctx, kv.RoomKeysBucket, room.ID+"."+m); {
+		case err == nil:
+			k := decodeKeyRecord(raw)
+			row.WrappedKey, row.KeySig = k.WrappedKey, k.KeySig
+			if k.AddedBy != "" {
+				row.AddedBy = k.AddedBy
+			}
+		case !errors.Is(err, jetstream.ErrKeyNotFound):
+			return unavailable("read wrapped keys", err)
+		}
+		room.MemberRows = append(room.MemberRows, row)
+	}
 	return http.StatusOK, room
 }
 
@@ -388,7 +460,8 @@ func (s *Server) roomKey(ctx context.Context, caller store.User, r *http.Request
 	if err != nil {
 		return unavailable("read wrapped key", err)
 	}
-	return http.StatusOK, RoomKey{Room: room.ID, WrappedKey: string(raw)}
+	k := decodeKeyRecord(raw)
+	return http.StatusOK, RoomKey{Room: room.ID, WrappedKey: k.WrappedKey, AddedBy: k.AddedBy, KeySig: k.KeySig}
 }
 
 func (s *Server) myRooms(ctx context.Context, caller store.User) ([]Room, error) {
@@ -491,13 +564,6 @@ func (s *Server) step(name string) error {
 		return nil
 	}
 	return s.d.AfterStep(name)
-}
-
-// roomID derives a room id from its creator and the create request's
-// idempotency key (16 lower-case hex).
-func roomID(creator, idemKey string) string {
-	sum := sha256.Sum256([]byte("unibus-room\n" + creator + "\n" + idemKey))
-	return hex.EncodeToString(sum[:8])
 }
 
 func randHex(n int) string {

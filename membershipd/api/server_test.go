@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/clusterkit/membershipd/api"
+	"github.com/unibus/clusterkit/membershipd/e2e"
 	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/store"
 	"github.com/unibus/clusterkit/membershipd/store/kv"
@@ -269,5 +270,155 @@ func TestClusterBindingAndIdempotencyKey(t *testing.T) {
 	var ci api.ClusterInfo
 	if err := json.NewDecoder(resp.Body).Decode(&ci); err != nil || ci.Cluster != "c1" {
 		t.Fatalf("GET %s: %+v %v", api.PathCluster, ci, err)
+	}
+}
+
+// signedRoom creates a room as creator with a signed commitment and grant,
+// and adds each of members with a signed grant; it returns the room key.
+func (f *fixture) signedRoom(creator *identity.Identity, name string, members ...*identity.Identity) (api.Room, []byte) {
+	f.t.Helper()
+	key, err := e2e.NewRoomKey()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	idem := identity.NewIdempotencyKey()
+	c, err := e2e.SignCommit(creator, key, idem)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	w, _ := e2e.WrapRoomKey(key, c.Room, creator.SignPub())
+	g, _ := e2e.SignGrant(creator, c.Room, creator.SignPub(), w)
+	code, b := f.call(creator, "c1", "POST", api.PathRooms, api.CreateRoomRequest{
+		Name: name, WrappedKey: w, KeyFingerprint: c.Fingerprint, CommitSig: c.Sig, KeySig: g.Sig}, idem)
+	if code != 201 {
+		f.t.Fatalf("create %d %s", code, b)
+	}
+	var room api.Room
+	_ = json.Unmarshal(b, &room)
+	if room.ID != c.Room {
+		f.t.Fatalf("room id %s, want %s (e2e.RoomID)", room.ID, c.Room)
+	}
+	for _, m := range members {
+		w, _ := e2e.WrapRoomKey(key, room.ID, m.SignPub())
+		g, _ := e2e.SignGrant(creator, room.ID, m.SignPub(), w)
+		if code, b := f.call(creator, "c1", "POST", "/v1/rooms/"+room.ID+"/members",
+			api.AddMemberRequest{SignPub: m.SignPub(), WrappedKey: w, KeySig: g.Sig}, identity.NewIdempotencyKey()); code != 201 {
+			f.t.Fatalf("add member %d %s", code, b)
+		}
+	}
+	return room, key
+}
+
+// openKey is what a member's client does: read the room (with its member
+// rows) and its own wrapped key, and check both (e2e.OpenRoomKey).
+func (f *fixture) openKey(id *identity.Identity, roomID string) ([]byte, error) {
+	f.t.Helper()
+	var room api.Room
+	var rk api.RoomKey
+	if code, b := f.call(id, "c1", "GET", "/v1/rooms/"+roomID, nil, ""); code != 200 {
+		f.t.Fatalf("get room %d %s", code, b)
+	} else {
+		_ = json.Unmarshal(b, &room)
+	}
+	if code, b := f.call(id, "c1", "GET", "/v1/rooms/"+roomID+"/key", nil, ""); code != 200 {
+		f.t.Fatalf("get key %d %s", code, b)
+	} else {
+		_ = json.Unmarshal(b, &rk)
+	}
+	return e2e.OpenRoomKey(room.Commit(), room.Grants(), nil, rk.Grant(id.SignPub()), id)
+}
+
+// TestSubstitutedKeyRow: whoever can write UNIBUS_room_keys (here the
+// server's own connection, as an operator or a compromised node would)
+// replaces bob's wrapped key with one for a key they know. Bob's client
+// refuses every variant; the genuine row opens.
+func TestSubstitutedKeyRow(t *testing.T) {
+	alice, bob, mallory := gen(t), gen(t), gen(t)
+	f := newFixture(t, alice, bob, mallory)
+	room, key := f.signedRoom(alice, "r", bob)
+	got, err := f.openKey(bob, room.ID)
+	if err != nil || string(got) != string(key) {
+		t.Fatalf("genuine key: %v", err)
+	}
+	var rows api.Room
+	if _, b := f.call(bob, "c1", "GET", "/v1/rooms/"+room.ID, nil, ""); json.Unmarshal(b, &rows) != nil || len(rows.MemberRows) != 2 {
+		t.Fatalf("member rows: %s", b)
+	}
+	for _, m := range rows.MemberRows {
+		if m.AddedBy != alice.SignPub() || m.KeySig == "" || m.WrappedKey == "" {
+			t.Fatalf("member row %+v", m)
+		}
+	}
+
+	ctx := context.Background()
+	keys, err := f.js.KeyValue(ctx, kv.RoomKeysBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rooms, err := f.js.KeyValue(ctx, kv.RoomsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil, _ := e2e.NewRoomKey()
+	evilWrap, _ := e2e.WrapRoomKey(evil, room.ID, bob.SignPub())
+	malloryGrant, _ := e2e.SignGrant(mallory, room.ID, bob.SignPub(), evilWrap)
+	row := func(v any) []byte { b, _ := json.Marshal(v); return b }
+	for _, tc := range []struct {
+		name, errHas string
+		val          []byte
+	}{
+		{"bare wrapped key", "unsigned", []byte(evilWrap)},
+		{"unsigned, claims alice", "unsigned", row(map[string]string{"wrapped_key": evilWrap, "added_by": alice.SignPub()})},
+		{"signed by mallory, claims alice", "not signed by its adder", row(map[string]string{"wrapped_key": evilWrap, "added_by": alice.SignPub(), "key_sig": malloryGrant.Sig})},
+		{"signed by mallory as herself", "not the creator", row(map[string]string{"wrapped_key": evilWrap, "added_by": mallory.SignPub(), "key_sig": malloryGrant.Sig})},
+	} {
+		if _, err := keys.Put(ctx, room.ID+"."+bob.SignPub(), tc.val); err != nil {
+			t.Fatal(err)
+		}
+		_, err := f.openKey(bob, room.ID)
+		if !errors.Is(err, e2e.ErrUntrustedKey) || !strings.Contains(err.Error(), tc.errHas) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.errHas)
+		} else {
+			t.Logf("%s: refused: %v", tc.name, err)
+		}
+	}
+
+	// Mallory also rewrites the room's commitment to her key: the room id
+	// does not follow from her (she cannot pick the creator of a known id).
+	mc, _ := e2e.SignCommit(mallory, evil, room.IDSalt)
+	e, err := rooms.Get(ctx, room.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]any
+	_ = json.Unmarshal(e.Value(), &rec)
+	rec["creator"], rec["key_fingerprint"], rec["commit_sig"] = mallory.SignPub(), mc.Fingerprint, mc.Sig
+	if _, err := rooms.Put(ctx, room.ID, row(rec)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.Put(ctx, room.ID+"."+bob.SignPub(), row(map[string]string{"wrapped_key": evilWrap, "added_by": mallory.SignPub(), "key_sig": malloryGrant.Sig})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.openKey(bob, room.ID); !errors.Is(err, e2e.ErrUntrustedKey) || !strings.Contains(err.Error(), "was not made by creator") {
+		t.Errorf("rewritten creator: err = %v", err)
+	}
+}
+
+// TestSignedWritesChecked: the server refuses a bad signature up front.
+func TestSignedWritesChecked(t *testing.T) {
+	alice, bob := gen(t), gen(t)
+	f := newFixture(t, alice, bob)
+	key, _ := e2e.NewRoomKey()
+	idem := identity.NewIdempotencyKey()
+	c, _ := e2e.SignCommit(alice, key, "not-the-idempotency-key")
+	w, _ := e2e.WrapRoomKey(key, c.Room, alice.SignPub())
+	if code, b := f.call(alice, "c1", "POST", api.PathRooms, api.CreateRoomRequest{Name: "r", WrappedKey: w, KeyFingerprint: c.Fingerprint, CommitSig: c.Sig}, idem); code != 400 || !strings.Contains(string(b), "room commitment") {
+		t.Fatalf("commit for another id: %d %s", code, b)
+	}
+	room, _ := f.signedRoom(alice, "r2")
+	wb, _ := e2e.WrapRoomKey(key, room.ID, bob.SignPub())
+	g, _ := e2e.SignGrant(bob, room.ID, bob.SignPub(), wb) // signed by bob, sent by alice
+	if code, b := f.call(alice, "c1", "POST", "/v1/rooms/"+room.ID+"/members", api.AddMemberRequest{SignPub: bob.SignPub(), WrappedKey: wb, KeySig: g.Sig}, identity.NewIdempotencyKey()); code != 400 || !strings.Contains(string(b), "not signed by its adder") {
+		t.Fatalf("grant signed by someone else: %d %s", code, b)
 	}
 }

@@ -6,6 +6,7 @@ package api
 import (
 	"time"
 
+	"github.com/unibus/clusterkit/membershipd/e2e"
 	"github.com/unibus/clusterkit/membershipd/identity"
 )
 
@@ -49,9 +50,18 @@ const Window = 30 * time.Second
 
 // CreateRoomRequest creates a room; the creator becomes its first member
 // and sends the room key wrapped to itself (the server never sees it).
+//
+// The room id is e2e.RoomID(creator, idempotency key), so the creator
+// knows it before asking and wraps and signs for it: KeyFingerprint and
+// CommitSig are e2e.SignCommit's, KeySig e2e.SignGrant's for its own
+// copy. The server checks them when present; clients refuse a room key
+// without them (see e2e.OpenRoomKey).
 type CreateRoomRequest struct {
-	Name       string `json:"name"`
-	WrappedKey string `json:"wrapped_key"`
+	Name           string `json:"name"`
+	WrappedKey     string `json:"wrapped_key"`
+	KeyFingerprint string `json:"key_fingerprint,omitempty"`
+	CommitSig      string `json:"commit_sig,omitempty"`
+	KeySig         string `json:"key_sig,omitempty"`
 }
 
 // Room is a room as members see it.
@@ -64,19 +74,61 @@ type Room struct {
 	Subject string   `json:"subject"` // "unibus.room.<id>.msg"
 	Stream  string   `json:"stream"`  // "ROOM_<id>"
 	Members []string `json:"members,omitempty"`
+	// IDSalt, KeyFingerprint and CommitSig are the creator's commitment
+	// (e2e.Commit): ID = e2e.RoomID(Creator, IDSalt).
+	IDSalt         string `json:"id_salt,omitempty"`
+	KeyFingerprint string `json:"key_fingerprint,omitempty"`
+	CommitSig      string `json:"commit_sig,omitempty"`
+	// MemberRows (GET /v1/rooms/{room} only) are every member's signed
+	// key grant, from which a recipient checks who added whom.
+	MemberRows []Member `json:"member_rows,omitempty"`
+}
+
+// Member is one member of a room with its signed key grant (e2e.Grant).
+type Member struct {
+	SignPub    string    `json:"sign_pub"`
+	Role       string    `json:"role"`
+	AddedBy    string    `json:"added_by"`
+	AddedAt    time.Time `json:"added_at"`
+	WrappedKey string    `json:"wrapped_key,omitempty"`
+	KeySig     string    `json:"key_sig,omitempty"`
+}
+
+// Commit is the room's creator commitment as e2e checks it.
+func (r Room) Commit() e2e.Commit {
+	return e2e.Commit{Room: r.ID, Creator: r.Creator, Salt: r.IDSalt, Fingerprint: r.KeyFingerprint, Sig: r.CommitSig}
+}
+
+// Grants are the member rows as e2e checks them.
+func (r Room) Grants() []e2e.Grant {
+	out := make([]e2e.Grant, 0, len(r.MemberRows))
+	for _, m := range r.MemberRows {
+		out = append(out, e2e.Grant{Member: m.SignPub, AddedBy: m.AddedBy, WrappedKey: m.WrappedKey, Sig: m.KeySig})
+	}
+	return out
 }
 
 // AddMemberRequest adds a registered, active user to a room, with the room
 // key wrapped to that user's key by the caller.
+// KeySig is the caller's e2e.SignGrant signature over it.
 type AddMemberRequest struct {
 	SignPub    string `json:"sign_pub"`
 	WrappedKey string `json:"wrapped_key"`
+	KeySig     string `json:"key_sig,omitempty"`
 }
 
-// RoomKey is the caller's wrapped room key.
+// RoomKey is the caller's wrapped room key, who added the caller and
+// their signature over it.
 type RoomKey struct {
 	Room       string `json:"room"`
 	WrappedKey string `json:"wrapped_key"`
+	AddedBy    string `json:"added_by,omitempty"`
+	KeySig     string `json:"key_sig,omitempty"`
+}
+
+// Grant is the key as e2e checks it, for member.
+func (k RoomKey) Grant(member string) e2e.Grant {
+	return e2e.Grant{Member: member, AddedBy: k.AddedBy, WrappedKey: k.WrappedKey, Sig: k.KeySig}
 }
 
 // ConsumerRequest asks for the caller's pull consumer on a room stream.

@@ -5,7 +5,8 @@
 // NATS nkey derived from it signs the server's nonce, over TLS with a
 // client certificate the TLS layer already verified against the client CA.
 // The identity must be an active user in the replicated allowlist, and the
-// node must be in a quorum: a minority never admits anyone. Each admitted
+// node must be serving (inQuorum): in a quorum of the cluster, and its
+// allowlist provably current. A minority never admits anyone. Each admitted
 // connection gets the per-subject ACL of its role (acl.go). The node's own
 // internal service identity is the only one with full permissions, and only
 // over loopback or in-process.
@@ -83,7 +84,7 @@ func (a *Authenticator) Check(c server.ClientAuthentication) bool {
 	if o.Nkey == "" {
 		if a.mode == Off && !inProcess {
 			if ok, why := a.inQuorum(); !ok {
-				return a.deny(c, "node not in quorum: "+why)
+				return a.deny(c, "node not serving: "+why)
 			}
 			c.RegisterUser(&server.User{Username: "bus-auth-off"})
 			return true
@@ -105,14 +106,14 @@ func (a *Authenticator) Check(c server.ClientAuthentication) bool {
 			// The on-node CLI is gated like everyone else: `user add` on
 			// a minority is refused at once, not after a write timeout.
 			if ok, why := a.inQuorum(); !ok {
-				return a.deny(c, "node not in quorum: "+why)
+				return a.deny(c, "node not serving: "+why)
 			}
 		}
 		_ = reg.RegisterNkeyUser(&server.NkeyUser{Nkey: o.Nkey}) // nil permissions: everything
 		return true
 	}
 	if ok, why := a.inQuorum(); !ok {
-		return a.deny(c, "node not in quorum: "+why)
+		return a.deny(c, "node not serving: "+why)
 	}
 	if !a.allow.Ready() {
 		return a.deny(c, "allowlist not loaded yet")

@@ -11,9 +11,11 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
 
 	"github.com/unibus/clusterkit/membershipd/store/kv"
 )
@@ -28,6 +30,35 @@ const (
 	// only once every node enforces it.
 	AppliedSubject = "unibus.sys.applied"
 )
+
+// InboxPrefix is where every request on the internal subjects asks for
+// its answers (Collect). Members cannot publish to unibus.sys.> (their
+// ACL), but nats-server does not check the reply subject of a publish, so
+// a member can have the server deliver there: the answers to its
+// JetStream API requests and its fetches ($JS.API.CONSUMER.MSG.NEXT with
+// reply unibus.sys.ping). Those arrive with no reply or a $JS.ACK reply,
+// never one under InboxPrefix, which only the server's forwarding of a
+// genuine internal request produces; Guard drops the rest. (Members can
+// reach other clients' exact inbox subjects the same way; inbox subjects
+// carry random tokens that a member cannot observe.)
+const InboxPrefix = "_UNIBUS_SYS"
+
+// Guard filters the internal subjects' subscribers: see InboxPrefix.
+type Guard struct{ ignored atomic.Uint64 }
+
+// Genuine reports whether m is an internal request; anything else is
+// counted and must be ignored (not answered: its reply would be an ack
+// subject or nothing).
+func (g *Guard) Genuine(m *nats.Msg) bool {
+	if strings.HasPrefix(m.Reply, InboxPrefix+".") {
+		return true
+	}
+	g.ignored.Add(1)
+	return false
+}
+
+// Ignored is how many messages Genuine refused.
+func (g *Guard) Ignored() uint64 { return g.ignored.Load() }
 
 // Applied is a node's answer on AppliedSubject.
 type Applied struct {
@@ -68,11 +99,28 @@ func WaitApplied(ctx context.Context, nc *nats.Conn, size int, rev uint64) []str
 	}
 }
 
+// Ping is the gate's request on PingSubject. Seq lets the pinger match a
+// reply to the ping it answers (and drop replies to old pings).
+type Ping struct {
+	Node string `json:"node"`
+	Seq  uint64 `json:"seq"`
+}
+
 // Pong is a peer's answer to a ping. PutAgeMS is the age of the peer's own
-// last successful replicated heartbeat write, -1 if it never had one.
+// last successful heartbeat write (counted from when it was sent), -1 if it
+// never had one. ListAgeMS and ListStreakMS are the age of the peer's last
+// allowlist proof (contact with the users stream leader) and how long its
+// proofs have been continuous, -1 if none. Seq echoes the ping's.
 type Pong struct {
-	Node     string `json:"node"`
-	PutAgeMS int64  `json:"put_age_ms"`
+	Node         string `json:"node"`
+	Seq          uint64 `json:"seq,omitempty"`
+	PutAgeMS     int64  `json:"put_age_ms"`
+	ListAgeMS    int64  `json:"list_age_ms"`
+	ListStreakMS int64  `json:"list_streak_ms"`
+	// HopAgeMS and HopStreakMS relay the freshest allowlist proof among the
+	// answering node's own peers (the pinger excluded), -1 if none.
+	HopAgeMS    int64 `json:"hop_age_ms"`
+	HopStreakMS int64 `json:"hop_streak_ms"`
 }
 
 // Route is one route as the answering node sees it.
@@ -91,13 +139,18 @@ type Status struct {
 	InQuorum   bool     `json:"in_quorum"`
 	Reason     string   `json:"reason"`
 	Features   []string `json:"features"`
+	// Ignored counts messages on the internal subjects that did not come
+	// from an internal connection (see Genuine).
+	Ignored uint64 `json:"ignored,omitempty"`
 }
 
 // Collect publishes one request on subject and gathers replies until want
 // replies arrived or the context ends. It returns what it got; fewer than want
 // is not an error here (the caller decides what a missing node means).
 func Collect(ctx context.Context, nc *nats.Conn, subject string, want int) ([][]byte, error) {
-	inbox := nc.NewRespInbox()
+	// Under InboxPrefix, with a random token: the subscribers answer only
+	// such requests (Guard), and no member can subscribe there.
+	inbox := InboxPrefix + "." + nuid.Next()
 	ch := make(chan *nats.Msg, 16)
 	sub, err := nc.ChanSubscribe(inbox, ch)
 	if err != nil {

@@ -42,8 +42,12 @@ const RoomKeySize = chacha20poly1305.KeySize
 const (
 	wrapVersion = 1
 	wrapLabel   = "unibus-room-key-v1|"
-	msgVersion  = 1
-	msgLabel    = "unibus-msg-v1|"
+	// msgVersion 2 adds the message id; version 1 envelopes (no id, so a
+	// replay cannot be told apart) are refused.
+	msgVersion = 2
+	msgLabel   = "unibus-msg-v2|"
+	// MsgIDSize is the length of a message's random id.
+	MsgIDSize = 16
 
 	x25519Size = 32
 	nonceSize  = chacha20poly1305.NonceSizeX
@@ -207,27 +211,39 @@ func wrapAEAD(shared, ephPub, recipientPub []byte, roomID string) (cipher.AEAD, 
 	return chacha20poly1305.NewX(key)
 }
 
-// envelope is a room message on the wire. Nonce, Ct and Sig are
+// envelope is a room message on the wire. ID, Nonce, Ct and Sig are
 // base64.StdEncoding.
 type envelope struct {
 	V      int    `json:"v"`
 	Room   string `json:"room"`
 	Sender string `json:"sender"`
+	ID     string `json:"id"`
 	Nonce  string `json:"nonce"`
 	Ct     string `json:"ct"`
 	Sig    string `json:"sig"`
 }
 
+// Message is an opened envelope.
+type Message struct {
+	Plaintext []byte
+	Sender    string // 64-hex sign key
+	// ID is the envelope's unique id (base64 of 16 random bytes), signed
+	// by the sender: a second envelope with an ID seen before is a replay
+	// (see Replays), whatever its payload.
+	ID string
+}
+
 // Seal encrypts plaintext for room roomID under roomKey and signs it as
 // sender. The result is a JSON envelope
 //
-//	{"v":1,"room":ID,"sender":HEX,"nonce":b64,"ct":b64,"sig":b64}
+//	{"v":2,"room":ID,"sender":HEX,"id":b64,"nonce":b64,"ct":b64,"sig":b64}
 //
-// with ct = XChaCha20-Poly1305(roomKey, nonce (24 random bytes), plaintext,
-// AD = "unibus-msg-v1|"+room+"|"+sender) and sig = ed25519 by sender over
-// "unibus-msg-v1|"+room+"|"+sender+"|"+nonce+"|"+ct (raw bytes). The
+// with id = 16 random bytes, ct = XChaCha20-Poly1305(roomKey, nonce (24
+// random bytes), plaintext, AD = "unibus-msg-v2|"+room+"|"+sender+"|"+id)
+// and sig = ed25519 by sender over
+// "unibus-msg-v2|"+room+"|"+sender+"|"+id+"|"+nonce+"|"+ct (raw bytes). The
 // AEAD alone would let any member, who holds the room key, write a message
-// under another member's name; the signature binds the sender.
+// under another member's name; the signature binds the sender and the id.
 func Seal(roomKey []byte, roomID string, sender *identity.Identity, plaintext []byte) ([]byte, error) {
 	if err := checkRoomID(roomID); err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
@@ -237,16 +253,21 @@ func Seal(roomKey []byte, roomID string, sender *identity.Identity, plaintext []
 		return nil, fmt.Errorf("seal: %w", err)
 	}
 	from := sender.SignPub()
+	id := make([]byte, MsgIDSize)
 	nonce := make([]byte, nonceSize)
+	if _, err := rand.Read(id); err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
-	ct := aead.Seal(nil, nonce, plaintext, msgAD(roomID, from))
-	sig := sender.Sign(sigInput(roomID, from, nonce, ct))
+	ct := aead.Seal(nil, nonce, plaintext, msgAD(roomID, from, id))
+	sig := sender.Sign(sigInput(roomID, from, id, nonce, ct))
 	return json.Marshal(envelope{
 		V:      msgVersion,
 		Room:   roomID,
 		Sender: from,
+		ID:     base64.StdEncoding.EncodeToString(id),
 		Nonce:  base64.StdEncoding.EncodeToString(nonce),
 		Ct:     base64.StdEncoding.EncodeToString(ct),
 		Sig:    base64.StdEncoding.EncodeToString(sig),
@@ -256,49 +277,85 @@ func Seal(roomKey []byte, roomID string, sender *identity.Identity, plaintext []
 // Open checks and decrypts a Seal envelope for room roomID: the format,
 // the room, the sender's signature, then the AEAD under roomKey. It returns
 // the plaintext and the sender's 64-hex sign key. Whether that sender is a
-// member of the room is the caller's to check.
+// member of the room is the caller's to check; so is replay (OpenMessage
+// returns the id that Replays checks).
 func Open(roomKey []byte, roomID string, data []byte) (plaintext []byte, senderHex string, err error) {
+	m, err := OpenMessage(roomKey, roomID, data)
+	if err != nil {
+		return nil, "", err
+	}
+	return m.Plaintext, m.Sender, nil
+}
+
+// OpenMessage is Open returning the message id too.
+func OpenMessage(roomKey []byte, roomID string, data []byte) (Message, error) {
 	if err := checkRoomID(roomID); err != nil {
-		return nil, "", fmt.Errorf("open: %w", err)
+		return Message{}, fmt.Errorf("open: %w", err)
 	}
 	aead, err := msgAEAD(roomKey)
 	if err != nil {
-		return nil, "", fmt.Errorf("open: %w", err)
+		return Message{}, fmt.Errorf("open: %w", err)
 	}
 	var env envelope
 	if err := json.Unmarshal(data, &env); err != nil {
-		return nil, "", errors.New("open: not a message envelope")
+		return Message{}, errors.New("open: not a message envelope")
 	}
 	if env.V != msgVersion {
-		return nil, "", fmt.Errorf("open: unsupported message version %d", env.V)
+		return Message{}, fmt.Errorf("open: unsupported message version %d (want %d, which carries a message id)", env.V, msgVersion)
 	}
 	if env.Room != roomID {
-		return nil, "", errors.New("open: message is for another room")
+		return Message{}, errors.New("open: message is for another room")
 	}
 	pub, err := identity.ParseSignPub(env.Sender)
 	if err != nil || hex.EncodeToString(pub) != env.Sender {
-		return nil, "", errors.New("open: bad sender key")
+		return Message{}, errors.New("open: bad sender key")
+	}
+	id, err := base64.StdEncoding.DecodeString(env.ID)
+	if err != nil || len(id) != MsgIDSize || base64.StdEncoding.EncodeToString(id) != env.ID {
+		return Message{}, errors.New("open: bad message id")
 	}
 	nonce, err := base64.StdEncoding.DecodeString(env.Nonce)
 	if err != nil || len(nonce) != nonceSize {
-		return nil, "", errors.New("open: bad nonce")
+		return Message{}, errors.New("open: bad nonce")
 	}
 	ct, err := base64.StdEncoding.DecodeString(env.Ct)
 	if err != nil || len(ct) < tagSize {
-		return nil, "", errors.New("open: bad ciphertext")
+		return Message{}, errors.New("open: bad ciphertext")
 	}
 	sig, err := base64.StdEncoding.DecodeString(env.Sig)
 	if err != nil || len(sig) != ed25519.SignatureSize {
-		return nil, "", errors.New("open: bad signature")
+		return Message{}, errors.New("open: bad signature")
 	}
-	if !ed25519.Verify(pub, sigInput(roomID, env.Sender, nonce, ct), sig) {
-		return nil, "", errors.New("open: bad signature (not signed by the claimed sender, or altered)")
+	if !ed25519.Verify(pub, sigInput(roomID, env.Sender, id, nonce, ct), sig) {
+		return Message{}, errors.New("open: bad signature (not signed by the claimed sender, or altered)")
 	}
-	pt, err := aead.Open(nil, nonce, ct, msgAD(roomID, env.Sender))
+	pt, err := aead.Open(nil, nonce, ct, msgAD(roomID, env.Sender, id))
 	if err != nil {
-		return nil, "", errors.New("open: cannot decrypt (wrong room key, or ciphertext not from this sender)")
+		return Message{}, errors.New("open: cannot decrypt (wrong room key, or ciphertext not from this sender)")
 	}
-	return pt, env.Sender, nil
+	return Message{Plaintext: pt, Sender: env.Sender, ID: env.ID}, nil
+}
+
+// Replays remembers the ids of the envelopes a reader opened. The id is
+// signed by the sender, so an envelope stored again (by anyone who can
+// publish into the stream or write it, the server included) carries an id
+// seen before. Not safe for concurrent use; memory grows with the ids
+// seen (16 bytes each): a long-lived reader persists or windows them.
+type Replays struct{ seen map[string]struct{} }
+
+// ErrReplay is a second envelope with an id seen before.
+var ErrReplay = errors.New("replayed envelope (message id seen before)")
+
+// Check records m's id, or returns ErrReplay if it was seen before.
+func (r *Replays) Check(m Message) error {
+	if r.seen == nil {
+		r.seen = map[string]struct{}{}
+	}
+	if _, ok := r.seen[m.ID]; ok {
+		return fmt.Errorf("%w: id %s from %s", ErrReplay, m.ID, m.Sender)
+	}
+	r.seen[m.ID] = struct{}{}
+	return nil
 }
 
 func msgAEAD(roomKey []byte) (cipher.AEAD, error) {
@@ -308,19 +365,21 @@ func msgAEAD(roomKey []byte) (cipher.AEAD, error) {
 	return chacha20poly1305.NewX(roomKey)
 }
 
-func msgAD(room, sender string) []byte {
-	return []byte(msgLabel + room + "|" + sender)
+func msgAD(room, sender string, id []byte) []byte {
+	return append([]byte(msgLabel+room+"|"+sender+"|"), id...)
 }
 
-// sigInput is "unibus-msg-v1|"+room+"|"+sender+"|"+nonce+"|"+ct. It parses
-// one way only: room has no '|' (checkRoomID), sender is 64 hex characters
-// and nonce is 24 bytes, so ct is whatever follows.
-func sigInput(room, sender string, nonce, ct []byte) []byte {
-	b := make([]byte, 0, len(msgLabel)+len(room)+len(sender)+len(nonce)+len(ct)+3)
+// sigInput is "unibus-msg-v2|"+room+"|"+sender+"|"+id+"|"+nonce+"|"+ct. It
+// parses one way only: room has no '|' (checkRoomID), sender is 64 hex
+// characters, id 16 bytes and nonce 24 bytes, so ct is whatever follows.
+func sigInput(room, sender string, id, nonce, ct []byte) []byte {
+	b := make([]byte, 0, len(msgLabel)+len(room)+len(sender)+len(id)+len(nonce)+len(ct)+4)
 	b = append(b, msgLabel...)
 	b = append(b, room...)
 	b = append(b, '|')
 	b = append(b, sender...)
+	b = append(b, '|')
+	b = append(b, id...)
 	b = append(b, '|')
 	b = append(b, nonce...)
 	b = append(b, '|')

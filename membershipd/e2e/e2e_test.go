@@ -217,7 +217,7 @@ func TestSealOpen(t *testing.T) {
 	if err := json.Unmarshal(data, &env); err != nil {
 		t.Fatal(err)
 	}
-	if env["v"] != float64(1) || env["room"] != room || env["sender"] != alice.SignPub() || len(env) != 6 {
+	if env["v"] != float64(2) || env["room"] != room || env["sender"] != alice.SignPub() || len(env) != 7 {
 		t.Fatalf("envelope %s", data)
 	}
 	ct, _ := base64.StdEncoding.DecodeString(env["ct"].(string))
@@ -295,7 +295,10 @@ func TestOpenRejects(t *testing.T) {
 		{"sender swapped", key, room, edit(t, data, func(e map[string]any) { e["sender"] = bob.SignPub() }), "bad signature"},
 		{"sender upper-case", key, room, edit(t, data, func(e map[string]any) { e["sender"] = strings.ToUpper(alice.SignPub()) }), "bad sender"},
 		{"sender nkey", key, room, edit(t, data, func(e map[string]any) { e["sender"] = alice.NKey() }), "bad sender"},
-		{"version", key, room, edit(t, data, func(e map[string]any) { e["v"] = 2 }), "version"},
+		{"version", key, room, edit(t, data, func(e map[string]any) { e["v"] = 1 }), "version"},
+		{"id", key, room, edit(t, data, func(e map[string]any) { e["id"] = flipB64(t, e["id"]) }), "bad signature"},
+		{"id length", key, room, edit(t, data, func(e map[string]any) { e["id"] = "AAAA" }), "bad message id"},
+		{"id missing", key, room, edit(t, data, func(e map[string]any) { delete(e, "id") }), "bad message id"},
 		{"not json", key, room, []byte("hello"), "not a message envelope"},
 		{"short key", key[:31], room, data, "room key must be 32 bytes"},
 	}
@@ -323,10 +326,12 @@ func TestForgedSender(t *testing.T) {
 	aead, _ := chacha20poly1305.NewX(key)
 	nonce := make([]byte, 24)
 	_, _ = rand.Read(nonce)
-	ct := aead.Seal(nil, nonce, []byte("transfer everything to bob"), msgAD(room, alice.SignPub()))
-	sig := bob.Sign(sigInput(room, alice.SignPub(), nonce, ct))
+	id := make([]byte, MsgIDSize)
+	ct := aead.Seal(nil, nonce, []byte("transfer everything to bob"), msgAD(room, alice.SignPub(), id))
+	sig := bob.Sign(sigInput(room, alice.SignPub(), id, nonce, ct))
 	forged, _ := json.Marshal(envelope{
-		V: 1, Room: room, Sender: alice.SignPub(),
+		V: msgVersion, Room: room, Sender: alice.SignPub(),
+		ID:    base64.StdEncoding.EncodeToString(id),
 		Nonce: base64.StdEncoding.EncodeToString(nonce),
 		Ct:    base64.StdEncoding.EncodeToString(ct),
 		Sig:   base64.StdEncoding.EncodeToString(sig),
@@ -340,7 +345,8 @@ func TestForgedSender(t *testing.T) {
 	resigned := edit(t, genuine, func(e map[string]any) {
 		n, _ := base64.StdEncoding.DecodeString(e["nonce"].(string))
 		c, _ := base64.StdEncoding.DecodeString(e["ct"].(string))
-		e["sig"] = base64.StdEncoding.EncodeToString(bob.Sign(sigInput(room, alice.SignPub(), n, c)))
+		i, _ := base64.StdEncoding.DecodeString(e["id"].(string))
+		e["sig"] = base64.StdEncoding.EncodeToString(bob.Sign(sigInput(room, alice.SignPub(), i, n, c)))
 	})
 	if _, _, err := Open(key, room, resigned); err == nil || !strings.Contains(err.Error(), "bad signature") {
 		t.Fatalf("re-signed: %v", err)
@@ -351,8 +357,9 @@ func TestForgedSender(t *testing.T) {
 	stolen := edit(t, genuine, func(e map[string]any) {
 		n, _ := base64.StdEncoding.DecodeString(e["nonce"].(string))
 		c, _ := base64.StdEncoding.DecodeString(e["ct"].(string))
+		i, _ := base64.StdEncoding.DecodeString(e["id"].(string))
 		e["sender"] = bob.SignPub()
-		e["sig"] = base64.StdEncoding.EncodeToString(bob.Sign(sigInput(room, bob.SignPub(), n, c)))
+		e["sig"] = base64.StdEncoding.EncodeToString(bob.Sign(sigInput(room, bob.SignPub(), i, n, c)))
 	})
 	if _, _, err := Open(key, room, stolen); err == nil || !strings.Contains(err.Error(), "cannot decrypt") {
 		t.Fatalf("stolen ciphertext: %v", err)

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/clusterkit/membershipd/identity"
+	"github.com/unibus/clusterkit/membershipd/quorum"
 	"github.com/unibus/clusterkit/membershipd/store"
 	"github.com/unibus/clusterkit/membershipd/store/kv"
 	"github.com/unibus/clusterkit/membershipd/store/sqlite"
@@ -37,10 +39,144 @@ type kvAllowlist struct {
 	usersReady bool
 	roomsReady bool
 	roomsRev   uint64 // last rooms_by_member revision applied
+
+	// Freshness: see quorum.DecideAllowlist.
+	userRev     map[string]uint64 // revision each user's entry came from
+	usersRev    uint64            // every users revision up to here is applied
+	provenAt    time.Time         // send time of the newest proof
+	streakStart time.Time         // first proof of the current unbroken run
+	pending     []pendingProof    // leader answers the allowlist has not caught up with
+}
+
+// pendingProof is a leader's answer naming a sequence not applied yet; it
+// becomes a proof once the watch delivers that revision.
+type pendingProof struct {
+	seq    uint64
+	sentAt time.Time
+}
+
+// maxPending bounds the leader answers kept while behind (one per check).
+const maxPending = 16
+
+// appliedUser records a users-bucket entry at revision rev, unless the
+// user's entry is already from a later revision (the watch may be served by
+// a lagging replica while the catch-up reads the leader). prefix says every
+// revision up to rev is now applied. It reports whether u was taken.
+func (a *kvAllowlist) appliedUser(u store.User, rev uint64, prefix bool) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	took := rev > a.userRev[u.SignPub]
+	if took {
+		a.users[u.SignPub] = u
+		a.userRev[u.SignPub] = rev
+	}
+	if prefix {
+		a.advanceLocked(rev)
+	}
+	return took
+}
+
+// advance: every revision up to rev is applied (the leader holds nothing
+// else below it).
+func (a *kvAllowlist) advance(rev uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.advanceLocked(rev)
+}
+
+// applied is the revision up to which everything is applied.
+func (a *kvAllowlist) applied() uint64 {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.usersRev
+}
+
+func (a *kvAllowlist) advanceLocked(rev uint64) {
+	if rev > a.usersRev {
+		a.usersRev = rev
+	}
+	kept := a.pending[:0]
+	for _, p := range a.pending {
+		if p.seq <= a.usersRev {
+			a.proveLocked(p.sentAt)
+		} else {
+			kept = append(kept, p)
+		}
+	}
+	a.pending = kept
+}
+
+// leaderSaid records the users stream leader's last sequence, from a
+// request sent at sentAt.
+func (a *kvAllowlist) leaderSaid(last uint64, sentAt time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.usersReady {
+		return // the initial load is still arriving: no proof yet
+	}
+	if last <= a.usersRev {
+		a.proveLocked(sentAt)
+		return
+	}
+	if len(a.pending) == maxPending {
+		a.pending = a.pending[1:]
+	}
+	a.pending = append(a.pending, pendingProof{seq: last, sentAt: sentAt})
+}
+
+func (a *kvAllowlist) proveLocked(sentAt time.Time) {
+	if !sentAt.After(a.provenAt) {
+		return
+	}
+	if a.provenAt.IsZero() || sentAt.Sub(a.provenAt) >= listStreakGap {
+		a.streakStart = sentAt
+	}
+	a.provenAt = sentAt
+}
+
+// listStreakGap: a gap between proofs this long starts a new streak. It is
+// the gate's ListFresh: a streak is "unbroken" at the granularity the rule
+// judges freshness.
+var listStreakGap = quorum.DefaultParams(1).ListFresh
+
+// proof is the allowlist's freshness evidence at now.
+func (a *kvAllowlist) proof(now time.Time) quorum.ListProof {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	lp := quorum.ListProof{Loaded: a.usersReady && a.roomsReady, ProvenAt: a.provenAt}
+	if len(a.pending) > 0 {
+		p := a.pending[len(a.pending)-1]
+		lp.Behind = fmt.Sprintf("applied revision %d < leader's last sequence %d, asked %s ago",
+			a.usersRev, p.seq, now.Sub(a.pending[0].sentAt).Round(time.Millisecond))
+	}
+	return lp
+}
+
+// proofAges is what a pong reports: the last proof's age and the current
+// streak's length at now, -1 if there has been no proof.
+func (a *kvAllowlist) proofAges(now time.Time) (age, streak time.Duration) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if a.provenAt.IsZero() {
+		return -1, -1
+	}
+	return max(now.Sub(a.provenAt), 0), max(now.Sub(a.streakStart), 0)
+}
+
+// behindFor is how long the leader has been ahead of the allowlist (0 if
+// it is not).
+func (a *kvAllowlist) behindFor(now time.Time) time.Duration {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if len(a.pending) == 0 {
+		return 0
+	}
+	return now.Sub(a.pending[0].sentAt)
 }
 
 func newKVAllowlist() *kvAllowlist {
-	return &kvAllowlist{users: map[string]store.User{}, rooms: map[string]map[string]bool{}, conns: map[uint64]map[string]bool{}}
+	return &kvAllowlist{users: map[string]store.User{}, userRev: map[string]uint64{},
+		rooms: map[string]map[string]bool{}, conns: map[uint64]map[string]bool{}}
 }
 
 func (a *kvAllowlist) Rooms(pub string) []string {
@@ -108,16 +244,13 @@ func (a *kvAllowlist) Ready() bool {
 	return a.usersReady && a.roomsReady
 }
 
-func (a *kvAllowlist) set(u store.User) {
+// markUsersReady reports whether this call made it ready.
+func (a *kvAllowlist) markUsersReady() bool {
 	a.mu.Lock()
-	a.users[u.SignPub] = u
-	a.mu.Unlock()
-}
-
-func (a *kvAllowlist) markUsersReady() {
-	a.mu.Lock()
+	defer a.mu.Unlock()
+	was := a.usersReady
 	a.usersReady = true
-	a.mu.Unlock()
+	return !was
 }
 
 func (a *kvAllowlist) markRoomsReady() {
@@ -127,8 +260,9 @@ func (a *kvAllowlist) markRoomsReady() {
 }
 
 // watchUsers keeps the allowlist current until ctx ends, re-watching after
-// errors. A revocation kicks the user's live connections on this node;
-// every node runs its own watch, so every node kicks its own.
+// errors and whenever restartUsersWatch says the watch stalled. A
+// revocation kicks the user's live connections on this node; every node
+// runs its own watch, so every node kicks its own.
 func (n *Node) watchUsers(ctx context.Context) {
 	al, ok := n.allow.(*kvAllowlist)
 	if !ok {
@@ -136,22 +270,141 @@ func (n *Node) watchUsers(ctx context.Context) {
 	}
 	users := kv.NewUsers(n.js)
 	for ctx.Err() == nil {
-		err := users.Watch(ctx, func(u store.User) {
-			al.set(u)
-			if u.Status == store.StatusRevoked {
+		wctx, cancel := context.WithCancel(ctx)
+		n.mu.Lock()
+		n.usersWatchCancel = cancel
+		n.mu.Unlock()
+		var loadMax uint64 // the initial load's highest revision
+		err := users.WatchRevisions(wctx, func(u store.User, rev uint64, loading bool) {
+			if loading {
+				loadMax = max(loadMax, rev)
+			}
+			if al.appliedUser(u, rev, !loading) && u.Status == store.StatusRevoked {
 				go n.kickUser(u.SignPub, "revoked")
 			}
 		}, func() {
-			al.markUsersReady()
-			n.log.Info("allowlist loaded")
+			al.advance(loadMax)
+			if al.markUsersReady() {
+				n.log.Info("allowlist loaded")
+			}
+			// Prove it current now rather than at the next tick: bring-up
+			// waits for this proof.
+			select {
+			case n.proveNow <- struct{}{}:
+			default:
+			}
 		})
+		stalled := wctx.Err() != nil
+		cancel()
 		if ctx.Err() != nil {
 			return
+		}
+		if stalled {
+			continue // restartUsersWatch already logged why; re-watch at once
 		}
 		n.log.Warn("users watch ended; restarting", "err", err)
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Stall handling for the users watch. The watch is an ordered push
+// consumer: when its recreation times out (e.g. while the route to the
+// stream leader is cut) it stops delivering without ever closing
+// Updates(), so nothing would restart it. The freshness check notices
+// (the leader is ahead of what we applied, or no proof for long) and
+// restarts the watch.
+const (
+	// behindRestart: the leader has been ahead of the allowlist this long.
+	behindRestart = time.Second
+	// staleRestart: no proof of contact at all for this long.
+	staleRestart = 5 * time.Second
+	// restartEvery spaces restarts while the leader stays unreachable.
+	restartEvery = 3 * time.Second
+)
+
+// catchUpBatch bounds the entries read from the leader per check.
+const catchUpBatch = 256
+
+// catchUp applies, from the users stream's leader, every entry after what
+// the allowlist holds up to last. The watch normally delivers them first;
+// this covers a watch served by a lagging or cut-off replica, or stalled.
+func (n *Node) catchUp(ctx context.Context, al *kvAllowlist, last uint64) {
+	if !al.Ready() {
+		return // the watch's initial load sets the base
+	}
+	for range catchUpBatch {
+		from := al.applied() + 1
+		if from > last {
+			return
+		}
+		u, rev, found, err := kv.LeaderNext(ctx, n.nc, from)
+		if err != nil {
+			return
+		}
+		if !found || rev > last {
+			al.advance(last) // nothing left below last: deleted by history limits
+			return
+		}
+		if al.appliedUser(u, rev, true) {
+			n.log.Debug("allowlist caught up from the users stream leader", "user", u.SignPub, "status", u.Status, "revision", rev)
+			if u.Status == store.StatusRevoked {
+				go n.kickUser(u.SignPub, "revoked")
+			}
+		}
+	}
+}
+
+// maybeRestartUsersWatch restarts the users watch if it looks stalled.
+func (n *Node) maybeRestartUsersWatch(al *kvAllowlist, now time.Time) {
+	why := ""
+	if b := al.behindFor(now); b >= behindRestart {
+		why = fmt.Sprintf("the users stream leader has been ahead of the allowlist for %s", b.Round(time.Millisecond))
+	} else if lp := al.proof(now); lp.Loaded && !lp.ProvenAt.IsZero() && now.Sub(lp.ProvenAt) >= staleRestart {
+		why = fmt.Sprintf("no contact with the users stream leader for %s", now.Sub(lp.ProvenAt).Round(time.Millisecond))
+	}
+	if why == "" {
+		return
+	}
+	n.mu.Lock()
+	if now.Sub(n.usersWatchRestarted) < restartEvery || n.usersWatchCancel == nil {
+		n.mu.Unlock()
+		return
+	}
+	n.usersWatchRestarted = now
+	cancel := n.usersWatchCancel
+	n.mu.Unlock()
+	n.log.Warn("users watch looks stalled; restarting it", "why", why)
+	cancel()
+}
+
+// proofLoop asks the users stream's leader for its last sequence every
+// tick: an answer the allowlist has caught up with is a proof of
+// freshness (quorum.DecideAllowlist).
+func (n *Node) proofLoop(ctx context.Context) {
+	al, ok := n.allow.(*kvAllowlist)
+	if !ok {
+		return
+	}
+	t := time.NewTicker(gateTick)
+	defer t.Stop()
+	for {
+		sent := time.Now()
+		pctx, cancel := context.WithTimeout(ctx, proofTimeout)
+		last, _, err := kv.LeaderLastSeq(pctx, n.js)
+		if err == nil {
+			n.catchUp(pctx, al, last)
+			al.leaderSaid(last, sent)
+		}
+		cancel()
+		n.maybeRestartUsersWatch(al, time.Now())
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-n.proveNow:
 		}
 	}
 }
@@ -329,8 +582,9 @@ func (n *Node) kickAll(why string) {
 	}
 }
 
-// enforceLoop watches the gate; the moment it flips to no quorum, every
-// user connection is closed (new ones are refused by the authenticator).
+// enforceLoop watches the gate (quorum and allowlist freshness); the
+// moment it flips to deny, every user connection is closed (new ones are
+// refused by the authenticator).
 func (n *Node) enforceLoop(ctx context.Context) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
@@ -341,7 +595,7 @@ func (n *Node) enforceLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		ok, why := n.inQuorum()
+		ok, why := n.serving()
 		if was && !ok {
 			n.kickAll(why)
 		}

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/unibus/clusterkit/membershipd/api"
 	"github.com/unibus/clusterkit/membershipd/authn"
 	"github.com/unibus/clusterkit/membershipd/pki"
 )
@@ -58,6 +59,22 @@ type Config struct {
 	RoomMaxConsumers int
 	// ClusterSize is the number of nodes; 0 means len(Routes)+1.
 	ClusterSize int
+	// Sync is --sync: "always" (the default, also ""), "default" (nats-
+	// server's periodic fsync) or a duration (fsync interval). Anything but
+	// always can lose acknowledged writes on power loss; it exists for the
+	// power-loss negative control.
+	Sync string
+
+	// HTTP bounds the HTTPS listener (zero: defaults).
+	HTTP HTTPLimits
+
+	// JSMaxStore and JSMaxMem are this node's JetStream max_store and
+	// max_mem (every stream, control plane included). ControlReserve is
+	// the part of JSMaxStore rooms never get (see api.Limits). Zero:
+	// defaults.
+	JSMaxStore, JSMaxMem, ControlReserve int64
+	// Rooms bounds room streams and room creation (zero fields: defaults).
+	Rooms api.Limits
 
 	Log *slog.Logger
 }
@@ -69,6 +86,9 @@ const (
 	DefaultHTTPPort        = 8470
 	DefaultKVReplicas      = 3
 	DefaultBootstrapBudget = 120 * time.Second
+	DefaultJSMaxStore      = 8 << 30
+	DefaultJSMaxMem        = 256 << 20
+	DefaultControlReserve  = 1 << 30
 )
 
 // Stores.
@@ -94,6 +114,45 @@ func IsConfigError(err error) bool {
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
 
+// SyncPolicy is a parsed --sync.
+type SyncPolicy struct {
+	Always   bool
+	Interval time.Duration // 0 with !Always: nats-server's default
+}
+
+// String is the posture form: "always", "default" or the interval.
+func (p SyncPolicy) String() string {
+	switch {
+	case p.Always:
+		return SyncAlways
+	case p.Interval == 0:
+		return SyncDefault
+	default:
+		return p.Interval.String()
+	}
+}
+
+// --sync values.
+const (
+	SyncAlways  = "always"
+	SyncDefault = "default"
+)
+
+// ParseSync parses --sync.
+func ParseSync(s string) (SyncPolicy, error) {
+	switch s {
+	case "", SyncAlways:
+		return SyncPolicy{Always: true}, nil
+	case SyncDefault:
+		return SyncPolicy{}, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return SyncPolicy{}, configErr("--sync %q: want always, default or a positive duration such as 10s", s)
+	}
+	return SyncPolicy{Interval: d}, nil
+}
+
 func (c *Config) size() int {
 	if c.ClusterSize > 0 {
 		return c.ClusterSize
@@ -104,6 +163,9 @@ func (c *Config) size() int {
 // Validate checks the config the way an operator needs it checked: every
 // problem named, with what to do.
 func (c *Config) Validate() error {
+	if err := c.checkLimits(); err != nil {
+		return err
+	}
 	if !nameRE.MatchString(c.Name) {
 		return configErr("--node-name %q: use letters, digits, '-' or '_' (max 63)", c.Name)
 	}
@@ -122,6 +184,9 @@ func (c *Config) Validate() error {
 		}
 	default:
 		return configErr("--bus-auth %q: want enforce or off", c.BusAuth)
+	}
+	if _, err := ParseSync(c.Sync); err != nil {
+		return err
 	}
 	if c.InternalIDFile == "" {
 		return configErr("--internal-id-file is required")
@@ -212,5 +277,48 @@ func checkPortsFree(host string, ports map[string]int) error {
 		}
 		_ = l.Close()
 	}
+	return nil
+}
+
+// checkLimits fills unset storage limits with the defaults and checks that
+// they leave room for the control plane and at least one room.
+func (c *Config) checkLimits() error {
+	if c.JSMaxStore == 0 {
+		c.JSMaxStore = DefaultJSMaxStore
+	}
+	if c.JSMaxMem == 0 {
+		c.JSMaxMem = DefaultJSMaxMem
+	}
+	if c.ControlReserve == 0 {
+		c.ControlReserve = DefaultControlReserve
+	}
+	d := api.DefaultLimits()
+	r := &c.Rooms
+	if r.RoomMaxBytes == 0 {
+		r.RoomMaxBytes = d.RoomMaxBytes
+	}
+	if r.RoomMaxMsgSize == 0 {
+		r.RoomMaxMsgSize = d.RoomMaxMsgSize
+	}
+	if r.RoomMaxMsgs == 0 {
+		r.RoomMaxMsgs = d.RoomMaxMsgs
+	}
+	if r.RoomQuota == 0 {
+		r.RoomQuota = d.RoomQuota
+	}
+	if r.AdminRoomQuota == 0 {
+		r.AdminRoomQuota = d.AdminRoomQuota
+	}
+	switch {
+	case c.JSMaxStore < 0 || c.JSMaxMem < 0 || c.ControlReserve < 0:
+		return configErr("--js-max-store, --js-max-mem and --control-reserve must be positive")
+	case r.RoomMaxBytes < 0 || r.RoomMaxMsgs < 0 || r.RoomMaxMsgSize < 0:
+		return configErr("--room-max-bytes, --room-max-msgs and --room-max-msg-size must be positive")
+	case int64(r.RoomMaxMsgSize) > r.RoomMaxBytes:
+		return configErr("--room-max-msg-size %d exceeds --room-max-bytes %d: no message would fit", r.RoomMaxMsgSize, r.RoomMaxBytes)
+	case c.JSMaxStore-c.ControlReserve < r.RoomMaxBytes:
+		return configErr("--js-max-store %d minus --control-reserve %d leaves room for no room of --room-max-bytes %d: raise --js-max-store", c.JSMaxStore, c.ControlReserve, r.RoomMaxBytes)
+	}
+	r.RoomBudget = c.JSMaxStore - c.ControlReserve
 	return nil
 }

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,11 +11,13 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/unibus/clusterkit/membershipd/api"
 	"github.com/unibus/clusterkit/membershipd/authn"
@@ -32,27 +33,40 @@ import (
 // Version is stamped at build time (-ldflags "-X .../node.Version=...").
 var Version = "dev"
 
-// Gate timings (see quorum package and notes/nats-facts.md).
+// Gate timings (see the quorum package).
 const (
-	gateTick    = 250 * time.Millisecond
-	gateTimeout = 500 * time.Millisecond
+	gateTick = 250 * time.Millisecond
+	// putDeadline: a heartbeat put keeps running this long while later
+	// ticks start their own, so a slow fsync delays proofs instead of
+	// cancelling every one of them. The put counts from its send time.
+	putDeadline = 4 * time.Second
+	// maxPutsInFlight bounds the overlap (putDeadline / gateTick).
+	maxPutsInFlight = 16
+	// pingKeep: replies to pings older than this prove nothing now.
+	pingKeep = time.Second
+	// proofTimeout bounds one allowlist freshness check; the rule needs a
+	// proof younger than 1 s, so a slower answer is useless anyway.
+	proofTimeout = 500 * time.Millisecond
 )
 
 // Node is one running membershipd node.
 type Node struct {
-	cfg   Config
-	log   *slog.Logger
-	opts  *server.Options
-	srv   *server.Server
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	http  *http.Server
-	gate  *quorum.Tracker
-	auth  *authn.Authenticator
-	id    *identity.Identity
-	allow allowlist
-	users store.Users // the control-plane users store (KV or SQLite)
-	api   *api.Server // the signed control plane (nil on a SQLite node)
+	cfg  Config
+	log  *slog.Logger
+	opts *server.Options
+	srv  *server.Server
+	nc   *nats.Conn
+	// sysGuard drops messages on the internal subjects that a member had
+	// the server deliver there (clusterinfo.InboxPrefix).
+	sysGuard clusterinfo.Guard
+	js       jetstream.JetStream
+	http     *http.Server
+	gate     *quorum.Tracker
+	auth     *authn.Authenticator
+	id       *identity.Identity
+	allow    allowlist
+	users    store.Users // the control-plane users store (KV or SQLite)
+	api      *api.Server // the signed control plane (nil on a SQLite node)
 
 	started time.Time
 	cancel  context.CancelFunc
@@ -62,8 +76,13 @@ type Node struct {
 	mu       sync.Mutex
 	opened   []kv.Opened // nil until every bucket is open
 	waiting  string      // what bucket opening waits for
+	hbWhy    string      // why the heartbeat bucket is not at R=N ("" once it is)
 	fatalErr error
 	stopOnce sync.Once
+
+	usersWatchCancel    context.CancelFunc // restarts the users watch
+	usersWatchRestarted time.Time
+	proveNow            chan struct{} // asks proofLoop for a check at once
 }
 
 // New validates cfg, loads (or creates) the internal identity and builds
@@ -79,6 +98,9 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkStoreDir(&cfg); err != nil {
+		return nil, err
+	}
 	id, created, err := identity.LoadOrCreate(cfg.InternalIDFile)
 	if err != nil {
 		return nil, configErr("--internal-id-file: %v", err)
@@ -90,6 +112,8 @@ func New(cfg Config) (*Node, error) {
 		gate: quorum.NewTracker(quorum.DefaultParams(cfg.size())),
 		id:   id,
 		done: make(chan struct{}),
+
+		proveNow: make(chan struct{}, 1),
 	}
 	if created {
 		n.log.Info("created the internal service identity", "file", cfg.InternalIDFile, "nkey", id.NKey())
@@ -103,8 +127,9 @@ func New(cfg Config) (*Node, error) {
 		n.allow = &sqliteAllowlist{st: st}
 	} else {
 		n.allow = newKVAllowlist()
+		n.hbWhy = "heartbeat bucket " + kv.HeartbeatsBucket + " not open yet"
 	}
-	n.auth = authn.New(cfg.BusAuth, id.NKey(), n.allow, n.inQuorum, n.log.With("component", "authn"))
+	n.auth = authn.New(cfg.BusAuth, id.NKey(), n.allow, n.serving, n.log.With("component", "authn"))
 	opts.CustomClientAuthentication = n.auth
 	return n, nil
 }
@@ -117,6 +142,50 @@ func (n *Node) inQuorum() (bool, string) {
 	}
 	v := n.Verdict()
 	return v.InQuorum, v.Reason
+}
+
+// serving is what every admission and control-plane request asks: in
+// quorum, the heartbeat bucket spans the cluster, and (once loaded) the
+// allowlist is provably current. Denials name the first missing piece.
+func (n *Node) serving() (bool, string) {
+	if n.cfg.Store == StoreSQLite {
+		return true, "standalone (sqlite store)"
+	}
+	if ok, why := n.inQuorum(); !ok {
+		return false, why
+	}
+	if why := n.heartbeatProblem(); why != "" {
+		return false, "no quorum: " + why
+	}
+	if al, ok := n.allow.(*kvAllowlist); ok {
+		lp := al.proof(time.Now())
+		// Not loaded yet is the authenticator's own, older check (so the
+		// on-node CLI can seed the first admin while the load finishes).
+		if lp.Loaded {
+			if lv := n.gate.Allowlist(time.Now(), lp); !lv.Fresh {
+				return false, lv.Reason
+			}
+		}
+	}
+	return true, "serving"
+}
+
+// heartbeatProblem is why the heartbeat bucket does not prove a cluster
+// majority yet ("" when it is at R=N).
+func (n *Node) heartbeatProblem() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.hbWhy
+}
+
+// allowlistVerdict is the allowlist freshness decision now.
+func (n *Node) allowlistVerdict() (quorum.ListVerdict, bool) {
+	al, ok := n.allow.(*kvAllowlist)
+	if !ok {
+		return quorum.ListVerdict{}, false
+	}
+	now := time.Now()
+	return n.gate.Allowlist(now, al.proof(now)), true
 }
 
 // Start brings up the listeners and the background loops. It returns once
@@ -164,7 +233,7 @@ func (n *Node) Start() error {
 			n.shutdown()
 			return err
 		}
-		loops = append(loops, n.openBuckets, n.heartbeatLoop, n.pingLoop)
+		loops = append(loops, n.openBuckets, n.heartbeatLoop, n.pingLoop, n.proofLoop)
 	}
 	if err := n.startHTTP(); err != nil {
 		n.shutdown()
@@ -240,16 +309,33 @@ func (n *Node) shutdown() {
 
 func (n *Node) subscribe() error {
 	if _, err := n.nc.Subscribe(clusterinfo.PingSubject, func(m *nats.Msg) {
-		age := int64(-1)
-		if t, ok := n.gate.LastPut(); ok {
-			age = time.Since(t).Milliseconds()
+		if !n.sysGuard.Genuine(m) {
+			return
 		}
-		b, _ := json.Marshal(clusterinfo.Pong{Node: n.cfg.Name, PutAgeMS: age})
+		now := time.Now()
+		var ping clusterinfo.Ping
+		_ = json.Unmarshal(m.Data, &ping) // an older pinger sends no body
+		pong := clusterinfo.Pong{Node: n.cfg.Name, Seq: ping.Seq, PutAgeMS: -1, ListAgeMS: -1, ListStreakMS: -1, HopAgeMS: -1, HopStreakMS: -1}
+		if t, ok := n.gate.LastPut(); ok {
+			pong.PutAgeMS = now.Sub(t).Milliseconds()
+		}
+		if al, ok := n.allow.(*kvAllowlist); ok {
+			if age, streak := al.proofAges(now); age >= 0 {
+				pong.ListAgeMS, pong.ListStreakMS = age.Milliseconds(), streak.Milliseconds()
+			}
+			if age, streak, ok := n.gate.FreshestPeerProof(now, ping.Node); ok {
+				pong.HopAgeMS, pong.HopStreakMS = age.Milliseconds(), streak.Milliseconds()
+			}
+		}
+		b, _ := json.Marshal(pong)
 		_ = m.Respond(b)
 	}); err != nil {
 		return fmt.Errorf("subscribe %s: %w", clusterinfo.PingSubject, err)
 	}
 	if _, err := n.nc.Subscribe(clusterinfo.AppliedSubject, func(m *nats.Msg) {
+		if !n.sysGuard.Genuine(m) {
+			return
+		}
 		var rev uint64
 		if al, ok := n.allow.(*kvAllowlist); ok {
 			rev = al.RoomsRevision()
@@ -260,6 +346,9 @@ func (n *Node) subscribe() error {
 		return fmt.Errorf("subscribe %s: %w", clusterinfo.AppliedSubject, err)
 	}
 	if _, err := n.nc.Subscribe(clusterinfo.StatusSubject, func(m *nats.Msg) {
+		if !n.sysGuard.Genuine(m) {
+			return
+		}
 		b, _ := json.Marshal(n.Status())
 		_ = m.Respond(b)
 	}); err != nil {
@@ -281,7 +370,7 @@ func (n *Node) openBuckets(ctx context.Context) {
 			// Requests sent before the meta layer has a leader are dropped
 			// without a reply; asking the local server costs nothing.
 			err = errNoMetaLeader
-		} else {
+		} else if err = n.ensureHeartbeats(ctx); err == nil {
 			opened, err = kv.EnsureAll(ctx, n.js, n.cfg.KVReplicas, time.Second)
 		}
 		if ctx.Err() != nil {
@@ -304,6 +393,9 @@ func (n *Node) openBuckets(ctx context.Context) {
 			return
 		}
 		why := kv.Explain(err, n.srv.NumRoutes()+1, n.cfg.KVReplicas)
+		if errors.Is(err, errHeartbeats) {
+			why = "waiting for the heartbeat bucket to be placed at R" + strconv.Itoa(n.cfg.size())
+		}
 		n.mu.Lock()
 		n.waiting = why
 		n.mu.Unlock()
@@ -322,20 +414,65 @@ func (n *Node) openBuckets(ctx context.Context) {
 	}
 }
 
-var errNoMetaLeader = errors.New("no JetStream meta leader known to this node")
+var (
+	errNoMetaLeader = errors.New("no JetStream meta leader known to this node")
+	errHeartbeats   = errors.New("heartbeat bucket not at R=N")
+)
 
-// heartbeatLoop writes this node's heartbeat into the R3 nonce bucket; an
-// acked put is the one signal a minority can never fake.
+// ensureHeartbeats puts the heartbeat bucket at R=N; until it is, the node
+// does not serve (a heartbeat below R=N proves no cluster majority).
+func (n *Node) ensureHeartbeats(ctx context.Context) error {
+	n.mu.Lock()
+	done := n.hbWhy == ""
+	n.mu.Unlock()
+	if done {
+		return nil
+	}
+	size := n.cfg.size()
+	hctx, cancel := context.WithTimeout(ctx, time.Second)
+	o, err := kv.EnsureHeartbeats(hctx, n.js, size)
+	cancel()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err != nil {
+		n.hbWhy = fmt.Sprintf("heartbeat bucket %s cannot be placed at R%d (the cluster size): %s",
+			kv.HeartbeatsBucket, size, kv.Explain(err, n.srv.NumRoutes()+1, size))
+		return fmt.Errorf("%w: %w", errHeartbeats, err)
+	}
+	n.hbWhy = ""
+	if o.Created {
+		n.log.Info("heartbeat bucket created", "bucket", kv.HeartbeatsBucket, "replicas", o.Replicas)
+	}
+	return nil
+}
+
+// heartbeatLoop writes this node's heartbeat into the R=N heartbeat
+// bucket every tick; an acked put is the one signal a minority can never
+// fake. Puts overlap: a slow one keeps running (up to putDeadline) while
+// the next tick starts its own, and each counts from its send time.
 func (n *Node) heartbeatLoop(ctx context.Context) {
 	t := time.NewTicker(gateTick)
 	defer t.Stop()
 	subj := kv.HeartbeatSubject(n.cfg.Name)
+	var (
+		wg       sync.WaitGroup
+		inFlight atomic.Int32
+	)
+	defer wg.Wait()
 	for {
-		pctx, cancel := context.WithTimeout(ctx, gateTimeout)
-		_, err := n.js.Publish(pctx, subj, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
-		cancel()
-		if err == nil {
-			n.gate.PutSucceeded(time.Now())
+		if inFlight.Load() < maxPutsInFlight {
+			inFlight.Add(1)
+			wg.Add(1)
+			sent := time.Now()
+			go func() {
+				defer wg.Done()
+				defer inFlight.Add(-1)
+				pctx, cancel := context.WithTimeout(ctx, putDeadline)
+				defer cancel()
+				if _, err := n.js.Publish(pctx, subj, []byte(sent.UTC().Format(time.RFC3339Nano))); err == nil {
+					n.gate.PutSucceeded(sent)
+				}
+			}()
 		}
 		select {
 		case <-ctx.Done():
@@ -345,32 +482,70 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 	}
 }
 
-// pingLoop asks every node for a Pong; answers feed the gate's grace rule.
+// pingLoop pings every node each tick without waiting for the answers:
+// replies are stamped with the local time they arrive (never a peer's
+// clock) as they come in, and replies to pings older than pingKeep are
+// dropped.
 func (n *Node) pingLoop(ctx context.Context) {
+	var (
+		mu   sync.Mutex
+		sent = map[uint64]time.Time{}
+	)
+	// Under the internal inbox prefix: peers answer only such pings (Guard).
+	inbox := clusterinfo.InboxPrefix + "." + nuid.Next()
+	sub, err := n.nc.Subscribe(inbox, func(m *nats.Msg) {
+		now := time.Now()
+		p := clusterinfo.Pong{ListAgeMS: -1, ListStreakMS: -1, HopAgeMS: -1, HopStreakMS: -1} // an older peer reports no allowlist
+		if json.Unmarshal(m.Data, &p) != nil || p.Node == n.cfg.Name || p.Node == "" {
+			return
+		}
+		if p.Seq != 0 { // 0: an older peer that does not echo it
+			mu.Lock()
+			at, ok := sent[p.Seq]
+			mu.Unlock()
+			if !ok || now.Sub(at) >= pingKeep {
+				return
+			}
+		}
+		n.gate.PeerReported(quorum.PeerReport{
+			Node: p.Node, AnsweredAt: now,
+			PutAge: msAge(p.PutAgeMS), ListAge: msAge(p.ListAgeMS), ListStreak: msAge(p.ListStreakMS),
+			HopAge: msAge(p.HopAgeMS), HopStreak: msAge(p.HopStreakMS),
+		})
+	})
+	if err != nil {
+		n.log.Error("ping replies: subscribe failed; the gate will deny", "err", err)
+		return
+	}
+	defer func() { _ = sub.Unsubscribe() }()
 	t := time.NewTicker(gateTick)
 	defer t.Stop()
-	for {
-		pctx, cancel := context.WithTimeout(ctx, gateTimeout)
-		raw, _ := clusterinfo.Collect(pctx, n.nc, clusterinfo.PingSubject, n.cfg.size())
-		cancel()
+	for seq := uint64(1); ; seq++ {
 		now := time.Now()
-		for _, b := range raw {
-			var p clusterinfo.Pong
-			if json.Unmarshal(b, &p) != nil || p.Node == n.cfg.Name {
-				continue
+		mu.Lock()
+		sent[seq] = now
+		for s, at := range sent {
+			if now.Sub(at) >= pingKeep {
+				delete(sent, s)
 			}
-			age := time.Duration(-1)
-			if p.PutAgeMS >= 0 {
-				age = time.Duration(p.PutAgeMS) * time.Millisecond
-			}
-			n.gate.PeerAnswered(p.Node, now, age)
 		}
+		mu.Unlock()
+		b, _ := json.Marshal(clusterinfo.Ping{Node: n.cfg.Name, Seq: seq})
+		_ = n.nc.PublishRequest(clusterinfo.PingSubject, inbox, b)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// msAge turns a reported millisecond age into a duration; negative = none.
+func msAge(ms int64) time.Duration {
+	if ms < 0 {
+		return -1
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 // Verdict is the quorum gate's current decision; later layers deny requests
@@ -395,6 +570,7 @@ func (n *Node) Status() clusterinfo.Status {
 		Node: n.cfg.Name, Cluster: n.cfg.Cluster, Version: Version,
 		MetaLeader: n.metaLeader(), InQuorum: v.InQuorum, Reason: v.Reason,
 		Features: featuresOf(n.opts, true),
+		Ignored:  n.sysGuard.Ignored(),
 	}
 	if rz, err := n.srv.Routez(nil); err == nil {
 		conns := map[string]int{}
@@ -418,9 +594,9 @@ func (n *Node) startHTTP() error {
 	mux.HandleFunc("GET /healthz", n.serveHealthz)
 	if n.js != nil {
 		n.api = api.New(api.Deps{
-			Node: n.cfg.Name, JS: n.js, Replicas: n.cfg.KVReplicas, Gate: n.inQuorum,
+			Node: n.cfg.Name, JS: n.js, Replicas: n.cfg.KVReplicas, Gate: n.serving,
 			MaxConsumers: n.cfg.RoomMaxConsumers, Cluster: n.cfg.Cluster,
-			Lookup: n.allow.Lookup, Log: n.log.With("component", "api"),
+			Lookup: n.allow.Lookup, Log: n.log.With("component", "api"), Limits: n.cfg.Rooms,
 			WaitApplied: func(ctx context.Context, rev uint64) []string {
 				return clusterinfo.WaitApplied(ctx, n.nc, n.cfg.size(), rev)
 			},
@@ -432,16 +608,6 @@ func (n *Node) startHTTP() error {
 	if err != nil {
 		return configErr("http port %s is not available: %v", addr, errors.Unwrap(err))
 	}
-	n.http = &http.Server{
-		Handler:           mux,
-		TLSConfig:         tlsCfg,
-		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
-	}
-	go func() {
-		if err := n.http.Serve(tls.NewListener(l, tlsCfg)); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.log.Error("https server", "err", err)
-		}
-	}()
+	n.http = serveHTTPS(l, mux, tlsCfg, n.cfg.HTTP, n.log)
 	return nil
 }

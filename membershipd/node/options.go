@@ -53,6 +53,10 @@ func buildOptions(cfg *Config) (*server.Options, error) {
 	}
 	o.JetStream = true
 	o.StoreDir = cfg.StoreDir
+	// Explicit limits: nats-server would otherwise take 75% of the free
+	// disk, shared by the rooms and the control plane alike.
+	o.JetStreamMaxStore = cfg.JSMaxStore
+	o.JetStreamMaxMemory = cfg.JSMaxMem
 	o.Cluster = server.ClusterOpts{
 		Name:       cfg.Cluster,
 		Host:       cfg.Bind,
@@ -64,6 +68,12 @@ func buildOptions(cfg *Config) (*server.Options, error) {
 		Advertise:  cfg.Advertise,
 	}
 	applyColdStartFixes(o)
+	sp, err := ParseSync(cfg.Sync)
+	if err != nil {
+		return nil, err
+	}
+	// After the fixes: --sync may relax SyncAlways on purpose.
+	o.SyncAlways, o.SyncInterval = sp.Always, sp.Interval
 	return o, nil
 }
 

@@ -3,12 +3,19 @@
 //
 // NATS's own health signals fail open on a minority node (healthz stays OK
 // for ~15 s, direct KV reads serve stale data, "current" flags lie), so the
-// gate uses only evidence NATS cannot fake:
+// gate uses only evidence NATS cannot fake, and all of it is about the
+// configured cluster of N nodes, not about one stream's replicas (at R1, or
+// at N=5 with R3 buckets, a cluster minority can hold a stream's majority):
 //
-//   - our own heartbeat put into an R3 bucket succeeded: a raft majority
-//     committed it, so we were in a quorum at that moment;
+//   - our own heartbeat put into a bucket replicated on all N nodes
+//     succeeded: a majority of the cluster committed it;
 //   - peer daemons answered our pings, each reporting how long ago its own
-//     last put succeeded.
+//     last put succeeded; self plus the peers that answered recently must be
+//     a majority of N, always.
+//
+// The same file decides whether the node's cached allowlist is current
+// (DecideAllowlist): it is only as fresh as its last proof of contact with
+// the users stream's leader.
 //
 // The rule is pure and takes explicit times (no time.Now), so recorded
 // timelines replay deterministically in tests.
@@ -43,6 +50,11 @@ type Params struct {
 	// node's first put reached the new leader); it bounds the asymmetric-
 	// partition exposure to CutOff instead of Grace.
 	CutOff time.Duration
+	// ListFresh: an allowlist proof (the users stream leader said it holds
+	// nothing we have not applied) younger than this keeps the allowlist
+	// current on its own. It bounds how long a revocation can go unseen
+	// (the claim is 2 s).
+	ListFresh time.Duration
 }
 
 // DefaultParams are the measured values: 1 s freshness with 250 ms ticks
@@ -55,6 +67,7 @@ func DefaultParams(clusterSize int) Params {
 		PeerFresh:   time.Second,
 		Grace:       12 * time.Second,
 		CutOff:      4 * time.Second,
+		ListFresh:   time.Second,
 	}
 }
 
@@ -87,6 +100,9 @@ func (p Params) Validate() error {
 	if p.Grace <= 0 {
 		errs = append(errs, fmt.Errorf("grace %v <= 0", p.Grace))
 	}
+	if p.ListFresh < 0 {
+		errs = append(errs, fmt.Errorf("allowlist freshness %v < 0", p.ListFresh))
+	}
 	return errors.Join(errs...)
 }
 
@@ -97,6 +113,15 @@ type PeerReport struct {
 	// PutAge is the peer's own last-successful-put age when it answered;
 	// negative means the peer has never put.
 	PutAge time.Duration
+	// ListAge is the age of the peer's last allowlist proof when it
+	// answered; ListStreak how long its proofs had then been continuous.
+	// Negative: none (or a peer that does not report them).
+	ListAge, ListStreak time.Duration
+	// HopAge and HopStreak are the same for the freshest proof among the
+	// peer's own peers (one hop further, the pinger excluded): a node that
+	// could commit a revocation is always within two hops of a node in
+	// quorum. Negative: none.
+	HopAge, HopStreak time.Duration
 }
 
 // Verdict is the gate's decision plus the evidence behind it.
@@ -119,9 +144,10 @@ type Verdict struct {
 // answer wins) and is not modified. Callers must not report this node as
 // its own peer.
 //
-// In quorum ⇔ a put succeeded < WriteFresh ago, OR (self + reachable peers
-// ≥ Majority AND our last put < Grace ago AND no reachable peer is writing
-// without us).
+// In quorum ⇔ self + reachable peers ≥ Majority, AND (a put sent
+// < WriteFresh ago succeeded, OR (our last successful put < Grace ago AND no
+// reachable peer has been writing without us for CutOff)). lastPut is the
+// time the put was SENT: an ack that took long proves less.
 func Decide(now time.Time, lastPut time.Time, peers []PeerReport, p Params) Verdict {
 	v := Verdict{LastPutAge: -1}
 	if err := p.Validate(); err != nil {
@@ -130,15 +156,7 @@ func Decide(now time.Time, lastPut time.Time, peers []PeerReport, p Params) Verd
 	}
 
 	// Latest answer per peer: older ones carry nothing the newest lacks.
-	latest := make(map[string]PeerReport, len(peers))
-	for _, r := range peers {
-		if r.Node == "" || r.AnsweredAt.IsZero() {
-			continue
-		}
-		if old, ok := latest[r.Node]; !ok || r.AnsweredAt.After(old.AnsweredAt) {
-			latest[r.Node] = r
-		}
-	}
+	latest := latestPerPeer(peers)
 
 	everPut := !lastPut.IsZero()
 	var ownAge time.Duration
@@ -178,12 +196,15 @@ func Decide(now time.Time, lastPut time.Time, peers []PeerReport, p Params) Verd
 	switch {
 	case !everPut:
 		v.Reason = "no quorum: no replicated write has succeeded yet (waiting for a JetStream quorum)"
-	case ownAge < p.WriteFresh:
-		v.InQuorum = true
-		v.Reason = fmt.Sprintf("quorum: replicated write %s ago", fmtDur(ownAge))
 	case len(v.ReachablePeers) < need:
+		// Checked before the write: a write committed by a stream's own
+		// majority says nothing about the cluster's (R1 buckets, or a
+		// heartbeat bucket below R=N).
 		v.Reason = fmt.Sprintf("no quorum: last replicated write %s ago; %d of %d peers reachable (need %d)",
 			fmtDur(ownAge), len(v.ReachablePeers), others, need)
+	case ownAge < p.WriteFresh:
+		v.InQuorum = true
+		v.Reason = fmt.Sprintf("quorum: replicated write %s ago; %d of %d peers reachable", fmtDur(ownAge), len(v.ReachablePeers), others)
 	case len(ahead) > 0 && ownAge >= p.CutOff:
 		// Checked before the grace: it is the more specific diagnosis.
 		v.Reason = fmt.Sprintf("no quorum: peers %v can write but this node cannot (cut off from the stream leader); last replicated write %s ago",
@@ -245,9 +266,17 @@ func (t *Tracker) PutSucceeded(at time.Time) {
 }
 
 // PeerAnswered records a peer's ping reply carrying its own put age
-// (negative = the peer has never put). Answers older than the one held are
-// dropped, so a late reply cannot roll a peer's state back.
+// (negative = the peer has never put). at must be the local time the
+// answer arrived. Answers older than the one held are dropped, so a late
+// reply cannot roll a peer's state back.
 func (t *Tracker) PeerAnswered(peer string, at time.Time, peerPutAge time.Duration) {
+	t.PeerReported(PeerReport{Node: peer, AnsweredAt: at, PutAge: peerPutAge, ListAge: -1, ListStreak: -1, HopAge: -1, HopStreak: -1})
+}
+
+// PeerReported records a full peer report (PeerAnswered plus the peer's
+// allowlist proof ages).
+func (t *Tracker) PeerReported(r PeerReport) {
+	peer, at := r.Node, r.AnsweredAt
 	if peer == "" {
 		return
 	}
@@ -259,7 +288,7 @@ func (t *Tracker) PeerAnswered(peer string, at time.Time, peerPutAge time.Durati
 	if t.peers == nil {
 		t.peers = make(map[string]PeerReport)
 	}
-	t.peers[peer] = PeerReport{Node: peer, AnsweredAt: at, PutAge: peerPutAge}
+	t.peers[peer] = r
 }
 
 // LastPut returns the last successful put, false if there has been none.
@@ -271,12 +300,42 @@ func (t *Tracker) LastPut() (time.Time, bool) {
 
 // Verdict decides at now from everything recorded so far.
 func (t *Tracker) Verdict(now time.Time) Verdict {
+	lastPut, peers := t.snapshot()
+	return Decide(now, lastPut, peers, t.p)
+}
+
+// Allowlist decides whether the allowlist with proof lp is current at now,
+// using the peers' reports recorded so far.
+func (t *Tracker) Allowlist(now time.Time, lp ListProof) ListVerdict {
+	_, peers := t.snapshot()
+	return DecideAllowlist(now, lp, peers, t.p)
+}
+
+// FreshestPeerProof is what a pong relays as Hop*: among the latest
+// reports of every peer but exclude, the own allowlist proof proved most
+// recently, as (age, streak) at now. ok is false when no peer has one.
+func (t *Tracker) FreshestPeerProof(now time.Time, exclude string) (age, streak time.Duration, ok bool) {
+	_, peers := t.snapshot()
+	var best time.Time
+	for _, r := range peers {
+		if r.Node == exclude || r.ListAge < 0 || r.ListStreak < 0 {
+			continue
+		}
+		proved := r.AnsweredAt.Add(-r.ListAge)
+		if !ok || proved.After(best) {
+			best, ok = proved, true
+			age, streak = max(now.Sub(proved), 0), max(now.Sub(r.AnsweredAt.Add(-r.ListStreak)), 0)
+		}
+	}
+	return age, streak, ok
+}
+
+func (t *Tracker) snapshot() (time.Time, []PeerReport) {
 	t.mu.Lock()
-	lastPut := t.lastPut
+	defer t.mu.Unlock()
 	peers := make([]PeerReport, 0, len(t.peers))
 	for _, r := range t.peers {
 		peers = append(peers, r)
 	}
-	t.mu.Unlock()
-	return Decide(now, lastPut, peers, t.p)
+	return t.lastPut, peers
 }

@@ -58,6 +58,13 @@ type event struct {
 	at     time.Duration
 	peer   string // "" = our own put succeeded
 	putAge time.Duration
+	// sent: our own put is stamped sentAt (its send time), not at.
+	sent   bool
+	sentAt time.Duration
+}
+
+func sortEvents(evs []event) {
+	slices.SortStableFunc(evs, func(a, b event) int { return cmp.Compare(a.at, b.at) })
 }
 
 func (e event) String() string {
@@ -118,7 +125,9 @@ func replay(t *testing.T, p Params, evs []event, end time.Duration) run {
 	for at := time.Duration(0); at <= end; at += step {
 		for ; i < len(evs) && evs[i].at <= at; i++ {
 			e := evs[i]
-			if e.peer == "" {
+			if e.peer == "" && e.sent {
+				tr.PutSucceeded(t0.Add(e.sentAt))
+			} else if e.peer == "" {
 				tr.PutSucceeded(t0.Add(e.at))
 			} else {
 				tr.PeerAnswered(e.peer, t0.Add(e.at), e.putAge)
@@ -481,15 +490,19 @@ func TestPeerFreshBoundary(t *testing.T) {
 func TestWriteFreshAndGraceBoundaries(t *testing.T) {
 	p := DefaultParams(3)
 	now := t0.Add(time.Minute)
-	// Alone, only a fresh own put admits us.
+	// A one-node cluster is its own majority; its put ages out at Grace.
 	for _, c := range []struct {
 		age  time.Duration
 		want bool
-	}{{p.WriteFresh - time.Nanosecond, true}, {p.WriteFresh, false}, {-time.Second, true}} {
-		v := Decide(now, now.Add(-c.age), nil, p)
+	}{{p.WriteFresh - time.Nanosecond, true}, {p.Grace, false}, {-time.Second, true}} {
+		v := Decide(now, now.Add(-c.age), nil, DefaultParams(1))
 		if v.InQuorum != c.want {
-			t.Errorf("own put %v old, no peers: InQuorum=%v want %v (%s)", c.age, v.InQuorum, c.want, v.Reason)
+			t.Errorf("N=1, own put %v old: InQuorum=%v want %v (%s)", c.age, v.InQuorum, c.want, v.Reason)
 		}
+	}
+	// In a cluster, no fresh put admits a node that reaches no majority.
+	if v := Decide(now, now, nil, p); v.InQuorum {
+		t.Errorf("N=3, fresh put, no peers: admitted (%s)", v.Reason)
 	}
 	// With a reachable, silent majority the grace bounds it.
 	peers := []PeerReport{{Node: "b", AnsweredAt: now, PutAge: -1}}
@@ -576,7 +589,8 @@ func TestReasonsReadable(t *testing.T) {
 		want  string
 	}{
 		{-1, nil, "no quorum: no replicated write has succeeded yet (waiting for a JetStream quorum)"},
-		{180 * time.Millisecond, nil, "quorum: replicated write 180ms ago"},
+		{180 * time.Millisecond, b(0, -1), "quorum: replicated write 180ms ago; 1 of 2 peers reachable"},
+		{180 * time.Millisecond, nil, "no quorum: last replicated write 180ms ago; 0 of 2 peers reachable (need 1)"},
 		{1234 * time.Millisecond, nil, "no quorum: last replicated write 1.2s ago; 0 of 2 peers reachable (need 1)"},
 		{12340 * time.Millisecond, b(0, -1), "no quorum: last replicated write 12.3s ago exceeds the 12s election grace"},
 		{4500 * time.Millisecond, b(100*time.Millisecond, 50*time.Millisecond), "no quorum: peers [b] can write but this node cannot (cut off from the stream leader); last replicated write 4.5s ago"},

@@ -110,7 +110,11 @@ func BuildPlans(t Topology, m Material) ([]Plan, error) {
 // checksum) and every command, and touches nothing.
 func PrintPlan(w io.Writer, plans []Plan) {
 	for _, p := range plans {
-		fmt.Fprintf(w, "== %s (ssh %s as %s, %s)\n", p.Node.Name, p.Node.Alias, p.Node.User, p.Node.Address)
+		user := p.Node.User
+		if user == "" {
+			user = "ssh_config's User"
+		}
+		fmt.Fprintf(w, "== %s (ssh %s as %s, %s)\n", p.Node.Name, p.Node.Alias, user, p.Node.Address)
 		for _, c := range p.Prepare {
 			fmt.Fprintf(w, "  run    %s\n", c)
 		}

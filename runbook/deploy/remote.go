@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -37,10 +38,18 @@ func (h sshHost) WriteFile(ctx context.Context, path string, data []byte, mode o
 
 func (h sshHost) Close() error { return h.c.Close() }
 
+// options are the ssh options for node n: its login user from nodes.env
+// (sshx refuses when ssh_config names another).
+func (s SSH) options(n NodeRow) sshx.Options {
+	o := s.Options
+	o.User = n.User
+	return o
+}
+
 // Dialer dials a node by its ssh alias.
 func (s SSH) Dialer() Dialer {
 	return func(ctx context.Context, n NodeRow) (Host, error) {
-		c, err := sshx.Dial(ctx, n.Alias, s.Options)
+		c, err := s.Client(ctx, n)
 		if err != nil {
 			return nil, err
 		}
@@ -50,7 +59,30 @@ func (s SSH) Dialer() Dialer {
 
 // Client dials one node.
 func (s SSH) Client(ctx context.Context, n NodeRow) (*sshx.Client, error) {
-	return sshx.Dial(ctx, n.Alias, s.Options)
+	return sshx.Dial(ctx, n.Alias, s.options(n))
+}
+
+// CheckUsers resolves every node's alias (no network) and returns the first
+// disagreement between a node's login user and ssh_config's User. Other
+// resolution problems surface when the host is dialled.
+func (s SSH) CheckUsers(t Topology) error {
+	for _, n := range t.Nodes {
+		if _, err := sshx.Resolve(n.Alias, s.options(n)); errors.Is(err, sshx.ErrUserConflict) {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+	}
+	return nil
+}
+
+// Preflight connects to every node (host keys, login, sudo -n) before a
+// command changes any; see sshx.Preflight. Every command that changes hosts
+// calls it first and stops, having changed nothing, when it fails.
+func (s SSH) Preflight(ctx context.Context, t Topology) error {
+	hosts := make([]sshx.PreflightHost, len(t.Nodes))
+	for i, n := range t.Nodes {
+		hosts[i] = sshx.PreflightHost{Name: n.Name, Alias: n.Alias, Options: s.options(n)}
+	}
+	return sshx.Preflight(ctx, hosts)
 }
 
 // OnNode runs a command with sudo on node n and returns its output.

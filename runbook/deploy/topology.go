@@ -19,7 +19,10 @@ type NodeRow struct {
 	Name    string // node name (NATS server name)
 	Alias   string // ssh alias
 	Address string // public address: routes, data plane and HTTPS
-	User    string // ssh login user; root or a user with passwordless sudo
+	// User is the ssh login user (root or a user with passwordless sudo).
+	// It is the user the tool logs in as; "" ("-" in nodes.env) lets
+	// ssh_config's User decide. A different User in ssh_config is refused.
+	User string
 }
 
 // Topology is nodes.env.
@@ -101,6 +104,9 @@ func ParseNodesEnv(path string) (Topology, error) {
 			return Topology{}, fmt.Errorf("%s: %s=%q: want \"<name> <ssh alias> <address> <login user>\"", path, k, vals[k])
 		}
 		row := NodeRow{Name: f[0], Alias: f[1], Address: f[2], User: f[3]}
+		if row.User == "-" {
+			row.User = "" // ssh_config's User decides
+		}
 		if net.ParseIP(row.Address) == nil {
 			return Topology{}, fmt.Errorf("%s: %s: address %q is not an IP address", path, k, row.Address)
 		}

@@ -101,6 +101,14 @@ func resolve(alias string, o Options, cfg *sshConfig) (Target, error) {
 	if t.User, err = cfg.get(alias, "User", false); err != nil {
 		return Target{}, err
 	}
+	if o.User != "" {
+		if t.User != "" && t.User != o.User {
+			return Target{}, &Error{Kind: ErrUserConflict, Alias: alias, Msg: fmt.Sprintf(
+				"login user for %s: the topology says %q but ssh_config %s says User %s; make them agree (or put - as the login user in nodes.env to let ssh_config decide)",
+				alias, o.User, cfg.file, t.User)}
+		}
+		t.User = o.User
+	}
 	if t.User == "" {
 		t.User = localUser()
 	}
@@ -198,6 +206,7 @@ func resolveChain(t Target, o Options, cfg *sshConfig, depth int) ([]Target, err
 	if depth > 8 {
 		return nil, &Error{Alias: t.Alias, Msg: fmt.Sprintf("ProxyJump chain for %s is longer than 8 hops (a loop in ssh_config?)", t.Alias)}
 	}
+	o.User = "" // the login user is the target's, not its jump hosts'
 	var chain []Target
 	for i, spec := range t.ProxyJump {
 		user, host, port, err := parseJump(spec)

@@ -45,6 +45,11 @@ type Options struct {
 	IdentityFiles []string
 	// Agent also offers the keys of the ssh-agent at SSH_AUTH_SOCK, if set.
 	Agent bool
+	// User is the login user for the target (not its jump hosts), e.g. the
+	// topology's login user. Empty means ssh_config's User, else the local
+	// user. When set and ssh_config names a different User for the alias,
+	// Dial refuses with ErrUserConflict rather than guess which one is meant.
+	User string
 	// ConnectTimeout bounds the TCP connect plus SSH handshake of each hop.
 	// Zero means 10s.
 	ConnectTimeout time.Duration
@@ -129,6 +134,8 @@ var (
 	ErrAuth = errors.New("authentication failed")
 	// ErrSudo: `sudo -n` refused (password required, not permitted, missing).
 	ErrSudo = errors.New("sudo refused")
+	// ErrUserConflict: Options.User and ssh_config's User disagree.
+	ErrUserConflict = errors.New("login user conflict")
 )
 
 // Error is the typed error of this package.

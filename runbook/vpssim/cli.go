@@ -13,12 +13,17 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/unibus/clusterkit/internal/cliflag"
 )
 
 const usage = `usage: runbook vps-sim COMMAND [--dir DIR] [ARGS]
 
 Simulated hosts (magnus, homer, datardos alias dd) in network namespaces on
-10.77.0.0/24, each running a real sshd. Needs root. DIR defaults to ` + DefaultDir + `.
+10.77.0.0/24, each running a real sshd: homer's on port 2222, datardos's
+reachable only through magnus (ProxyJump). DIR/ssh_config reaches the hosts
+through an Include of DIR/ssh_config.d/; DIR/known_hosts is hashed. Needs
+root. DIR defaults to ` + DefaultDir + `.
 
   up                      create the hosts; prints the ssh_config to use
   down                    remove everything (namespaces, bridge, processes, files)
@@ -37,14 +42,29 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
-	cmd := args[0]
-	fs := flag.NewFlagSet("vps-sim "+cmd, flag.ContinueOnError)
+	fs := flag.NewFlagSet("vps-sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", DefaultDir, "state directory of the sim (not under /tmp)")
-	if err := fs.Parse(args[1:]); err != nil {
+	// Flags go anywhere (`--dir D up`, `up --dir D`), except inside exec's
+	// command: `exec HOST CMD ARGS` passes everything from CMD on untouched.
+	// First the command word, then the rest by the command's rule.
+	first, err := cliflag.Parse(fs, args, cliflag.Options{MaxPositional: 1})
+	if err != nil {
+		return cliflag.Report(fs, err, stderr)
+	}
+	if len(first) == 0 {
+		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	rest := fs.Args()
+	cmd := first[0]
+	o := cliflag.Options{}
+	if cmd == "exec" {
+		o.MaxPositional = 2
+	}
+	rest, err := cliflag.Parse(fs, first[1:], o)
+	if err != nil {
+		return cliflag.Report(fs, err, stderr)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fail := func(err error) int {
@@ -135,13 +155,17 @@ func Main(args []string, stdout, stderr io.Writer) int {
 
 func printHosts(w io.Writer, s *Sim) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tALIAS\tIP\tLOGIN\tSTATE")
+	fmt.Fprintln(tw, "HOST\tALIAS\tIP\tSSH\tLOGIN\tSTATE")
 	for _, h := range s.Hosts {
 		state := "down"
 		if pid, err := s.InitPID(h.Name); err == nil {
 			state = fmt.Sprintf("up (sshd pid %d)", pid)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Name, h.Alias, h.IP, h.LoginUser, state)
+		ssh := fmt.Sprintf("port %d", h.Port())
+		if h.JumpVia != "" {
+			ssh += " via " + h.JumpVia
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, h.Alias, h.IP, ssh, h.LoginUser, state)
 	}
 	tw.Flush()
 }

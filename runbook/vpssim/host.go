@@ -35,7 +35,7 @@ var baseEnv = []string{
 	"LOGNAME=root",
 }
 
-// readyTimeout bounds how long one host may take to answer on port 22.
+// readyTimeout bounds how long one host's sshd may take to answer.
 const readyTimeout = 10 * time.Second
 
 func lookPath(name string) (string, error) {
@@ -243,7 +243,7 @@ func (s *Sim) prepareHost(ctx context.Context, h Host) error {
 func sshdConfig(h Host) string {
 	return fmt.Sprintf(`# sshd of vpssim host %[1]s (PID 1 of its PID namespace)
 ListenAddress %[2]s
-Port 22
+Port %[3]d
 HostKey /etc/ssh/ssh_host_ed25519_key
 HostKey /etc/ssh/ssh_host_ecdsa_key
 HostKey /etc/ssh/ssh_host_rsa_key
@@ -260,7 +260,7 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 # chaos runs open many sessions at once
 MaxStartups 200:30:400
 MaxSessions 100
-`, h.Name, h.IP)
+`, h.Name, h.IP, h.Port())
 }
 
 // ensureUser makes sure a non-root login user exists on the real system
@@ -331,9 +331,15 @@ func (s *Sim) launch(ctx context.Context, h Host, lock *os.File) error {
 		}
 		return err
 	}
+	// A jump-only host refuses the controller: its readiness is its sshd
+	// listening, seen in its namespace's socket table.
+	ready := func() bool { return sshReady(h.IP, h.Port()) }
+	if h.JumpVia != "" {
+		ready = func() bool { return listening(cmd.Process.Pid, h.Port()) }
+	}
 	deadline := time.Now().Add(readyTimeout)
 	for {
-		if sshReady(h.IP) {
+		if ready() {
 			return nil
 		}
 		select {
@@ -344,14 +350,31 @@ func (s *Sim) launch(ctx context.Context, h Host, lock *os.File) error {
 		case <-time.After(25 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fail(fmt.Errorf("vpssim: host %s: sshd not answering on %s:22 after %s: %s", h.Name, h.IP, readyTimeout, tail(filepath.Join(hd, "console.log"), 15)))
+			return fail(fmt.Errorf("vpssim: host %s: sshd not answering on %s:%d after %s: %s", h.Name, h.IP, h.Port(), readyTimeout, tail(filepath.Join(hd, "console.log"), 15)))
 		}
 	}
 }
 
-// sshReady reports whether an SSH server banner comes back from ip:22.
-func sshReady(ip string) bool {
-	c, err := net.DialTimeout("tcp", net.JoinHostPort(ip, "22"), 300*time.Millisecond)
+// listening reports whether a TCP socket listens on port in the network
+// namespace of pid (its /proc/PID/net/tcp; state 0A is LISTEN).
+func listening(pid, port int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/net/tcp")
+	if err != nil {
+		return false
+	}
+	want := fmt.Sprintf(":%04X", port)
+	for line := range strings.SplitSeq(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 3 && strings.HasSuffix(f[1], want) && f[3] == "0A" {
+			return true
+		}
+	}
+	return false
+}
+
+// sshReady reports whether an SSH server banner comes back from ip:port.
+func sshReady(ip string, port int) bool {
+	c, err := net.DialTimeout("tcp", net.JoinHostPort(ip, strconv.Itoa(port)), 300*time.Millisecond)
 	if err != nil {
 		return false
 	}
@@ -362,12 +385,31 @@ func sshReady(ip string) bool {
 	return err == nil && string(buf) == "SSH-"
 }
 
-// writeClientFiles writes known_hosts (ed25519 keys only, under each
-// host's IP, name and alias) and ssh_config.
-func (s *Sim) writeClientFiles() error {
+// writeClientFiles writes the client side as a real fleet's operator has
+// it: known_hosts with each host's ed25519 key under its IP, name and alias
+// ([host]:port for a non-22 port), hashed with `ssh-keygen -H`; ssh_config
+// with the defaults and an Include of ssh_config.d/, which holds one file
+// per host (its Port, and ProxyJump for a jump-only host).
+func (s *Sim) writeClientFiles(ctx context.Context) error {
 	var kh, cfg strings.Builder
-	fmt.Fprintf(&cfg, "# Written by runbook/vpssim for the simulated unibus hosts (state dir %s).\n# Use: ssh -F %s magnus true\n", s.Dir, s.SSHConfig)
-	for _, h := range s.Hosts {
+	fmt.Fprintf(&cfg, `# Written by runbook/vpssim for the simulated unibus hosts (state dir %[1]s).
+# Use: ssh -F %[2]s magnus true
+# The host blocks are in %[3]s/, one file per host.
+Include %[3]s/*.conf
+
+Host *
+  IdentityFile %[4]s
+  IdentitiesOnly yes
+  UserKnownHostsFile %[5]s
+  HashKnownHosts yes
+  StrictHostKeyChecking yes
+  BatchMode yes
+  ConnectTimeout 5
+`, s.Dir, s.SSHConfig, s.SSHConfigD, s.Identity, s.KnownHosts)
+	if err := os.RemoveAll(s.SSHConfigD); err != nil {
+		return fmt.Errorf("vpssim: %w", err)
+	}
+	for i, h := range s.Hosts {
 		pub, err := os.ReadFile(filepath.Join(s.hostDir(h.Name), "etc", "ssh", "ssh_host_ed25519_key.pub"))
 		if err != nil {
 			return fmt.Errorf("vpssim: %w", err)
@@ -382,22 +424,36 @@ func (s *Sim) writeClientFiles() error {
 			names = append(names, h.Alias)
 			patterns += " " + h.Name
 		}
+		if h.Port() != 22 {
+			for j, n := range names {
+				names[j] = "[" + n + "]:" + strconv.Itoa(h.Port())
+			}
+		}
 		fmt.Fprintf(&kh, "%s %s %s\n", strings.Join(names, ","), f[0], f[1])
-		fmt.Fprintf(&cfg, `
-Host %s
-  HostName %s
-  User %s
-  Port 22
-  IdentityFile %s
-  IdentitiesOnly yes
-  UserKnownHostsFile %s
-  StrictHostKeyChecking yes
-  BatchMode yes
-  ConnectTimeout 5
-`, patterns, h.IP, h.LoginUser, s.Identity, s.KnownHosts)
+		var hb strings.Builder
+		fmt.Fprintf(&hb, "# vpssim host %s\nHost %s\n  HostName %s\n  User %s\n  Port %d\n", h.Name, patterns, h.IP, h.LoginUser, h.Port())
+		if h.JumpVia != "" {
+			via, err := s.mustHost(h.JumpVia)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(&hb, "  # sshd accepts connections only from %s\n  ProxyJump %s\n", via.Name, via.Alias)
+		}
+		if err := writeFile(filepath.Join(s.SSHConfigD, fmt.Sprintf("%02d-%s.conf", i+1, h.Alias)), []byte(hb.String()), 0o644); err != nil {
+			return err
+		}
 	}
 	if err := writeFile(s.KnownHosts, []byte(kh.String()), 0o644); err != nil {
 		return err
+	}
+	if err := run(ctx, "ssh-keygen", "-q", "-H", "-f", s.KnownHosts); err != nil {
+		return err
+	}
+	if err := os.Remove(s.KnownHosts + ".old"); err != nil { // the unhashed copy ssh-keygen keeps
+		return fmt.Errorf("vpssim: %w", err)
+	}
+	if err := os.Chmod(s.KnownHosts, 0o644); err != nil {
+		return fmt.Errorf("vpssim: %w", err)
 	}
 	return writeFile(s.SSHConfig, []byte(cfg.String()), 0o644)
 }

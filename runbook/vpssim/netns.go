@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -16,6 +17,54 @@ import (
 // partitionChain is the iptables chain, inside a host's namespace, that
 // Partition fills and Heal flushes. It is jumped to from INPUT and OUTPUT.
 const partitionChain = "UNIBUS-PARTITION"
+
+// accessChain holds, in a jump-only host's namespace, the rules that let
+// SSH in only from its jump host. Partition and Heal never touch it.
+const accessChain = "UNIBUS-SSH-ACCESS"
+
+// iptables runs iptables inside host's network namespace.
+func iptables(host string, args ...string) error {
+	return run(context.Background(), "nsenter", append([]string{"--net=/run/netns/" + netnsName(host), "iptables", "-w"}, args...)...)
+}
+
+// restrictSSH makes every jump-only host refuse SSH from anywhere but its
+// jump host (TCP reset, as a firewall that rejects would), the controller
+// included. Only the sshd port is filtered: the cluster's ports and
+// /healthz stay reachable from the controller and the other hosts.
+func (s *Sim) restrictSSH() error {
+	for _, h := range s.Hosts {
+		if h.JumpVia == "" {
+			continue
+		}
+		via, err := s.mustHost(h.JumpVia)
+		if err != nil {
+			return err
+		}
+		port := strconv.Itoa(h.Port())
+		for _, rule := range [][]string{
+			{"-N", accessChain},
+			{"-A", accessChain, "-p", "tcp", "--dport", port, "-s", via.IP, "-j", "ACCEPT"},
+			{"-A", accessChain, "-p", "tcp", "--dport", port, "-j", "REJECT", "--reject-with", "tcp-reset"},
+			{"-A", "INPUT", "-j", accessChain},
+		} {
+			if err := iptables(h.Name, rule...); err != nil {
+				return fmt.Errorf("%w (SSH only via %s for %s)", err, via.Name, h.Name)
+			}
+		}
+	}
+	return nil
+}
+
+// sshPorts lists the sim's sshd ports, each once.
+func (s *Sim) sshPorts() []string {
+	var ports []string
+	for _, h := range s.Hosts {
+		if p := strconv.Itoa(h.Port()); !slices.Contains(ports, p) {
+			ports = append(ports, p)
+		}
+	}
+	return ports
+}
 
 // checkLeftovers refuses to build over the remains of another sim: the
 // bridge, namespace names and subnet are machine-wide.
@@ -212,7 +261,7 @@ func removeState(dir string) error {
 		return nil
 	}
 	var errs []error
-	for _, name := range []string{stateFile, "ssh_config", "known_hosts", "id_ed25519", "id_ed25519.pub", "bin", "hosts", markerFile} {
+	for _, name := range []string{stateFile, "ssh_config", "ssh_config.d", "known_hosts", "known_hosts.old", "id_ed25519", "id_ed25519.pub", "bin", "hosts", markerFile} {
 		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
 			errs = append(errs, err)
 		}
@@ -226,8 +275,9 @@ func removeState(dir string) error {
 // addresses, on INPUT (-s peer) and OUTPUT (-d peer). Both directions are
 // dropped: with a one-way rule the far side's retransmits and half-open
 // connections leak through and a "partition" still carries data one way.
-// The controller (10.77.0.1) stays reachable, so SSH to the host keeps
-// working. DROP, not REJECT: a partitioned peer looks like a dead network
+// The controller (10.77.0.1) stays reachable, and SSH between the hosts is
+// never cut, so SSH to the host keeps working (also through a jump host).
+// DROP, not REJECT: a partitioned peer looks like a dead network
 // (timeouts), as on the real links. Partition adds to an existing cut.
 func (s *Sim) Partition(host string, peers []string) error {
 	h, err := s.mustHost(host)
@@ -252,9 +302,7 @@ func (s *Sim) Partition(host string, peers []string) error {
 		}
 		ips = append(ips, o.IP)
 	}
-	ipt := func(args ...string) error {
-		return run(context.Background(), "nsenter", append([]string{"--net=/run/netns/" + netnsName(h.Name), "iptables", "-w"}, args...)...)
-	}
+	ipt := func(args ...string) error { return iptables(h.Name, args...) }
 	if ipt("-S", partitionChain) != nil {
 		if err := ipt("-N", partitionChain); err != nil {
 			return err
@@ -267,12 +315,23 @@ func (s *Sim) Partition(host string, peers []string) error {
 			}
 		}
 	}
+	// SSH between the hosts is the management path (a jump host carries
+	// its neighbour's SSH), not cluster traffic: it is never cut, so the
+	// controller reaches a partitioned jump-only host. These come first in
+	// the chain (it is empty after Heal).
+	var rules [][]string
+	for _, p := range s.sshPorts() {
+		rules = append(rules,
+			[]string{"-p", "tcp", "--dport", p, "-j", "RETURN"},
+			[]string{"-p", "tcp", "--sport", p, "-j", "RETURN"})
+	}
 	for _, ip := range ips {
-		for _, rule := range [][]string{{"-s", ip, "-j", "DROP"}, {"-d", ip, "-j", "DROP"}} {
-			if ipt(append([]string{"-C", partitionChain}, rule...)...) != nil {
-				if err := ipt(append([]string{"-A", partitionChain}, rule...)...); err != nil {
-					return err
-				}
+		rules = append(rules, []string{"-s", ip, "-j", "DROP"}, []string{"-d", ip, "-j", "DROP"})
+	}
+	for _, rule := range rules {
+		if ipt(append([]string{"-C", partitionChain}, rule...)...) != nil {
+			if err := ipt(append([]string{"-A", partitionChain}, rule...)...); err != nil {
+				return err
 			}
 		}
 	}
@@ -285,9 +344,8 @@ func (s *Sim) Heal(host string) error {
 	if err != nil {
 		return err
 	}
-	ns := "--net=/run/netns/" + netnsName(h.Name)
-	if run(context.Background(), "nsenter", ns, "iptables", "-w", "-S", partitionChain) != nil {
+	if iptables(h.Name, "-S", partitionChain) != nil {
 		return nil // never partitioned
 	}
-	return run(context.Background(), "nsenter", ns, "iptables", "-w", "-F", partitionChain)
+	return iptables(h.Name, "-F", partitionChain)
 }

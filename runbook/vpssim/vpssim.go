@@ -11,10 +11,15 @@
 // small bash stand-in (see assets/systemctl.sh) that runs the unit files the
 // deploy tool installs. Killing the host's sshd kills the whole host.
 //
-// The client side is the real thing: Dir/ssh_config names each host by its
-// ssh alias, with its own identity and a known_hosts that holds only each
-// host's ed25519 key while the hosts also offer ECDSA and RSA keys (the Go
-// host-key-algorithm trap of golang/go#29286 is reproduced on purpose).
+// The client side is the real thing, set up the way real fleets are:
+// Dir/ssh_config holds only defaults and an Include of Dir/ssh_config.d/,
+// one file per host naming it by its ssh alias; known_hosts is hashed
+// (ssh-keygen -H, HashKnownHosts) and holds only each host's ed25519 key
+// while the hosts also offer ECDSA and RSA keys (the Go host-key-algorithm
+// trap of golang/go#29286 is reproduced on purpose). One host's sshd
+// listens on a non-22 port, and one host accepts SSH only from another host
+// (its jump host, ProxyJump): iptables in its namespace refuses SSH from
+// anywhere else, the controller included, while its cluster ports stay open.
 //
 // Everything needs root. Traffic stays on the bridge: the namespaces have no
 // default route. Only one sim can be up on a machine at a time (the bridge,
@@ -56,26 +61,42 @@ type Host struct {
 	Alias     string `json:"alias"`      // ssh alias in ssh_config (dd for datardos)
 	IP        string `json:"ip"`         // its address on the bridge
 	LoginUser string `json:"login_user"` // the only user whose key is authorized (root or a sudo user)
+	// SSHPort is the port sshd listens on; 0 means 22.
+	SSHPort int `json:"ssh_port,omitempty"`
+	// JumpVia names the host (Name) through which this host is reached: its
+	// sshd accepts connections only from that host's IP, and ssh_config
+	// reaches it with ProxyJump. Empty: reachable directly.
+	JumpVia string `json:"jump_via,omitempty"`
+}
+
+// Port returns the host's sshd port.
+func (h Host) Port() int {
+	if h.SSHPort == 0 {
+		return 22
+	}
+	return h.SSHPort
 }
 
 // Sim describes a running simulation; it is written to Dir/sim.json by Up.
 type Sim struct {
 	Dir        string    `json:"dir"`
 	Hosts      []Host    `json:"hosts"`
-	SSHConfig  string    `json:"ssh_config"`  // Dir/ssh_config: a Host block per alias
-	KnownHosts string    `json:"known_hosts"` // Dir/known_hosts: only each host's ed25519 key
-	Identity   string    `json:"identity"`    // Dir/id_ed25519: client key, no passphrase
-	StartedAt  time.Time `json:"started_at"`  // when Up got hold of the machine
+	SSHConfig  string    `json:"ssh_config"`   // Dir/ssh_config: defaults and an Include of SSHConfigD
+	SSHConfigD string    `json:"ssh_config_d"` // Dir/ssh_config.d: one file with a Host block per host
+	KnownHosts string    `json:"known_hosts"`  // Dir/known_hosts: only each host's ed25519 key, hashed
+	Identity   string    `json:"identity"`     // Dir/id_ed25519: client key, no passphrase
+	StartedAt  time.Time `json:"started_at"`   // when Up got hold of the machine
 }
 
 // DefaultHosts mirrors the production topology (runbook/nodes.env) on the
 // sim's subnet: magnus logs in as root, homer and datardos (alias dd) as
-// ubuntu with passwordless sudo.
+// ubuntu with passwordless sudo. homer's sshd listens on 2222; datardos is
+// reachable only through magnus (ProxyJump).
 func DefaultHosts() []Host {
 	return []Host{
 		{Name: "magnus", Alias: "magnus", IP: "10.77.0.11", LoginUser: "root"},
-		{Name: "homer", Alias: "homer", IP: "10.77.0.12", LoginUser: "ubuntu"},
-		{Name: "datardos", Alias: "dd", IP: "10.77.0.13", LoginUser: "ubuntu"},
+		{Name: "homer", Alias: "homer", IP: "10.77.0.12", LoginUser: "ubuntu", SSHPort: 2222},
+		{Name: "datardos", Alias: "dd", IP: "10.77.0.13", LoginUser: "ubuntu", JumpVia: "magnus"},
 	}
 }
 
@@ -156,6 +177,23 @@ func validate(hosts []Host) error {
 			return fmt.Errorf("vpssim: host names collide once truncated to an interface name (%s)", v)
 		}
 		veths[v] = true
+		if h.SSHPort < 0 || h.SSHPort > 65535 {
+			return fmt.Errorf("vpssim: host %s: bad ssh port %d", h.Name, h.SSHPort)
+		}
+	}
+	for _, h := range hosts {
+		if h.JumpVia == "" {
+			continue
+		}
+		var via *Host
+		for i := range hosts {
+			if hosts[i].Name == h.JumpVia {
+				via = &hosts[i]
+			}
+		}
+		if via == nil || via.Name == h.Name || via.JumpVia != "" {
+			return fmt.Errorf("vpssim: host %s: jump host %q must be another host of the sim that is reached directly", h.Name, h.JumpVia)
+		}
 	}
 	return nil
 }
@@ -275,6 +313,7 @@ func Up(ctx context.Context, dir string, hosts []Host) (_ *Sim, err error) {
 		Dir:        dir,
 		Hosts:      append([]Host(nil), hosts...),
 		SSHConfig:  filepath.Join(dir, "ssh_config"),
+		SSHConfigD: filepath.Join(dir, "ssh_config.d"),
 		KnownHosts: filepath.Join(dir, "known_hosts"),
 		Identity:   filepath.Join(dir, "id_ed25519"),
 		StartedAt:  time.Now().UTC(),
@@ -294,6 +333,9 @@ func Up(ctx context.Context, dir string, hosts []Host) (_ *Sim, err error) {
 	if err := setupNetwork(hosts); err != nil {
 		return nil, err
 	}
+	if err := s.restrictSSH(); err != nil {
+		return nil, err
+	}
 	errs := make(chan error, len(hosts))
 	for _, h := range hosts {
 		go func() { errs <- s.launch(ctx, h, lock) }()
@@ -307,7 +349,7 @@ func Up(ctx context.Context, dir string, hosts []Host) (_ *Sim, err error) {
 	if firstErr != nil {
 		return nil, firstErr
 	}
-	if err := s.writeClientFiles(); err != nil {
+	if err := s.writeClientFiles(ctx); err != nil {
 		return nil, err
 	}
 	b, _ := json.MarshalIndent(s, "", "  ")

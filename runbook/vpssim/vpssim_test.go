@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unibus/clusterkit/runbook/sshx"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
@@ -92,9 +94,11 @@ func TestSim(t *testing.T) {
 		initPIDs[h.Name] = pid
 	}
 
-	// sshTo runs cmd on host through the real OpenSSH client and ssh_config.
+	// sshTo runs cmd on host through the real OpenSSH client and ssh_config;
+	// host may be preceded by ssh options ("-oX=y host").
 	sshTo := func(host, cmd string, stdin ...string) (string, string, error) {
-		c := exec.CommandContext(ctx, "ssh", "-F", s.SSHConfig, host, cmd)
+		args := append([]string{"-F", s.SSHConfig}, strings.Fields(host)...)
+		c := exec.CommandContext(ctx, "ssh", append(args, cmd)...)
 		if len(stdin) > 0 {
 			c.Stdin = strings.NewReader(stdin[0])
 		}
@@ -102,6 +106,18 @@ func TestSim(t *testing.T) {
 		c.Stdout, c.Stderr = &o, &e
 		err := c.Run()
 		return strings.TrimSpace(o.String()), strings.TrimSpace(e.String()), err
+	}
+	// banner reports whether addr answers with an SSH banner, from the controller.
+	banner := func(addr string) bool {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		b := make([]byte, 4)
+		_, err = io.ReadFull(c, b)
+		return err == nil && string(b) == "SSH-"
 	}
 	must := func(t *testing.T, host, cmd string, stdin ...string) string {
 		t.Helper()
@@ -132,6 +148,88 @@ func TestSim(t *testing.T) {
 		l, err := Load(dir)
 		if err != nil || l.SSHConfig != s.SSHConfig || len(l.Hosts) != 3 || l.Hosts[2].Alias != "dd" {
 			t.Errorf("Load: %+v, %v", l, err)
+		}
+	})
+
+	t.Run("real fleet ssh setup", func(t *testing.T) {
+		// ssh_config: defaults plus an Include; the host blocks are in the
+		// included files only.
+		main, err := os.ReadFile(s.SSHConfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(main), "\nInclude "+s.SSHConfigD+"/*.conf\n") || strings.Contains(string(main), "HostName") {
+			t.Errorf("ssh_config must reach its host blocks through Include:\n%s", main)
+		}
+		if m, _ := filepath.Glob(filepath.Join(s.SSHConfigD, "*.conf")); len(m) != 3 {
+			t.Errorf("ssh_config.d: %v, want one file per host", m)
+		}
+		// known_hosts is hashed: no host name or address in clear.
+		kh, err := os.ReadFile(s.KnownHosts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(kh)), "\n")
+		if len(lines) != 7 { // IP and name of each host, and datardos's alias dd
+			t.Errorf("known_hosts: %d lines, want 7 (one per IP, name and alias)", len(lines))
+		}
+		for _, l := range lines {
+			if !strings.HasPrefix(l, "|1|") || strings.Contains(l, "10.77.") || strings.Contains(l, "homer") {
+				t.Errorf("known_hosts line not hashed: %q", l)
+			}
+		}
+		for _, name := range []string{"[10.77.0.12]:2222", "10.77.0.11", "10.77.0.13", "[homer]:2222", "dd"} {
+			if out, err := exec.Command("ssh-keygen", "-F", name, "-f", s.KnownHosts).Output(); err != nil || !bytes.Contains(out, []byte("ssh-ed25519")) {
+				t.Errorf("ssh-keygen -F %s: %v %q", name, err, out)
+			}
+		}
+		// homer: sshd on 2222 only, and the config says so.
+		if got := must(t, "homer", "hostname"); got != "homer" {
+			t.Errorf("homer: %q", got)
+		}
+		if o, err := exec.Command("ssh", "-F", s.SSHConfig, "-G", "homer").Output(); err != nil || !bytes.Contains(o, []byte("\nport 2222\n")) {
+			t.Errorf("ssh -G homer: %v\n%s", err, o)
+		}
+		if banner("10.77.0.12:22") || !banner("10.77.0.12:2222") {
+			t.Error("homer's sshd must answer on 2222 and not on 22")
+		}
+		// datardos: refused directly (controller and homer), reached via magnus.
+		if banner("10.77.0.13:22") {
+			t.Error("datardos answers SSH from the controller directly")
+		}
+		if _, e, err := sshTo("-oProxyJump=none dd", "true"); err == nil {
+			t.Error("ssh -o ProxyJump=none dd: accepted")
+		} else if !strings.Contains(e, "refused") {
+			t.Errorf("ssh -o ProxyJump=none dd: %s, want connection refused", e)
+		}
+		if got := must(t, "homer", "timeout 2 bash -c '</dev/tcp/10.77.0.13/22' 2>/dev/null && echo open || echo closed"); got != "closed" {
+			t.Errorf("datardos:22 from homer: %s", got)
+		}
+		if got := must(t, "magnus", "timeout 2 bash -c '</dev/tcp/10.77.0.13/22' && echo open || echo closed"); got != "open" {
+			t.Errorf("datardos:22 from its jump host magnus: %s", got)
+		}
+		if got := must(t, "dd", "hostname"); got != "datardos" {
+			t.Errorf("ssh dd (ProxyJump magnus): %q", got)
+		}
+		// Only SSH is filtered: another port on datardos answers the controller.
+		if _, _, err := s.Exec(ctx, "datardos", "/usr/sbin/sshd -f /etc/ssh/sshd_config -p 7777 -o PidFile=/run/sshd-7777.pid"); err != nil {
+			t.Fatal(err)
+		}
+		if !banner("10.77.0.13:7777") {
+			t.Error("the controller cannot reach datardos on a non-SSH port")
+		}
+		// The kit's own SSH layer, on the same files.
+		for alias, want := range map[string]string{"homer": "homer", "dd": "datardos", "magnus": "magnus"} {
+			c, err := sshx.Dial(ctx, alias, sshx.Options{ConfigFile: s.SSHConfig, ConnectTimeout: 5 * time.Second})
+			if err != nil {
+				t.Errorf("sshx.Dial %s: %v", alias, err)
+				continue
+			}
+			r, err := c.Run(ctx, "hostname", nil)
+			if err != nil || strings.TrimSpace(r.Stdout) != want {
+				t.Errorf("sshx %s hostname: %+v %v", alias, r, err)
+			}
+			c.Close()
 		}
 	})
 
@@ -265,7 +363,8 @@ WantedBy=multi-user.target
 			t.Fatal(err)
 		}
 		cfg := &ssh.ClientConfig{User: "ubuntu", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: cb, Timeout: 5 * time.Second}
-		_, err = ssh.Dial("tcp", "10.77.0.12:22", cfg)
+		// homer's sshd is on 2222: known_hosts holds it hashed as [10.77.0.12]:2222.
+		_, err = ssh.Dial("tcp", "10.77.0.12:2222", cfg)
 		var ke *knownhosts.KeyError
 		if !errors.As(err, &ke) || len(ke.Want) == 0 {
 			t.Fatalf("default host key algorithms: %v; want a knownhosts key mismatch (the hosts offer RSA/ECDSA, known_hosts has ed25519 only)", err)
@@ -273,7 +372,7 @@ WantedBy=multi-user.target
 		for _, w := range ke.Want {
 			cfg.HostKeyAlgorithms = append(cfg.HostKeyAlgorithms, w.Key.Type())
 		}
-		c, err := ssh.Dial("tcp", "10.77.0.12:22", cfg)
+		c, err := ssh.Dial("tcp", "10.77.0.12:2222", cfg)
 		if err != nil {
 			t.Fatalf("with HostKeyAlgorithms %v: %v", cfg.HostKeyAlgorithms, err)
 		}
@@ -289,8 +388,15 @@ WantedBy=multi-user.target
 	})
 
 	t.Run("partition", func(t *testing.T) {
+		// A non-SSH listener on every host (a second sshd on 7777), since
+		// SSH between hosts is exempt from partitions.
+		for _, h := range s.Hosts {
+			if _, _, err := s.Exec(ctx, h.Name, "test -e /run/sshd-7777.pid || /usr/sbin/sshd -f /etc/ssh/sshd_config -p 7777 -o PidFile=/run/sshd-7777.pid"); err != nil {
+				t.Fatal(err)
+			}
+		}
 		reach := func(from, ip string) bool {
-			_, _, err := sshTo(from, "timeout 1 bash -c '</dev/tcp/"+ip+"/22'")
+			_, _, err := sshTo(from, "timeout 1 bash -c '</dev/tcp/"+ip+"/7777'")
 			return err == nil
 		}
 		if !reach("homer", "10.77.0.13") {
@@ -314,6 +420,27 @@ WantedBy=multi-user.target
 		}
 		if !reach("homer", "10.77.0.13") {
 			t.Error("still cut after Heal")
+		}
+		// The jump-only host cut off from every host: still reached over
+		// SSH through its jump host, and from the controller otherwise.
+		if err := s.Partition("dd", nil); err != nil {
+			t.Fatal(err)
+		}
+		defer s.Heal("dd")
+		if reach("magnus", "10.77.0.13") {
+			t.Error("magnus reaches datardos:7777 through a full partition")
+		}
+		if got := must(t, "dd", "hostname"); got != "datardos" {
+			t.Errorf("ssh dd while partitioned: %q", got)
+		}
+		if !banner("10.77.0.13:7777") {
+			t.Error("the controller lost datardos:7777 in a partition")
+		}
+		if err := s.Heal("dd"); err != nil {
+			t.Fatal(err)
+		}
+		if !reach("magnus", "10.77.0.13") {
+			t.Error("magnus still cut from datardos after Heal")
 		}
 	})
 

@@ -30,10 +30,18 @@ const (
 	RoomsByMemberBucket = "UNIBUS_rooms_by_member"
 )
 
-// NoncesBucket also carries the quorum gate's heartbeat keys: every signed
-// control-plane request writes a nonce there, so a successful heartbeat proves
-// exactly the write path requests depend on.
+// NoncesBucket holds the signed control-plane requests' nonces.
 const NoncesBucket = "UNIBUS_nonces"
+
+// HeartbeatsBucket holds only the quorum gate's heartbeats. It is
+// replicated on every node of the configured cluster (R = N), whatever
+// --kv-replicas says: a heartbeat committed by a stream's majority proves a
+// majority of the cluster only when the stream spans the cluster. It is not
+// in Buckets: `kv scale` must not change it, and it holds no control-plane
+// data.
+const HeartbeatsBucket = "UNIBUS_heartbeats"
+
+var heartbeats = Bucket{Name: HeartbeatsBucket, History: 1}
 
 // Buckets are the six control-plane buckets, in a fixed order.
 var Buckets = []Bucket{
@@ -55,7 +63,46 @@ func HeartbeatKey(node string) string { return "_hb." + node }
 // there with a JetStream ack is a KV put that needs no bucket handle (binding
 // a handle itself needs the meta quorum).
 func HeartbeatSubject(node string) string {
-	return "$KV." + NoncesBucket + "." + HeartbeatKey(node)
+	return "$KV." + HeartbeatsBucket + "." + HeartbeatKey(node)
+}
+
+// EnsureHeartbeats creates the heartbeat bucket at R = size, or raises an
+// existing one to size (e.g. created before the cluster grew). One attempt;
+// the caller retries. An error means the gate must not serve: a heartbeat in
+// a bucket below R = N proves nothing about the cluster.
+func EnsureHeartbeats(ctx context.Context, js jetstream.JetStream, size int) (Opened, error) {
+	name := StreamName(HeartbeatsBucket)
+	st, err := js.Stream(ctx, name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		_, err = js.CreateStream(ctx, StreamConfig(heartbeats, size))
+		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return Opened{}, fmt.Errorf("create heartbeat bucket %s at R%d: %w", HeartbeatsBucket, size, err)
+		}
+		if err == nil {
+			return Opened{Bucket: HeartbeatsBucket, Replicas: size, Created: true}, nil
+		}
+		// Another node created it at the same moment: check what it made.
+		if st, err = js.Stream(ctx, name); err != nil {
+			return Opened{}, fmt.Errorf("heartbeat bucket %s: %w", HeartbeatsBucket, err)
+		}
+	case err != nil:
+		return Opened{}, fmt.Errorf("heartbeat bucket %s: %w", HeartbeatsBucket, err)
+	}
+	cfg := st.CachedInfo().Config
+	switch {
+	case cfg.Replicas == size:
+		return Opened{Bucket: HeartbeatsBucket, Replicas: size}, nil
+	case cfg.Replicas > size:
+		return Opened{}, fmt.Errorf("heartbeat bucket %s has R%d but the configured cluster size is %d: check --routes on every node",
+			HeartbeatsBucket, cfg.Replicas, size)
+	}
+	from := cfg.Replicas
+	cfg.Replicas = size // the full config: a partial update resets History
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return Opened{}, fmt.Errorf("raise heartbeat bucket %s from R%d to R%d: %w", HeartbeatsBucket, from, size, err)
+	}
+	return Opened{Bucket: HeartbeatsBucket, Replicas: size}, nil
 }
 
 // Opened reports how one bucket was found or created.
@@ -257,13 +304,21 @@ func Explain(err error, knownPeers, replicas int) string {
 	}
 }
 
-// followerCurrent: the server's Current flag, or a follower that answered
-// within the last second and trails by a handful of messages. The nonces
-// bucket takes a heartbeat write from every node four times a second, so
-// a healthy follower is caught between two of them half the time.
+// followerCurrent: a follower counts as current only when the leader saw
+// it recently (0 < Active <= currentWindow) and it is not offline, and the
+// server calls it Current or it trails by a handful of messages within the
+// last second. Active == 0 means "not seen" (nats stream info says so): a
+// dead follower, never a current one. The server keeps Current true for up
+// to 10s after a peer went silent, hence the window. The nonces bucket takes
+// a heartbeat write from every node four times a second, so a healthy
+// follower is caught between two of them half the time.
 func followerCurrent(p *jetstream.PeerInfo) bool {
-	if p.Offline {
+	if p.Offline || p.Active <= 0 || p.Active > currentWindow {
 		return false
 	}
 	return p.Current || (p.Active < time.Second && p.Lag <= 8)
 }
+
+// currentWindow is how recently the leader must have heard from a follower:
+// raft heartbeats go out every second, so three missed ones mean it is gone.
+const currentWindow = 3 * time.Second

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -358,6 +359,18 @@ func decodeUser(key string, val []byte) (store.User, error) {
 // deleted, purged or unreadable is reported as a revoked user carrying only
 // its SignPub: skipping it would leave a stale active entry.
 func (u *Users) Watch(ctx context.Context, fn func(store.User), ready func()) error {
+	return u.WatchRevisions(ctx, func(usr store.User, _ uint64, _ bool) { fn(usr) }, ready)
+}
+
+// WatchRevisions is Watch, also passing each entry's revision (its stream
+// sequence) and whether it belongs to the initial load, so a caller can
+// compare what it applied with LeaderLastSeq. The initial load delivers the
+// last revision per key in sequence order, so until ready its highest
+// revision does not mean "everything up to here"; after ready, it does.
+//
+// The watch is served by a consumer on a replica the server picks at
+// random, which may lag the leader (or be cut off from it): see LeaderNext.
+func (u *Users) WatchRevisions(ctx context.Context, fn func(u store.User, rev uint64, loading bool), ready func()) error {
 	w, stop, err := u.startWatch(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -384,7 +397,7 @@ func (u *Users) Watch(ctx context.Context, fn func(store.User), ready func()) er
 				}
 				continue
 			}
-			fn(watchedUser(e))
+			fn(watchedUser(e), e.Revision(), initial)
 		}
 	}
 }
@@ -419,10 +432,89 @@ func (u *Users) startWatch(ctx context.Context) (w jetstream.KeyWatcher, stop fu
 }
 
 func watchedUser(e jetstream.KeyValueEntry) store.User {
-	if e.Operation() == jetstream.KeyValuePut {
-		if usr, err := decodeUser(e.Key(), e.Value()); err == nil {
+	return entryUser(e.Key(), e.Operation() == jetstream.KeyValuePut, e.Value())
+}
+
+// entryUser is the user a bucket entry stands for; anything but a readable
+// put is a revoked user (fail closed).
+func entryUser(key string, put bool, val []byte) store.User {
+	if put {
+		if usr, err := decodeUser(key, val); err == nil {
 			return usr
 		}
 	}
-	return store.User{SignPub: e.Key(), Status: store.StatusRevoked}
+	return store.User{SignPub: key, Status: store.StatusRevoked}
+}
+
+// LeaderNext reads the first users entry at or after seq from the stream's
+// leader (a non-direct get: members without a leader answer with an
+// error, followers not at all). found is false when the leader holds no
+// entry at or after seq. It lets the allowlist catch up with the leader
+// whatever replica its watch is served from.
+func LeaderNext(ctx context.Context, nc *nats.Conn, seq uint64) (usr store.User, rev uint64, found bool, err error) {
+	req, _ := json.Marshal(struct {
+		Seq     uint64 `json:"seq"`
+		NextFor string `json:"next_by_subj"`
+	}{seq, "$KV." + usersBucket + ".>"})
+	msg, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+StreamName(usersBucket), req)
+	if err != nil {
+		return store.User{}, 0, false, fmt.Errorf("users stream get from %d: %w", seq, err)
+	}
+	var resp struct {
+		Message *struct {
+			Subject string `json:"subject"`
+			Seq     uint64 `json:"seq"`
+			Header  []byte `json:"hdrs"`
+			Data    []byte `json:"data"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return store.User{}, 0, false, fmt.Errorf("users stream get: bad reply: %w", err)
+	}
+	if resp.Error != nil {
+		if resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound {
+			return store.User{}, 0, false, nil
+		}
+		return store.User{}, 0, false, fmt.Errorf("users stream get from %d: %w", seq, resp.Error)
+	}
+	if resp.Message == nil {
+		return store.User{}, 0, false, errors.New("users stream get: reply without a message")
+	}
+	m := resp.Message
+	key, ok := strings.CutPrefix(m.Subject, "$KV."+usersBucket+".")
+	if !ok {
+		return store.User{}, 0, false, fmt.Errorf("users stream get: unexpected subject %q", m.Subject)
+	}
+	put := true
+	if len(m.Header) > 0 {
+		h, err := nats.DecodeHeadersMsg(m.Header)
+		if err != nil {
+			return store.User{}, 0, false, fmt.Errorf("users stream get: headers: %w", err)
+		}
+		if op := h.Get("KV-Operation"); op != "" {
+			put = false // DEL or PURGE
+		}
+	}
+	return entryUser(key, put, m.Data), m.Seq, true, nil
+}
+
+// LeaderLastSeq asks the users stream for its last sequence. Only the
+// stream's leader answers a stream info request (a member that sees no
+// leader may answer for itself, so such answers are refused): unlike a
+// direct get, a reply proves contact with the leader at the time the
+// request was sent. leader names the answering leader.
+func LeaderLastSeq(ctx context.Context, js jetstream.JetStream) (last uint64, leader string, err error) {
+	st, err := js.Stream(ctx, StreamName(usersBucket))
+	if err != nil {
+		return 0, "", fmt.Errorf("users stream info: %w", err)
+	}
+	info := st.CachedInfo()
+	if info.Cluster != nil {
+		if info.Cluster.Leader == "" {
+			return 0, "", errors.New("users stream info answered without a leader")
+		}
+		leader = info.Cluster.Leader
+	}
+	return info.State.LastSeq, leader, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -313,5 +314,102 @@ func TestWatchMissingBucket(t *testing.T) {
 	_, err = NewUsers(js).ListUsers(context.Background())
 	if !errors.Is(err, jetstream.ErrBucketNotFound) {
 		t.Fatalf("list err = %v, want ErrBucketNotFound", err)
+	}
+}
+
+// The allowlist's freshness check compares applied revisions with the
+// leader's last sequence: they must meet once the watch caught up.
+func TestWatchRevisionsMeetLeaderLastSeq(t *testing.T) {
+	js := startJS(t)
+	u := NewUsers(js)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, h := range []string{"a", "b", "c"} {
+		id, _ := identity.Generate()
+		if _, err := u.AddUser(ctx, store.User{SignPub: id.SignPub(), Handle: h, Role: identity.RoleMember}); err != nil {
+			t.Fatal(err)
+		}
+		if h == "b" {
+			if _, err := u.RevokeUser(ctx, id.SignPub()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var mu sync.Mutex
+	var applied uint64
+	go func() {
+		_ = u.WatchRevisions(ctx, func(_ store.User, rev uint64, _ bool) {
+			mu.Lock()
+			applied = max(applied, rev)
+			mu.Unlock()
+		}, nil)
+	}()
+	last, _, err := LeaderLastSeq(ctx, js)
+	if err != nil || last != 4 {
+		t.Fatalf("LeaderLastSeq = %d, %v; want 4", last, err)
+	}
+	waitFor(t, "applied reaches the last sequence", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return applied == last
+	})
+}
+
+func TestEnsureHeartbeats(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	o, err := EnsureHeartbeats(ctx, js, 1)
+	if err != nil || !o.Created || o.Replicas != 1 {
+		t.Fatalf("first ensure = %+v, %v", o, err)
+	}
+	if o, err = EnsureHeartbeats(ctx, js, 1); err != nil || o.Created {
+		t.Fatalf("second ensure = %+v, %v", o, err)
+	}
+	if _, err := js.Publish(ctx, HeartbeatSubject("n1"), []byte("x")); err != nil {
+		t.Fatalf("heartbeat put: %v", err)
+	}
+	// A cluster of 3 cannot be proven by this R1 bucket; raising it needs
+	// peers a standalone server does not have, so the ensure fails.
+	if _, err := EnsureHeartbeats(ctx, js, 3); err == nil {
+		t.Fatal("R1 heartbeat bucket accepted for a cluster of 3")
+	}
+}
+
+// LeaderNext walks the users stream from the leader, deletes included (as
+// revoked users), and says when there is nothing further.
+func TestLeaderNext(t *testing.T) {
+	js := startJS(t)
+	u := NewUsers(js)
+	ctx := context.Background()
+	a, _ := identity.Generate()
+	b, _ := identity.Generate()
+	for _, id := range []*identity.Identity{a, b} {
+		if _, err := u.AddUser(ctx, store.User{SignPub: id.SignPub(), Handle: "h", Role: identity.RoleMember}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bucket(t, js).Delete(ctx, a.SignPub()); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	seq := uint64(1)
+	for {
+		usr, rev, found, err := LeaderNext(ctx, js.Conn(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !found {
+			break
+		}
+		got = append(got, fmt.Sprintf("%d:%s:%s", rev, usr.SignPub[:6], usr.Status))
+		seq = rev + 1
+	}
+	want := []string{
+		"1:" + a.SignPub()[:6] + ":" + string(store.StatusActive),
+		"2:" + b.SignPub()[:6] + ":" + string(store.StatusActive),
+		"3:" + a.SignPub()[:6] + ":" + string(store.StatusRevoked),
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("walk = %v, want %v", got, want)
 	}
 }

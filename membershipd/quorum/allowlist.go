@@ -1,0 +1,139 @@
+package quorum
+
+import (
+	"fmt"
+	"slices"
+	"time"
+)
+
+// ListProof is what a node knows about its own allowlist's freshness.
+//
+// A proof is a request answered by the users stream's leader (never a direct
+// get: any replica answers those, stale ones included) whose last sequence
+// the allowlist had applied. ProvenAt is when that request was SENT: the
+// allowlist then holds every revision committed before ProvenAt.
+type ListProof struct {
+	// Loaded: the initial load of the users bucket finished.
+	Loaded bool
+	// ProvenAt is the send time of the newest proof; zero = never.
+	ProvenAt time.Time
+	// Behind is non-empty while the leader has answered with a last
+	// sequence the allowlist has not applied yet (e.g. "applied 7 < 9").
+	// A node in contact with the leader but behind it has no excuse: its
+	// watch is stalled.
+	Behind string
+}
+
+// ListVerdict is the allowlist decision plus its reason.
+type ListVerdict struct {
+	Fresh bool
+	// Reason is one line; denials start with "allowlist stale" (or say the
+	// allowlist is not loaded).
+	Reason string
+	// ProofAge is the age of our newest proof, -1 if none.
+	ProofAge time.Duration
+}
+
+// DecideAllowlist is the pure freshness rule for the cached allowlist.
+//
+// Fresh ⇔ loaded AND (proof < ListFresh old, OR (not behind the leader AND
+// no node within two hops (a peer, or the freshest of that peer's peers)
+// reported an unbroken run of proofs spanning ListFresh after our last
+// proof)).
+//
+// While no node reaches a users leader (an election, or the stream's
+// majority cut away), nobody can commit a revocation either, so the
+// allowlist is as current as the last commit. A node that proves while we
+// cannot means a leader exists that we do not reach (an asymmetric cut):
+// that denies once its run of proofs after ours spans ListFresh, so a
+// revocation committed at time R is enforced (or the node fails closed) by
+// about R + ListFresh + a check and a ping or two, and a leader changeover
+// (every node regains contact within a tick or two) does not flap the
+// healthy nodes. The verdict assumes the caller is in quorum (the gate
+// checks that first).
+func DecideAllowlist(now time.Time, lp ListProof, peers []PeerReport, p Params) ListVerdict {
+	v := ListVerdict{ProofAge: -1}
+	if err := p.Validate(); err != nil || p.ListFresh <= 0 {
+		v.Reason = "allowlist stale: invalid parameters"
+		return v
+	}
+	if !lp.Loaded {
+		v.Reason = "allowlist not loaded yet"
+		return v
+	}
+	if lp.ProvenAt.IsZero() {
+		if lp.Behind != "" {
+			v.Reason = "allowlist stale: behind the users stream leader (" + lp.Behind + ")"
+		} else {
+			v.Reason = "allowlist stale: no answer from the users stream leader yet"
+		}
+		return v
+	}
+	own := max(now.Sub(lp.ProvenAt), 0)
+	v.ProofAge = own
+	if own < p.ListFresh {
+		v.Fresh = true
+		v.Reason = fmt.Sprintf("allowlist current: users stream leader confirmed %s ago", fmtDur(own))
+		return v
+	}
+	if lp.Behind != "" {
+		v.Reason = fmt.Sprintf("allowlist stale: behind the users stream leader (%s); last proof %s ago", lp.Behind, fmtDur(own))
+		return v
+	}
+	// A node that proved continuously for ListFresh after our last proof
+	// shows a leader existed that we did not reach: revocations may have
+	// been committed since our proof. Absolute times, so the evidence
+	// outlives that node's own contact (after a heal every leader steps
+	// down, and nobody proving then must not excuse what we missed).
+	var ahead []string
+	for _, r := range latestPerPeer(peers) {
+		if provedAfter(r.AnsweredAt, r.ListAge, r.ListStreak, lp.ProvenAt, p.ListFresh) {
+			ahead = append(ahead, r.Node)
+		} else if provedAfter(r.AnsweredAt, r.HopAge, r.HopStreak, lp.ProvenAt, p.ListFresh) {
+			ahead = append(ahead, "via "+r.Node)
+		}
+	}
+	slices.Sort(ahead)
+	if len(ahead) > 0 {
+		v.Reason = fmt.Sprintf("allowlist stale: nodes %v reached the users stream leader while this node has not for %s", ahead, fmtDur(own))
+		return v
+	}
+	// Nobody within two hops reaches a users leader: nobody can commit a
+	// revocation. Only a serving node can (the control plane and the CLI
+	// are behind this gate); it reaches a majority of N, which shares a
+	// node with ours, and that node relays its proofs. E.g. --kv-replicas 1
+	// with the users host isolated, or N=5 with the users stream's
+	// majority on the minority side: the majority keeps serving the
+	// allowlist it has.
+	v.Fresh = true
+	v.Reason = fmt.Sprintf("allowlist current: last users stream leader contact %s ago, and no node within two hops has been in contact since", fmtDur(own))
+	return v
+}
+
+// latestPerPeer keeps the newest answer per named peer.
+func latestPerPeer(peers []PeerReport) map[string]PeerReport {
+	latest := make(map[string]PeerReport, len(peers))
+	for _, r := range peers {
+		if r.Node == "" || r.AnsweredAt.IsZero() {
+			continue
+		}
+		if old, ok := latest[r.Node]; !ok || r.AnsweredAt.After(old.AnsweredAt) {
+			latest[r.Node] = r
+		}
+	}
+	return latest
+}
+
+// provedAfter: a report (answered at, proof age, streak) shows an unbroken
+// run of proofs spanning at least fresh after since.
+func provedAfter(answered time.Time, age, streak time.Duration, since time.Time, fresh time.Duration) bool {
+	if age < 0 || streak < 0 {
+		return false
+	}
+	proved := answered.Add(-age)
+	from := answered.Add(-streak)
+	if since.After(from) {
+		from = since
+	}
+	return proved.Sub(from) >= fresh
+}
