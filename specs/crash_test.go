@@ -15,7 +15,6 @@ import (
 	"github.com/unibus/clusterkit/chaos/fault"
 	"github.com/unibus/clusterkit/clientcheck/probe"
 	"github.com/unibus/clusterkit/membershipd/api"
-	"github.com/unibus/clusterkit/membershipd/e2e"
 	"github.com/unibus/clusterkit/membershipd/identity"
 )
 
@@ -50,17 +49,17 @@ var _ = Describe("Crash: SIGKILL and SIGSTOP mid-stream", Ordered, ContinueOnFai
 		who = env.AddUser(ctx, env.Cluster.Nodes()[0], "crash", identity.RoleMember)
 	})
 
-	// createRoom makes a room of who's through the control plane and
-	// returns it, so the spec can name its stream's leader before the run.
-	createRoom := func(prefix string) api.Room {
+	// createRoom makes a room of who's as the client does (signed key
+	// fingerprint and grant, so the probe's key check accepts it when it
+	// joins) and returns it, so the spec can name its stream's leader
+	// before the run.
+	createRoom := func(ctx context.Context, prefix string) api.Room {
 		GinkgoHelper()
-		key, err := e2e.NewRoomKey()
-		Expect(err).NotTo(HaveOccurred())
 		name := prefix + "-" + randomHex(4)
-		self, err := e2e.WrapRoomKey(key, name, who.SignPub())
+		idem, req, _, err := probe.NewRoomRequest(who, name)
 		Expect(err).NotTo(HaveOccurred())
-		var room api.Room
-		Expect(env.call(env.Cluster.Nodes()[1], who, "POST", api.PathRooms, api.CreateRoomRequest{Name: name, WrappedKey: self}, &room)).To(Equal(201))
+		room, err := clientAPI(env, who).CreateRoom(ctx, idem, req)
+		Expect(err).NotTo(HaveOccurred())
 		room.Name = name
 		return room
 	}
@@ -211,7 +210,7 @@ var _ = Describe("Crash: SIGKILL and SIGSTOP mid-stream", Ordered, ContinueOnFai
 	It("SIGKILL of the room stream's leader mid-stream: every acked message once, in order; every replica holds the same messages after the restart",
 		Claim("claim:kill9-zero-loss"), Disruptive, func(ctx SpecContext) {
 			guard.need("kill")
-			room := createRoom("spec-kill9-leader")
+			room := createRoom(ctx, "spec-kill9-leader")
 			kill9(ctx, "room leader", room.Name, func(string) chaos.Node { return roomLeader(ctx, room.Stream) })
 		})
 
@@ -220,7 +219,7 @@ var _ = Describe("Crash: SIGKILL and SIGSTOP mid-stream", Ordered, ContinueOnFai
 			guard.need("pause")
 			needInternal(env)
 			r := faultRunner(env)
-			room := createRoom("spec-pause")
+			room := createRoom(ctx, "spec-pause")
 			// Users changed on the majority during the pause: the resumed
 			// node must not admit the revoked one nor refuse the new one
 			// while it answers 200.

@@ -204,7 +204,7 @@ func isolationSpec(getEnv func() (*Env, *faultGuard), mode fault.Mode) func(Spec
 	}
 }
 
-var _ = Describe("Partition: an isolated running node fails closed (R3)", Ordered, ContinueOnFailure, Fault, Slow, func() {
+var _ = Describe("Partition: an isolated running node fails closed (R3)", Ordered, ContinueOnFailure, Fault, Slow, Partition, func() {
 	var (
 		env   *Env
 		guard faultGuard
@@ -222,7 +222,7 @@ var _ = Describe("Partition: an isolated running node fails closed (R3)", Ordere
 		Claim("claim:partition-fails-closed"), Disruptive, isolationSpec(get, fault.Drop))
 })
 
-var _ = Describe("Partition: an isolated running node fails closed (R1, the migration state)", Ordered, ContinueOnFailure, Fault, Slow, func() {
+var _ = Describe("Partition: an isolated running node fails closed (R1, the migration state)", Ordered, ContinueOnFailure, Fault, Slow, Partition, Wipe, func() {
 	var (
 		env   *Env
 		guard faultGuard
@@ -240,7 +240,7 @@ var _ = Describe("Partition: an isolated running node fails closed (R1, the migr
 		Claim("claim:partition-fails-closed"), Disruptive, isolationSpec(get, fault.Drop))
 })
 
-var _ = Describe("Partition: links cut one way, or between two nodes only", Ordered, ContinueOnFailure, Fault, Slow, func() {
+var _ = Describe("Partition: links cut one way, or between two nodes only", Ordered, ContinueOnFailure, Fault, Slow, Partition, func() {
 	var (
 		env   *Env
 		guard faultGuard
