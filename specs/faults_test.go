@@ -334,15 +334,14 @@ func apiClient(env *Env) *http.Client {
 // answers 401, 403 or 503 (denied, revoked, or failed closed).
 func trySigned(hc *http.Client, n chaos.Node, cluster string, id *identity.Identity, path string) check.Attempt {
 	a := check.Attempt{Start: time.Now()}
-	defer func() { a.End = time.Now() }()
 	req, err := http.NewRequest(http.MethodGet, apiBase(n)+path, nil)
 	if err != nil {
-		a.Detail = err.Error()
+		a.End, a.Detail = time.Now(), err.Error()
 		return a
 	}
 	req.Header.Set(identity.HeaderCluster, cluster)
 	if err := identity.SignRequest(req, nil, id, time.Now()); err != nil {
-		a.Detail = err.Error()
+		a.End, a.Detail = time.Now(), err.Error()
 		return a
 	}
 	resp, err := hc.Do(req)
