@@ -54,7 +54,7 @@ func usersLeaderVia(ctx context.Context, nc *nats.Conn) string {
 // report exits 1 (it lists the missing node as a problem) but still
 // reports the buckets.
 func bucketFollowers(ctx context.Context, env *Env, n chaos.Node) map[string]string {
-	r, err := env.Cluster.CLI(ctx, n, "cluster", "report", "--json", "--nodes", "3")
+	r, err := env.Cluster.CLI(ctx, n, "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
 	if err != nil {
 		return nil
 	}
@@ -118,7 +118,7 @@ func waitUsersFollowers(ctx context.Context, env *Env, n chaos.Node, want string
 // bucketLeader is bucket's leader and "current/followers" as node n's
 // cluster report tells it.
 func bucketLeader(ctx context.Context, env *Env, n chaos.Node, bucket string) (string, string) {
-	r, err := env.Cluster.CLI(ctx, n, "cluster", "report", "--json", "--nodes", "3")
+	r, err := env.Cluster.CLI(ctx, n, "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
 	if err != nil {
 		return "", ""
 	}
@@ -141,7 +141,7 @@ func waitSettled(ctx context.Context, env *Env) {
 	GinkgoHelper()
 	Eventually(func(g Gomega) {
 		for _, n := range env.Cluster.Nodes() {
-			r, err := env.Cluster.CLI(ctx, n, "cluster", "report", "--json", "--nodes", "3")
+			r, err := env.Cluster.CLI(ctx, n, "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(r.ExitCode).To(Equal(0), "cluster report on %s: %s%s", n.Name(), r.Stdout, r.Stderr)
 			var rep clusterinfo.Report

@@ -29,14 +29,14 @@ import (
 // lost, or the fault and the checker prove nothing.
 var _ = Describe("Durability: power loss of every node", func() {
 	It("keeps every acked message and every acked user add on every node (--sync always)",
-		Claim("claim:power-loss-durable"), Label("fault"), Disruptive, Slow, SpecTimeout(5*time.Minute), func(ctx SpecContext) {
+		Claim("claim:power-loss-durable"), Fault, Disruptive, Slow, SpecTimeout(5*time.Minute), func(ctx SpecContext) {
 			res := powerLossRun(ctx, "always")
 			Expect(res.lostMsgs).To(BeEmpty(), "acked messages lost after power loss, per node")
 			Expect(res.lostUsers).To(BeEmpty(), "acked user adds lost after power loss, per node")
 		})
 
 	It("negative control: with --sync default the same run reports the acked writes it lost",
-		Claim("claim:power-loss-durable"), Label("fault"), Disruptive, Slow, SpecTimeout(5*time.Minute), func(ctx SpecContext) {
+		Claim("claim:power-loss-durable"), Fault, Disruptive, Slow, SpecTimeout(5*time.Minute), func(ctx SpecContext) {
 			res := powerLossRun(ctx, "default")
 			Expect(res.lostMsgs).NotTo(BeEmpty(), "default sync lost no acked message on any node: the fault or the checker is not real")
 		})

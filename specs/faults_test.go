@@ -1,0 +1,381 @@
+package specs
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/chaos/check"
+	"github.com/unibus/clusterkit/chaos/fault"
+	"github.com/unibus/clusterkit/membershipd/api"
+	"github.com/unibus/clusterkit/membershipd/identity"
+	"github.com/unibus/clusterkit/membershipd/pki"
+)
+
+// Specs of runbook faults (issue 9's claims: crash, pause, partitions)
+// share these helpers. They read inject → observe → heal → check through
+// the fault package; every injection is recorded by the spec's Runner and
+// written as evidence next to the health timelines.
+
+// Fault labels the specs that inject a typed fault (chaos/fault); `make
+// chaos` runs them on the process target.
+var Fault = Label("fault")
+
+// Deadlines of the fault claims, with margins for a loaded 2-core machine.
+const (
+	// electionBudget: a majority takes writes again within this of losing
+	// a leader (raft election 4-9 s on 2.15.2, plus the client noticing a
+	// silent server: two missed 2 s pings).
+	electionBudget = 15 * time.Second
+	// holdWindow: a fault is held this long while the claim's observers
+	// run (the claims' "holds that for 20 s", plus the 2 s to deny).
+	holdWindow = 22 * time.Second
+	// convergeBudget: after a heal the healed node's allowlist equals the
+	// KV within this.
+	convergeBudget = 30 * time.Second
+)
+
+// faultRunner is a fault.Runner for env's cluster whose evidence is
+// written when the spec ends, after every fault's recovery (cleanups run
+// last-in first-out, so this one, registered first, runs last).
+func faultRunner(env *Env) *fault.Runner {
+	GinkgoHelper()
+	r := fault.NewRunner(env.Cluster, nil)
+	DeferCleanup(func() { Evidence("fault-injections", r.Recorder()) })
+	return r
+}
+
+// inject injects the named fault with its recovery registered as a
+// cleanup; a fault the target cannot take skips the spec with the fault's
+// own reason.
+func inject(ctx context.Context, r *fault.Runner, name string, a fault.Args) *fault.Active {
+	GinkgoHelper()
+	act, err := fault.InjectFor(ctx, r, DeferCleanup, name, a)
+	if errors.Is(err, fault.ErrUnavailable) {
+		Skip(err.Error())
+	}
+	Expect(err).NotTo(HaveOccurred())
+	return act
+}
+
+// faultGuard is for a container whose specs need faults: check them in
+// BeforeAll before a cluster is started for nothing, and each spec that
+// needs an unavailable fault is skipped with that fault's own reason (a
+// Skip in BeforeAll would give only the first spec that reason).
+type faultGuard struct{ why map[string]error }
+
+// check records whether env's cluster can take each fault (with no args:
+// the node capabilities); it returns false when it can take none of them
+// (do not start the cluster).
+func (g *faultGuard) check(env *Env, faults ...string) bool {
+	GinkgoHelper()
+	g.why = map[string]error{}
+	some := false
+	for _, name := range faults {
+		f, err := fault.Lookup(name)
+		Expect(err).NotTo(HaveOccurred())
+		if g.why[name] = f.Available(env.Cluster, fault.Args{}); g.why[name] == nil {
+			some = true
+		}
+	}
+	return some
+}
+
+// need skips the spec when fault name is unavailable on this target.
+func (g *faultGuard) need(name string) {
+	if err := g.why[name]; err != nil {
+		Skip(err.Error())
+	}
+}
+
+// observe waits until the fault is seen from outside and returns how long
+// that took from inject.
+func observe(ctx context.Context, act *fault.Active, within time.Duration) time.Duration {
+	GinkgoHelper()
+	wctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	Expect(act.WaitInjected(wctx)).To(Succeed())
+	e := act.Evidence()
+	return e.Injected.Sub(e.Start)
+}
+
+// heal undoes the fault and waits until the whole cluster has recovered;
+// it returns the time from heal to recovered.
+func heal(ctx context.Context, act *fault.Active) time.Duration {
+	GinkgoHelper()
+	Expect(act.Heal(ctx)).To(Succeed())
+	wctx, cancel := context.WithTimeout(ctx, restartBudget)
+	defer cancel()
+	Expect(act.WaitHealed(wctx)).To(Succeed())
+	e := act.Evidence()
+	return e.End.Sub(e.HealStart)
+}
+
+// measure records a number in the checklist's measurements, named by
+// fault and target so runs on different targets can be compared.
+func measure(env *Env, faultName, what string, v any) {
+	if d, ok := v.(time.Duration); ok {
+		v = d.Round(time.Millisecond).String()
+	}
+	AddReportEntry(fmt.Sprintf("%s [%s]: %s", faultName, env.Cluster.Target(), what), fmt.Sprint(v), ReportEntryVisibilityFailureOrVerbose)
+}
+
+// needInternal skips when the target does not expose the nodes' internal
+// identities (the ssh target): per-replica stream state is read with them.
+func needInternal(env *Env) {
+	GinkgoHelper()
+	for _, n := range env.Cluster.Nodes() {
+		if _, ok := env.Cluster.TLS().InternalID[n.Name()]; !ok {
+			Skip(fmt.Sprintf("target %s does not expose %s's internal identity: per-replica stream state (JSZ of each server) cannot be read", env.Cluster.Target(), n.Name()))
+		}
+	}
+}
+
+// Replica is one server's own copy of a stream, as that server's JSZ
+// reports it: JetStream state of the local store, not the leader's view.
+type Replica struct {
+	Node     string `json:"node"`
+	FirstSeq uint64 `json:"first_seq"`
+	LastSeq  uint64 `json:"last_seq"`
+	Msgs     uint64 `json:"msgs"`
+	Bytes    uint64 `json:"bytes"`
+}
+
+// same is the part two replicas must agree on.
+func (r Replica) same() string {
+	return fmt.Sprintf("first=%d last=%d msgs=%d bytes=%d", r.FirstSeq, r.LastSeq, r.Msgs, r.Bytes)
+}
+
+// jszSubject asks every server for its JetStream report; the daemon
+// imports it into the account of the internal identity.
+const jszSubject = "$SYS.REQ.SERVER.PING.JSZ"
+
+// Replicas asks every server, through node via with its internal
+// identity, for its own state of stream: one Replica per server that holds
+// a copy. Each server answers from its local store (JSZ with stream
+// details), so a replica that missed writes shows a lower last sequence
+// or count, and one that holds different messages a different byte count.
+func Replicas(ctx context.Context, c chaos.Cluster, via chaos.Node, stream string) ([]Replica, error) {
+	nc, err := chaos.DialInternal(c, via)
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	inbox := nc.NewRespInbox()
+	ch := make(chan *nats.Msg, 16)
+	sub, err := nc.ChanSubscribe(inbox, ch)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", inbox, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	req, _ := json.Marshal(server.JSzOptions{Accounts: true, Streams: true})
+	if err := nc.PublishRequest(jszSubject, inbox, req); err != nil {
+		return nil, fmt.Errorf("publish %s: %w", jszSubject, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	var out []Replica
+	for answered := 0; answered < len(c.Nodes()); {
+		select {
+		case m := <-ch:
+			answered++
+			var resp struct {
+				Server *server.ServerInfo `json:"server"`
+				Data   *server.JSInfo     `json:"data"`
+				Error  *server.ApiError   `json:"error"`
+			}
+			if err := json.Unmarshal(m.Data, &resp); err != nil {
+				return nil, fmt.Errorf("JSZ answer: %w", err)
+			}
+			if resp.Error != nil || resp.Server == nil || resp.Data == nil {
+				return nil, fmt.Errorf("JSZ answer without data: %s", m.Data)
+			}
+			for _, a := range resp.Data.AccountDetails {
+				for _, s := range a.Streams {
+					if s.Name == stream {
+						out = append(out, Replica{Node: resp.Server.Name, FirstSeq: s.State.FirstSeq, LastSeq: s.State.LastSeq, Msgs: s.State.Msgs, Bytes: s.State.Bytes})
+					}
+				}
+			}
+		case <-wctx.Done():
+			return out, fmt.Errorf("JSZ: %d of %d servers answered", answered, len(c.Nodes()))
+		}
+	}
+	slices.SortFunc(out, func(a, b Replica) int { return strings.Compare(a.Node, b.Node) })
+	return out, nil
+}
+
+// expectReplicasEqual waits until every replica of stream holds want
+// messages and all agree on first/last sequence, count and bytes; it
+// returns how long that took and the replicas last seen.
+func expectReplicasEqual(ctx context.Context, env *Env, stream string, replicas int, want uint64) (time.Duration, []Replica) {
+	GinkgoHelper()
+	start := time.Now()
+	var last []Replica
+	Eventually(func(g Gomega) {
+		rs, err := Replicas(ctx, env.Cluster, env.Cluster.Nodes()[0], stream)
+		g.Expect(err).NotTo(HaveOccurred())
+		last = rs
+		g.Expect(rs).To(HaveLen(replicas), "replicas of %s: %+v", stream, rs)
+		for _, r := range rs {
+			g.Expect(r.Msgs).To(Equal(want), "%s's copy of %s: %s", r.Node, stream, r.same())
+			g.Expect(r.same()).To(Equal(rs[0].same()), "%s and %s disagree on %s", r.Node, rs[0].Node, stream)
+		}
+	}).WithContext(ctx).WithTimeout(convergeBudget).WithPolling(500 * time.Millisecond).Should(Succeed())
+	Evidence("replicas-"+stream, last)
+	return time.Since(start), last
+}
+
+// prober runs attempts in the background and keeps them, so a spec can
+// check afterwards what each node let through during a fault.
+type prober struct {
+	mu   sync.Mutex
+	as   map[string][]check.Attempt
+	wg   sync.WaitGroup
+	stop chan struct{}
+}
+
+func newProber() *prober { return &prober{as: map[string][]check.Attempt{}, stop: make(chan struct{})} }
+
+// every runs try every interval under key until Stop.
+func (p *prober) every(key string, interval time.Duration, try func() check.Attempt) {
+	p.wg.Add(1)
+	go func() {
+		defer GinkgoRecover()
+		defer p.wg.Done()
+		for {
+			a := try()
+			p.mu.Lock()
+			p.as[key] = append(p.as[key], a)
+			p.mu.Unlock()
+			select {
+			case <-p.stop:
+				return
+			case <-time.After(interval):
+			}
+		}
+	}()
+}
+
+// Stop ends every prober and returns the attempts by key.
+func (p *prober) Stop() map[string][]check.Attempt {
+	close(p.stop)
+	p.wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.as
+}
+
+// tryConnect is one connection attempt of id to node n: refused when the
+// server denies authorization.
+func tryConnect(env *Env, n chaos.Node, id *identity.Identity) check.Attempt {
+	at := time.Now()
+	nc, err := chaos.DialAs(env.Cluster, n, id)
+	a := check.Attempt{Start: at, End: time.Now(), Refused: errors.Is(err, nats.ErrAuthorization)}
+	if err == nil {
+		a.Detail = "connected"
+		nc.Close()
+	} else {
+		a.Detail = err.Error()
+	}
+	return a
+}
+
+// tryUserAdd is one `user add` through the CLI on node n: refused when it
+// exits 1 saying no quorum. acked gets the identity when the add succeeded.
+func tryUserAdd(ctx context.Context, env *Env, n chaos.Node, acked func(*identity.Identity)) check.Attempt {
+	id, err := identity.Generate()
+	if err != nil {
+		return check.Attempt{Start: time.Now(), End: time.Now(), Detail: err.Error()}
+	}
+	at := time.Now()
+	r, err := env.Cluster.CLI(ctx, n, "user", "add", "--store", "kv", "--handle", SpecHandle("fault"), "--role", "member", "--sign-pub", id.SignPub())
+	a := check.Attempt{Start: at, End: time.Now()}
+	if err != nil {
+		a.Detail = err.Error()
+		return a
+	}
+	a.Refused = r.ExitCode == 1 && strings.Contains(r.Stderr, "no quorum")
+	a.Detail = fmt.Sprintf("%s: exit %d: %s%s", id.SignPub(), r.ExitCode, strings.TrimSpace(r.Stdout), strings.TrimSpace(r.Stderr))
+	if r.ExitCode == 0 && acked != nil {
+		acked(id)
+	}
+	return a
+}
+
+// apiClient is an HTTPS client trusting the cluster's client CA; it never
+// fails the spec (probers run in goroutines).
+func apiClient(env *Env) *http.Client {
+	GinkgoHelper()
+	pool, err := pki.CertPoolFromFile(env.Cluster.TLS().ClientCA)
+	Expect(err).NotTo(HaveOccurred())
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, DisableKeepAlives: true}}
+}
+
+// trySigned is one signed control-plane GET by id to node n (cluster is
+// the cluster's name, learnt before the fault): refused when the node
+// answers 401, 403 or 503 (denied, revoked, or failed closed).
+func trySigned(hc *http.Client, n chaos.Node, cluster string, id *identity.Identity, path string) check.Attempt {
+	a := check.Attempt{Start: time.Now()}
+	req, err := http.NewRequest(http.MethodGet, apiBase(n)+path, nil)
+	if err != nil {
+		a.End, a.Detail = time.Now(), err.Error()
+		return a
+	}
+	req.Header.Set(identity.HeaderCluster, cluster)
+	if err := identity.SignRequest(req, nil, id, time.Now()); err != nil {
+		a.End, a.Detail = time.Now(), err.Error()
+		return a
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		a.End = time.Now()
+		a.Detail = err.Error()
+		return a
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	a.End = time.Now()
+	a.Refused = slices.Contains([]int{http.StatusUnauthorized, http.StatusForbidden, http.StatusServiceUnavailable}, resp.StatusCode)
+	a.Detail = fmt.Sprintf("%d %s", resp.StatusCode, bytes.TrimSpace(b))
+	return a
+}
+
+// meCall is trySigned's path: every registered user may ask who it is.
+const meCall = api.PathMe
+
+// firstAt is the time of the first attempt matching ok, or zero.
+func firstAt(as []check.Attempt, ok func(check.Attempt) bool) time.Time {
+	for _, a := range as {
+		if ok(a) {
+			return a.Start
+		}
+	}
+	return time.Time{}
+}
+
+// revoke revokes pub through the CLI on node n and returns when it was
+// acknowledged.
+func (e *Env) revoke(ctx context.Context, n chaos.Node, pub string) time.Time {
+	GinkgoHelper()
+	r := e.CLI(ctx, n, "user", "revoke", "--store", "kv", pub)
+	Expect(r.ExitCode).To(Equal(0), r.Stderr)
+	return time.Now()
+}
