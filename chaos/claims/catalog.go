@@ -64,20 +64,21 @@ when it drifts from the registry.
 
 Each row is one claim the runbook makes. Its spec carries the Ginkgo label
 `+"`claim:<id>`"+` and must pass on the targets marked "yes": `+"`inproc`"+` (three
-in-process nodes, `+"`make specs`"+`) and `+"`ssh`"+` (the simulated hosts, `+"`make test-vps`"+`,
-and a deployed cluster, `+"`make specs-live`"+`). A claim is proven only by a spec
+in-process nodes, `+"`make specs`"+`), `+"`process`"+` (real membershipd subprocesses:
+SIGKILL, SIGSTOP, power loss; `+"`make chaos`"+`) and `+"`ssh`"+` (the simulated hosts,
+`+"`make test-vps`"+`, and a deployed cluster, `+"`make specs-live`"+`). A claim is proven only by a spec
 that would fail if the claim were false: it observes the cluster from outside
 (health endpoint, a real client, the CLI's exit status and output).
 
-| id | claim | inproc | ssh | spec |
-|---|---|---|---|---|
+| id | claim | inproc | process | ssh | spec |
+|---|---|---|---|---|---|
 `, GenerateCommand)
 	for _, c := range All {
 		files := "—"
 		if fs := specs[c.ID]; len(fs) > 0 {
 			files = "`" + strings.Join(fs, "`, `") + "`"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", c.ID, cell(c.Summary), yes(c.InProc), yes(c.SSH), files)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", c.ID, cell(c.Summary), yes(c.InProc), yes(c.Process), yes(c.SSH), files)
 	}
 	return b.Bytes()
 }

@@ -23,7 +23,7 @@ func TestRegistry(t *testing.T) {
 			t.Errorf("claim %q registered twice", c.ID)
 		}
 		seen[c.ID] = true
-		if !c.InProc && !c.SSH {
+		if !c.InProc && !c.SSH && !c.Process {
 			t.Errorf("claim %q runs on no target", c.ID)
 		}
 		if l, err := Label(c.ID); err != nil || l != LabelPrefix+c.ID {

@@ -88,7 +88,7 @@ func NewChecklist(r types.Report, target string) Checklist {
 		c.Suite = append(c.Suite, SuiteProblem{Node: "suite", State: "failed", Message: firstLines(reason, maxMessageLines)})
 	}
 	for _, cl := range claims.All {
-		if (target == "ssh" && !cl.SSH) || (target != "ssh" && !cl.InProc) {
+		if !cl.On(target) {
 			continue
 		}
 		c.Claims = append(c.Claims, claimRow(r, cl, setup))
