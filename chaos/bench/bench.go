@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"syscall"
 	"time"
@@ -50,7 +51,7 @@ func (o Options) sizes() sizes {
 		return sizes{connects: 40, quorumRuns: 1, latCount: 200, latRate: 500, tpCount: 500, cpCount: 20, userAdds: 10,
 			stormConns: 30, failover: failoverShape{count: 300, rate: 300, at: 100}}
 	}
-	return sizes{connects: 300, quorumRuns: 5, latCount: 2000, latRate: 500, tpCount: 5000, cpCount: 300, userAdds: 100,
+	return sizes{connects: 200, quorumRuns: 5, latCount: 2000, latRate: 500, tpCount: 5000, cpCount: 300, userAdds: 100,
 		stormConns: 500, failover: failoverShape{count: 1500, rate: 300, at: 500}}
 }
 
@@ -167,7 +168,11 @@ func (r *run) steady(ctx context.Context) error {
 	defer func() { _ = c.Close() }()
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if err := c.StartAll(sctx); err != nil {
+	// Each cluster's goroutines carry a profiler label (inherited by
+	// every goroutine they start), so a CPU profile of the run splits by
+	// cluster: go tool pprof -tagfocus=cluster=membershipd.
+	pprof.Do(sctx, pprof.Labels("cluster", "membershipd"), func(ctx context.Context) { err = c.StartAll(ctx) })
+	if err != nil {
 		return err
 	}
 	hc, err := chaos.NewHealthClient(c.TLS().ClientCA)
@@ -185,7 +190,8 @@ func (r *run) steady(ctx context.Context) error {
 		return err
 	}
 	t := c.TLS()
-	p, err := startInprocPlain(filepath.Join(dir, "plain"), t, m.id)
+	var p *inprocPlain
+	pprof.Do(sctx, pprof.Labels("cluster", "plain"), func(context.Context) { p, err = startInprocPlain(filepath.Join(dir, "plain"), t, m.id) })
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/chaos/netproxy"
 	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/pki"
 )
@@ -34,6 +35,26 @@ var plainNames = []string{"p1", "p2", "p3"}
 // the in-process membershipd cluster for the steady-state rows.
 type inprocPlain struct {
 	servers []*server.Server
+	mesh    *netproxy.Mesh
+}
+
+// routeMesh puts the plain cluster's routes (listening on routeBase+i)
+// through the same netproxy mesh the membershipd targets use, so both
+// clusters pay the same extra loopback hop per route message.
+func routeMesh(routeBase int) (*netproxy.Mesh, error) {
+	meshBase, err := chaos.PortBlock(len(plainNames) * len(plainNames))
+	if err != nil {
+		return nil, err
+	}
+	var addrs []string
+	for i := range plainNames {
+		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", routeBase+i))
+	}
+	m, err := netproxy.NewMesh(plainNames, addrs, meshBase, discard())
+	if err != nil {
+		return nil, fmt.Errorf("plain route proxies: %w", err)
+	}
+	return m, nil
 }
 
 func startInprocPlain(dir string, t chaos.TLSFiles, user *identity.Identity) (*inprocPlain, error) {
@@ -41,13 +62,17 @@ func startInprocPlain(dir string, t chaos.TLSFiles, user *identity.Identity) (*i
 	if err != nil {
 		return nil, err
 	}
-	var routes []*url.URL
-	for i := range 3 {
-		u, _ := url.Parse(fmt.Sprintf("nats-route://127.0.0.1:%d", base+3+i))
-		routes = append(routes, u)
+	mesh, err := routeMesh(base + 3)
+	if err != nil {
+		return nil, err
 	}
-	p := &inprocPlain{}
+	p := &inprocPlain{mesh: mesh}
 	for i, name := range plainNames {
+		var routes []*url.URL
+		for _, r := range mesh.RouteURLsFor(i) {
+			u, _ := url.Parse(r)
+			routes = append(routes, u)
+		}
 		tlsCfg, err := pki.ServerTLSConfig(t.ServerCert["n1"], t.ServerKey["n1"], t.ClientCA, true)
 		if err != nil {
 			p.close()
@@ -58,7 +83,7 @@ func startInprocPlain(dir string, t chaos.TLSFiles, user *identity.Identity) (*i
 			TLSConfig: tlsCfg, TLSVerify: true, TLSTimeout: 2,
 			Nkeys:     []*server.NkeyUser{{Nkey: user.NKey()}},
 			JetStream: true, StoreDir: filepath.Join(dir, name), SyncAlways: true,
-			Cluster: server.ClusterOpts{Name: "plain", Host: "127.0.0.1", Port: base + 3 + i, PoolSize: -1},
+			Cluster: server.ClusterOpts{Name: "plain", Host: "127.0.0.1", Port: base + 3 + i, PoolSize: -1, Advertise: mesh.AdvertiseFor(i)},
 			Routes:  routes,
 		})
 		if err != nil {
@@ -108,6 +133,9 @@ func (p *inprocPlain) close() {
 	for _, s := range p.servers {
 		s.WaitForShutdown()
 	}
+	if p.mesh != nil {
+		_ = p.mesh.Close()
+	}
 }
 
 // plainDial connects to a plain cluster as the user: TLS with the operator
@@ -136,6 +164,7 @@ type procPlain struct {
 	ports []int // client ports
 	cmds  []*exec.Cmd
 	exits []chan struct{}
+	mesh  *netproxy.Mesh
 	log   *slog.Logger
 }
 
@@ -144,12 +173,16 @@ func newProcPlain(bin, dir string, t chaos.TLSFiles, user *identity.Identity, lo
 	if err != nil {
 		return nil, err
 	}
-	p := &procPlain{bin: bin, dir: dir, log: log, cmds: make([]*exec.Cmd, 3), exits: make([]chan struct{}, 3)}
-	var routes []string
-	for i := range 3 {
-		routes = append(routes, fmt.Sprintf("%q", fmt.Sprintf("nats-route://127.0.0.1:%d", base+3+i)))
+	mesh, err := routeMesh(base + 3)
+	if err != nil {
+		return nil, err
 	}
+	p := &procPlain{bin: bin, dir: dir, log: log, mesh: mesh, cmds: make([]*exec.Cmd, 3), exits: make([]chan struct{}, 3)}
 	for i, name := range plainNames {
+		var routes []string
+		for _, r := range mesh.RouteURLsFor(i) {
+			routes = append(routes, fmt.Sprintf("%q", r))
+		}
 		sd := filepath.Join(dir, name)
 		if err := os.MkdirAll(sd, 0o700); err != nil {
 			return nil, err
@@ -159,8 +192,8 @@ listen: "127.0.0.1:%d"
 tls { cert_file: %q, key_file: %q, ca_file: %q, verify: true, timeout: 2 }
 authorization { users = [ { nkey: %q } ] }
 jetstream { store_dir: %q, sync_interval: "always" }
-cluster { name: "plain", listen: "127.0.0.1:%d", pool_size: -1, routes: [ %s ] }
-`, name, base+i, t.ServerCert["n1"], t.ServerKey["n1"], t.ClientCA, user.NKey(), sd, base+3+i, strings.Join(routes, ", "))
+cluster { name: "plain", listen: "127.0.0.1:%d", advertise: %q, pool_size: -1, routes: [ %s ] }
+`, name, base+i, t.ServerCert["n1"], t.ServerKey["n1"], t.ClientCA, user.NKey(), sd, base+3+i, mesh.AdvertiseFor(i), strings.Join(routes, ", "))
 		f := filepath.Join(dir, name+".conf")
 		if err := os.WriteFile(f, []byte(conf), 0o600); err != nil {
 			return nil, err
@@ -239,4 +272,5 @@ func (p *procPlain) close() {
 			_ = p.signal(i, syscall.SIGKILL)
 		}
 	}
+	_ = p.mesh.Close()
 }
