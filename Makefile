@@ -55,7 +55,8 @@ test: lint unit specs
 # One table, membershipd next to a plain nats-server cluster, both started
 # in this run: printed, and written to out/bench/bench.json + bench.svg.
 # `make bench BENCHTIME=short` is a smoke check with small workloads;
-# BENCHFLAGS='-cpuprofile=cpu.pprof' also writes a profile into out/bench.
+# BENCHFLAGS=-cpuprofile also writes CPU profiles (cpu-membershipd.pprof,
+# cpu-plain.pprof: each cluster's pub-recv + throughput workloads) into out/bench.
 BENCHTIME  ?=
 BENCHFLAGS ?=
 bench:

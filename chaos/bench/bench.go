@@ -35,6 +35,10 @@ type Options struct {
 	// Dir holds both clusters' certificates, stores and logs.
 	Dir string
 	Log *slog.Logger
+	// Profile, if set, starts a CPU profile that the returned func stops;
+	// Run calls it around each cluster's pub-recv and throughput
+	// workloads with names cpu-membershipd.pprof and cpu-plain.pprof.
+	Profile func(name string) (stop func())
 }
 
 // Sizes of the workloads.
@@ -230,34 +234,40 @@ func (r *run) steady(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Throughput: 1 KiB plaintexts, async publish (256 in flight), acked.
+	// Each cluster's two workloads run under its own CPU profile (when
+	// asked for): the other cluster idles meanwhile, so the profiles
+	// compare where each spends its time.
 	var lat [2][]time.Duration
+	var tp [2]*float64
 	for i, s := range []side{ms, ps} {
 		size := 40
 		if s.name == "plain" {
 			size = len(env)
 		}
+		stop := func() {}
+		if r.o.Profile != nil {
+			stop = r.o.Profile("cpu-" + s.name + ".pprof")
+		}
 		l, err := latencyRun(sctx, s, r.sz.latCount, r.sz.latRate, size)
 		if err != nil {
 			r.fail("pub-recv "+s.name, err)
-			continue
+		} else {
+			lat[i] = l
+			r.res.Latency[s.name] = l
 		}
-		lat[i] = l
-		r.res.Latency[s.name] = l
-	}
-	r.set("pub-recv-p50-ms", orNil(lat[0] != nil, msOf(pct(lat[0], 50))), orNil(lat[1] != nil, msOf(pct(lat[1], 50))))
-	r.set("pub-recv-p99-ms", orNil(lat[0] != nil, msOf(pct(lat[0], 99))), orNil(lat[1] != nil, msOf(pct(lat[1], 99))))
-	r.note("pub-recv: %d messages at %g/s, one publisher and one consumer on node 1; membershipd E2E-sealed into the room stream, read through the member's control-plane-made pull consumer (explicit acks); plain through an ordered consumer", r.sz.latCount, r.sz.latRate)
-
-	// Throughput: 1 KiB plaintexts, async publish (256 in flight), acked.
-	var tp [2]*float64
-	for i, s := range []side{ms, ps} {
 		v, err := throughput(sctx, s, r.sz.tpCount, 1024)
+		stop()
 		if err != nil {
 			r.fail("throughput "+s.name, err)
 			continue
 		}
 		tp[i] = f(v)
 	}
+	r.set("pub-recv-p50-ms", orNil(lat[0] != nil, msOf(pct(lat[0], 50))), orNil(lat[1] != nil, msOf(pct(lat[1], 50))))
+	r.set("pub-recv-p99-ms", orNil(lat[0] != nil, msOf(pct(lat[0], 99))), orNil(lat[1] != nil, msOf(pct(lat[1], 99))))
+	r.note("pub-recv: %d messages at %g/s, one publisher and one consumer on node 1; membershipd E2E-sealed into the room stream, read through the member's control-plane-made pull consumer (explicit acks); plain through an ordered consumer", r.sz.latCount, r.sz.latRate)
+
 	r.set("throughput-msgs-per-s", tp[0], tp[1])
 	r.note("throughput: %d messages of 1 KiB (membershipd: sealed to ~%d bytes), async publish with at most 256 unacked, one stream", r.sz.tpCount, 1024+len(env)-40)
 

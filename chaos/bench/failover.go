@@ -162,7 +162,10 @@ func streamLeader(ctx context.Context, nc *nats.Conn, stream string) (string, er
 // that refuse the login (a node without quorum does).
 func reconnectOpts() []nats.Option {
 	return []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond), nats.ReconnectJitter(0, 0),
-		nats.PingInterval(2 * time.Second), nats.MaxPingsOutstanding(2), nats.IgnoreAuthErrorAbort()}
+		nats.PingInterval(2 * time.Second), nats.MaxPingsOutstanding(2), nats.IgnoreAuthErrorAbort(),
+		// nats.go's default prints every async error (a refused reconnect,
+		// an EOF) to stderr: hundreds of lines in a storm.
+		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})}
 }
 
 // plainFailover is the plain cluster's counterpart of mFailover: the same

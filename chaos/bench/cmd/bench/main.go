@@ -26,7 +26,7 @@ func run() int {
 		out     = flag.String("out", "out/bench", "where bench.json, bench.svg and the profile go")
 		mbin    = flag.String("membershipd", "bin/membershipd", "membershipd binary for the process rows")
 		nbin    = flag.String("nats-server", "bin/nats-server", "nats-server binary for the plain process rows")
-		cpuprof = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file name inside -out")
+		cpuprof = flag.Bool("cpuprofile", false, "write CPU profiles of each cluster's pub-recv + throughput workloads (cpu-membershipd.pprof, cpu-plain.pprof) into -out")
 		verbose = flag.Bool("v", false, "log progress to stderr")
 	)
 	flag.Parse()
@@ -51,22 +51,24 @@ func run() int {
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
 
-	if *cpuprof != "" {
-		pf, err := report.CreateBenchFile(*out, *cpuprof)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
-			return 2
+	var profile func(string) func()
+	if *cpuprof {
+		profile = func(name string) func() {
+			pf, err := report.CreateBenchFile(*out, name)
+			if err == nil {
+				err = pprof.StartCPUProfile(pf)
+			}
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "bench: cpu profile %s: %v\n", name, err)
+				return func() {}
+			}
+			return func() { pprof.StopCPUProfile(); _ = pf.Close() }
 		}
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			fmt.Fprintf(os.Stderr, "bench: cpu profile: %v\n", err)
-			return 1
-		}
-		defer func() { pprof.StopCPUProfile(); _ = pf.Close() }()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	start := time.Now()
-	res, err := bench.Run(ctx, bench.Options{Quick: *quick, Membershipd: *mbin, NatsServer: *nbin, Dir: dir, Log: log})
+	res, err := bench.Run(ctx, bench.Options{Quick: *quick, Membershipd: *mbin, NatsServer: *nbin, Dir: dir, Log: log, Profile: profile})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		return 1
