@@ -474,7 +474,7 @@ func (r *run) faults(ctx context.Context) error {
 	mdial := func(opts ...nats.Option) (*nats.Conn, error) {
 		return m.dialAll(opts...)
 	}
-	ms, mlost, merr := storm(sctx, r.sz.stormConns, mdial, func() error {
+	ms, mlost, mdrop, merr := storm(sctx, r.sz.stormConns, mdial, func() error {
 		return c.Nodes()[0].(chaos.Killer).Kill(sctx, chaos.DefaultLease)
 	}, limit)
 	if merr != nil {
@@ -483,13 +483,13 @@ func (r *run) faults(ctx context.Context) error {
 	if err := c.Nodes()[0].Start(sctx); err != nil {
 		return err
 	}
-	ps, plost, perr := storm(sctx, r.sz.stormConns, pdial, func() error { return p.signal(0, syscall.SIGKILL) }, limit)
+	ps, plost, pdrop, perr := storm(sctx, r.sz.stormConns, pdial, func() error { return p.signal(0, syscall.SIGKILL) }, limit)
 	if perr != nil {
 		r.fail("reconnect-storm plain", perr)
 	}
 	r.set("reconnect-storm-s", orNil(merr == nil, secOf(ms)), orNil(perr == nil, secOf(ps)))
 	r.set("reconnect-storm-lost", orNil(merr == nil, f(float64(mlost))), orNil(perr == nil, f(float64(plost))))
-	r.note("reconnect-storm: %d clients connected with every seed (random order), node 1 SIGKILLed; time until every client that lost its connection was re-admitted (lost: not re-admitted within %s)", r.sz.stormConns, limit)
+	r.note("reconnect-storm: %d clients connected with every seed (random order), node 1 SIGKILLed; time until every client that lost its connection (membershipd %d, plain %d) was re-admitted (lost: not re-admitted within %s)", r.sz.stormConns, mdrop, pdrop, limit)
 
 	// Fail-closed last: it leaves the cluster without quorum.
 	if _, err := hc.WaitHealthy(sctx, c.Nodes()...); err != nil {

@@ -357,8 +357,9 @@ func failClosed(ctx context.Context, c chaos.Cluster, id *identity.Identity) (ti
 
 // storm connects clients (16 at a time), kills one node with kill, and
 // returns the time from the kill until every client that lost its
-// connection was re-admitted, and how many were not within limit.
-func storm(ctx context.Context, clients int, dial func(...nats.Option) (*nats.Conn, error), kill func() error, limit time.Duration) (time.Duration, int, error) {
+// connection was re-admitted, how many were not within limit, and how many
+// lost their connection.
+func storm(ctx context.Context, clients int, dial func(...nats.Option) (*nats.Conn, error), kill func() error, limit time.Duration) (time.Duration, int, int, error) {
 	type client struct {
 		nc      *nats.Conn
 		dropped atomic.Bool
@@ -401,19 +402,20 @@ func storm(ctx context.Context, clients int, dial func(...nats.Option) (*nats.Co
 		}
 	}()
 	if firstErr != nil {
-		return 0, 0, firstErr
+		return 0, 0, 0, firstErr
 	}
 	t0 := time.Now()
 	if err := kill(); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	deadline := t0.Add(limit)
 	for {
-		waiting, latest := 0, t0
+		waiting, dropped, latest := 0, 0, t0
 		for _, cl := range cs {
 			if !cl.dropped.Load() && cl.nc.IsConnected() {
 				continue
 			}
+			dropped++
 			b := cl.back.Load()
 			if b == 0 || !cl.nc.IsConnected() {
 				waiting++
@@ -424,10 +426,10 @@ func storm(ctx context.Context, clients int, dial func(...nats.Option) (*nats.Co
 			}
 		}
 		if waiting == 0 {
-			return latest.Sub(t0), 0, nil
+			return latest.Sub(t0), 0, dropped, nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return time.Since(t0), waiting, nil
+			return time.Since(t0), waiting, dropped, nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -225,7 +225,8 @@ func throughput(ctx context.Context, s side, count, size int) (float64, error) {
 			return 0, err
 		}
 		m := &nats.Msg{Subject: s.subject, Data: data, Header: nats.Header{}}
-		f, err := js.PublishMsgAsync(m, jetstream.WithMsgID(fmt.Sprintf("%s-%d", run, n)))
+		// A full window waits for acks (default: gives up after 200 ms).
+		f, err := js.PublishMsgAsync(m, jetstream.WithMsgID(fmt.Sprintf("%s-%d", run, n)), jetstream.WithStallWait(30*time.Second))
 		if err != nil {
 			return 0, fmt.Errorf("%s publish %d: %w", s.name, n, err)
 		}
