@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -275,5 +274,3 @@ func pct(sorted []time.Duration, p int) time.Duration {
 	}
 	return sorted[min(len(sorted)-1, len(sorted)*p/100)]
 }
-
-var errNoData = errors.New("no data")
