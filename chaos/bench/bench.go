@@ -429,6 +429,7 @@ func (r *run) faults(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.cliUserAdd(sctx, c)
 	t := c.TLS()
 	p, err := newProcPlain(r.o.NatsServer, filepath.Join(dir, "plain"), t, m.id, r.log)
 	if err != nil {
@@ -524,4 +525,33 @@ func fmtDurs(d []time.Duration) string {
 		out += fmt.Sprintf("%.2fs", x.Seconds())
 	}
 	return out + "]"
+}
+
+// cliUserAdd times the whole `membershipd user add` process (start, TLS
+// connect, the KV write, exit) on the process cluster: the part of the
+// CLI's cost that user-add-p50-ms leaves out. A note, not a row.
+func (r *run) cliUserAdd(ctx context.Context, c *process.Cluster) {
+	n := 5
+	if r.o.Quick {
+		n = 2
+	}
+	d, err := timeEach(n, func(i int) error {
+		id, err := identity.Generate()
+		if err != nil {
+			return err
+		}
+		res, err := c.CLI(ctx, c.Nodes()[0], "user", "add", "--handle", fmt.Sprintf("bench-cli-%d", i), "--sign-pub", id.SignPub())
+		if err != nil {
+			return err
+		}
+		if res.ExitCode != 0 {
+			return fmt.Errorf("exit %d: %s", res.ExitCode, res.Stderr)
+		}
+		return nil
+	})
+	if err != nil {
+		r.fail("membershipd user add (CLI process)", err)
+		return
+	}
+	r.note("user-add via the CLI process (`membershipd user add`, start to exit, process cluster): median %.0f ms of %d", ms(median(d)), n)
 }
