@@ -269,6 +269,19 @@ func (r *run) steady(ctx context.Context) error {
 	r.note("pub-recv: %d messages at %g/s, one publisher and one consumer on node 1; membershipd E2E-sealed into the room stream, read through the member's control-plane-made pull consumer (explicit acks); plain through an ordered consumer", r.sz.latCount, r.sz.latRate)
 
 	r.set("throughput-msgs-per-s", tp[0], tp[1])
+	// What sealing alone allows one publishing goroutine: the ceiling of
+	// membershipd's throughput row on this machine.
+	if d, err := timeEach(1, func(int) error {
+		p := make([]byte, 1024)
+		for range 500 {
+			if _, err := ms.seal(p); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err == nil {
+		r.note("E2E sealing alone (1 KiB, one goroutine, no network): %.0f msgs/s on this machine, the ceiling for one sealing publisher", 500/d[0].Seconds())
+	}
 	r.note("throughput: %d messages of 1 KiB (membershipd: sealed to ~%d bytes), async publish with at most 256 unacked, one stream", r.sz.tpCount, 1024+len(env)-40)
 
 	// Control plane: GET /v1/me, signed with a fresh nonce each time.
