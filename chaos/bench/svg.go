@@ -33,24 +33,31 @@ func axes(b *strings.Builder, x, y, w, h int, title, xl, yl string) {
 }
 
 func (res Result) cdf(b *strings.Builder, x, y, w, h int) {
-	axes(b, x, y, w, h, "publish → receive latency (CDF)", "ms", "fraction")
-	// The x range ends at the larger p99.9: the tail beyond it would
-	// squash the body of the curve.
-	var hi time.Duration
+	axes(b, x, y, w, h, "publish → receive latency (CDF, log scale)", "ms", "fraction")
+	// Log x axis, whole decades from below the fastest to above the
+	// slowest message: the body (about a millisecond) and the tail (up to
+	// seconds under load) both stay readable.
+	lo, hi := math.Inf(1), 0.0
 	for _, l := range res.Latency {
 		if len(l) > 0 {
-			hi = max(hi, l[min(len(l)-1, len(l)*999/1000)])
+			lo, hi = math.Min(lo, ms(l[0])), math.Max(hi, ms(l[len(l)-1]))
 		}
 	}
 	if hi == 0 {
 		fmt.Fprintf(b, `<text x="%d" y="%d">no latency data</text>`+"\n", x+10, y+h/2)
 		return
 	}
-	hims := float64(hi) / float64(time.Millisecond)
+	d0 := math.Floor(math.Log10(math.Max(lo, 0.001)))
+	d1 := math.Max(math.Ceil(math.Log10(hi)), d0+1)
+	px := func(v float64) float64 {
+		return float64(x) + float64(w)*(math.Log10(math.Max(v, 0.001))-d0)/(d1-d0)
+	}
+	for d := d0; d <= d1; d++ {
+		tx := px(math.Pow(10, d))
+		fmt.Fprintf(b, `<text x="%.0f" y="%d" text-anchor="middle">%g</text>`+"\n", tx, y+h+15, math.Pow(10, d))
+		fmt.Fprintf(b, `<line x1="%.0f" y1="%d" x2="%.0f" y2="%d" stroke="#eee"/>`+"\n", tx, y, tx, y+h)
+	}
 	for i := 0; i <= 4; i++ {
-		v := hims * float64(i) / 4
-		px := x + int(float64(w)*float64(i)/4)
-		fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="middle">%.2f</text>`+"\n", px, y+h+15, v)
 		fy := y + h - h*i/4
 		fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="end">%.2f</text>`+"\n", x-5, fy+4, float64(i)/4)
 		fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#ddd"/>`+"\n", x, fy, x+w, fy)
@@ -61,17 +68,13 @@ func (res Result) cdf(b *strings.Builder, x, y, w, h int) {
 		if len(l) == 0 {
 			continue
 		}
-		var pts []string
+		pts := make([]string, 0, len(l))
 		for i, d := range l {
-			if d > hi {
-				break
-			}
-			px := float64(x) + float64(w)*float64(d)/float64(hi)
 			py := float64(y+h) - float64(h)*float64(i+1)/float64(len(l))
-			pts = append(pts, fmt.Sprintf("%.1f,%.1f", px, py))
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", px(ms(d)), py))
 		}
 		fmt.Fprintf(b, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", colors[name], strings.Join(pts, " "))
-		legend(b, x+w-140, y+h-60+row*18, name, fmt.Sprintf("p50 %.2f p99 %.2f", ms(pct(l, 50)), ms(pct(l, 99))))
+		legend(b, x+10, y+15+row*18, name, fmt.Sprintf("p50 %.2f  p99 %.2f ms", ms(pct(l, 50)), ms(pct(l, 99))))
 		row++
 	}
 }
