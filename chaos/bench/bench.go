@@ -172,9 +172,9 @@ func (r *run) steady(ctx context.Context) error {
 	defer func() { _ = c.Close() }()
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	// Each cluster's goroutines carry a profiler label (inherited by
-	// every goroutine they start), so a CPU profile of the run splits by
-	// cluster: go tool pprof -tagfocus=cluster=membershipd.
+	// Each cluster's goroutines carry a profiler label (inherited by the
+	// goroutines they start; nats-server relabels some of its own, so the
+	// split is partial): go tool pprof -tags shows CPU per cluster.
 	pprof.Do(sctx, pprof.Labels("cluster", "membershipd"), func(ctx context.Context) { err = c.StartAll(ctx) })
 	if err != nil {
 		return err
