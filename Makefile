@@ -28,7 +28,7 @@ ginkgo_flags = readarray -t gflags < <(printf '%s\n' "$$SPECFLAGS" \
   | sed -E 's/[[:space:]]+-/\n-/g' \
   | sed -E "s/^[[:space:]]+//; s/[[:space:]]+$$//; s/^(-[^=]*=)'(.*)'$$/\1\2/; s/^(-[^=]*=)\"(.*)\"$$/\1\2/; /^$$/d")
 
-.PHONY: all build lint unit specs chaos test bench fuzz cluster clean vps-sim-up vps-sim-down test-vps specs-live nemesis
+.PHONY: all build lint unit specs chaos test bench bench-micro fuzz cluster clean vps-sim-up vps-sim-down test-vps specs-live nemesis
 
 all: build
 
@@ -74,7 +74,21 @@ test: lint unit specs chaos
 specs-each: build
 	specs/each-claim.sh
 
+# One table, membershipd next to a plain nats-server cluster, both started
+# in this run: printed, and written to out/bench/bench.json + bench.svg.
+# `make bench BENCHTIME=short` is a smoke check with small workloads;
+# BENCHFLAGS=-cpuprofile also writes CPU profiles (cpu-membershipd.pprof,
+# cpu-plain.pprof: each cluster's pub-recv + throughput workloads) into out/bench.
+BENCHTIME  ?=
+BENCHFLAGS ?=
 bench:
+	$(GO) build -o bin/membershipd ./membershipd
+	$(GO) build -o bin/nats-server github.com/nats-io/nats-server/v2
+	$(GO) run ./chaos/bench/cmd/bench -membershipd bin/membershipd -nats-server bin/nats-server \
+	  -out $(OUT)/bench $(if $(filter short,$(BENCHTIME)),-short) $(BENCHFLAGS)
+
+# The per-row micro-benchmarks (raw `go test -bench` lines).
+bench-micro:
 	$(GO) test -run='^$$' -bench=. -benchmem ./membershipd/... ./chaos/...
 
 # Every Go fuzz target in turn, FUZZTIME each (CI: 10s). A crash fails
