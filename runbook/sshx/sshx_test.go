@@ -181,13 +181,22 @@ func TestRun(t *testing.T) {
 
 	t.Run("cancel signals the command", func(t *testing.T) {
 		marker := filepath.Join(e.dir, "cancelled")
-		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		ready := filepath.Join(e.dir, "trap-set")
+		cctx, cancel := context.WithCancel(ctx)
 		defer cancel()
+		done := make(chan error, 1)
+		go func() {
+			// sleep is the shell's last command; TERM reaches the trap.
+			_, err := c.Run(cctx, "trap 'touch "+marker+"; exit 143' TERM; touch "+ready+"; sleep 30 & wait", nil)
+			done <- err
+		}()
+		// Cancel only once the trap is set: on a loaded machine the session
+		// and shell take longer to start than any fixed delay.
+		waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil }, "remote command set its trap")
 		start := time.Now()
-		// sleep is the shell's last command; TERM reaches the trap.
-		_, err := c.Run(cctx, "trap 'touch "+marker+"; exit 143' TERM; sleep 30 & wait", nil)
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("want DeadlineExceeded, got %v", err)
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("want Canceled, got %v", err)
 		}
 		if d := time.Since(start); d > 5*time.Second {
 			t.Fatalf("cancel took %v", d)
