@@ -139,3 +139,20 @@ func LoadSchedule(path string) (*Schedule, error) {
 	}
 	return &s, nil
 }
+
+// ReplayDrift compares the replayed steps with the recorded ones.
+func ReplayDrift(want, got []Step) string {
+	if len(got) != len(want) {
+		return fmt.Sprintf("ran %d of %d steps", len(got), len(want))
+	}
+	var worst int64
+	for i := range want {
+		if got[i].Fault != want[i].Fault {
+			return fmt.Sprintf("step %d is %s, recorded %s", i, got[i].Fault, want[i].Fault)
+		}
+		for _, d := range []int64{got[i].InjectMS - want[i].InjectMS, got[i].HealMS - want[i].HealMS} {
+			worst = max(worst, d, -d)
+		}
+	}
+	return fmt.Sprintf("%d steps, same faults in the same order, inject and heal offsets within %d ms of the recording", len(got), worst)
+}
