@@ -74,7 +74,7 @@ func (c *Config) defaults() error {
 		c.Target = "process"
 	}
 	if c.Target != "process" {
-		return bad("target %q: the nemesis runs on the process target only so far (ssh: not yet; inproc: cannot kill or pause one node)", c.Target)
+		return bad("target %q: the nemesis runs on the process target only (TARGET=process); ssh is not wired yet (its fault claims run with --allow-disruptive), inproc cannot kill or pause one node", c.Target)
 	}
 	if c.Duration == 0 {
 		c.Duration = 5 * time.Minute
@@ -319,8 +319,13 @@ func warmUp(ctx context.Context, h *history.Recorder, max time.Duration) []histo
 
 // writeReport writes porcupine.html and report.html through chaos/report.
 func writeReport(dir string, cfg Config, base time.Time, nodes []string, ops []history.Op, faults []fault.Evidence, v Verdict, sched Schedule) error {
+	sync := "the binary's default"
+	if cfg.Sync != "" {
+		sync = cfg.Sync
+	}
 	notes := []string{
-		fmt.Sprintf("Seed %d, duration %s, target %s, faults %v, sync %q. Replay: make nemesis REPLAY=%s", cfg.Seed, cfg.Duration, cfg.Target, sched.Faults, cfg.Sync, filepath.Join(dir, "schedule.json")),
+		fmt.Sprintf("Seed %d, duration %s, target %s, faults drawn from %s, serve --sync %s. Replay: make nemesis REPLAY=%s",
+			cfg.Seed, cfg.Duration, cfg.Target, strings.Join(sched.Faults, ", "), sync, filepath.Join(dir, "schedule.json")),
 		"A replay reproduces " + sched.Reproduces + ".",
 		"A replay cannot reproduce " + sched.CannotReproduce + ".",
 		"Replica divergence compares each server's first/last sequence, message count and bytes (JSZ gives no per-replica content hash); the content of each room stream is checked by its final read (drain ops in history.jsonl).",
