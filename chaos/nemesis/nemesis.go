@@ -230,6 +230,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	nm.run(ctx)
 	sched.Steps = nm.steps
+	if cfg.Replay != nil {
+		// A replay that did not keep the recorded schedule reproduces
+		// nothing: say so rather than judge it as one.
+		if text, ok := replayCheck(cfg.Replay.Steps, nm.steps); !ok {
+			nm.invalid = append(nm.invalid, "replay of "+cfg.ReplayPath+": "+text)
+		}
+	}
 	sched.DurationMS = end.Sub(base).Milliseconds()
 
 	// Wait out the duration (a schedule may end early), then healthy.

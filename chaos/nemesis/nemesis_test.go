@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unibus/clusterkit/chaos/fault"
 	"github.com/unibus/clusterkit/chaos/history"
 	"github.com/unibus/clusterkit/chaos/validate"
 )
@@ -149,5 +150,31 @@ func TestJudgeMissingStream(t *testing.T) {
 	v := judge(judgeInput{ops: judgeOps(FinalRead{Stream: "ROOM_a", Missing: true}), firstFault: 5000, durationMS: 10000})
 	if q := result(t, v, "queue"); v.Status != validate.Red || q.Counts["lost"] != 2 || q.Counts["lost-postfix"] != 2 {
 		t.Fatalf("want red with r-1 and r-2 lost, got %s", q)
+	}
+}
+
+// A replay must inject the recorded faults, with their args, in order, at
+// the recorded offsets within a second.
+func TestReplayCheck(t *testing.T) {
+	rec := []Step{
+		{Fault: "kill", Args: fault.Args{Nodes: []string{"n2"}}, InjectMS: 10000, HealMS: 16000},
+		{Fault: "pause", Args: fault.Args{Nodes: []string{"n1"}}, InjectMS: 24000, HealMS: 34000},
+	}
+	got := append([]Step(nil), rec...)
+	got[1].InjectMS += 900
+	if _, ok := replayCheck(rec, got); !ok {
+		t.Fatal("900 ms off must pass")
+	}
+	got[1].HealMS += 1200
+	if text, ok := replayCheck(rec, got); ok {
+		t.Fatalf("1200 ms off must fail: %s", text)
+	}
+	got = append([]Step(nil), rec...)
+	got[0].Args = fault.Args{Nodes: []string{"n3"}}
+	if _, ok := replayCheck(rec, got); ok {
+		t.Fatal("another victim must fail")
+	}
+	if _, ok := replayCheck(rec, rec[:1]); ok {
+		t.Fatal("a missing step must fail")
 	}
 }
