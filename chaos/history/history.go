@@ -33,15 +33,23 @@ const (
 	UserAdd    Kind = "user-add"
 	UserRevoke Kind = "user-revoke"
 	UserGet    Kind = "user-get"
-	// Connect: a NATS connection attempt. Key is the identity's sign key,
-	// Value its role in the workload ("registered", "unregistered",
-	// "revoked").
+	// Connect: a NATS connection attempt. Key and Signer are the
+	// identity's sign key, Value its role in the workload ("registered",
+	// "unregistered", "revoked", "churn").
 	Connect Kind = "connect"
 	// Request: a signed control-plane request. Key is "METHOD PATH",
-	// Value "replay" for a deliberate replay, else "".
+	// Value "replay" for a deliberate replay, else ""; Signer the
+	// identity that signed it.
 	Request Kind = "request"
 	// Health: one /healthz probe. Value is the status code as text.
 	Health Kind = "health"
+	// Drain: the final read of a room stream after the final heal, one op
+	// per stored message (Key the stream, Value the message id, Seq its
+	// sequence), then one op with an empty Value that ends the stream's
+	// read: ok when the stream was read to its end (or is gone: Error says
+	// so), failed when it could not be read. What a drain holds is what the
+	// stream kept, whatever was delivered during the run.
+	Drain Kind = "drain"
 )
 
 // Outcome is how an operation ended.
@@ -58,13 +66,17 @@ const (
 
 // Op is one operation.
 type Op struct {
-	ID       int64   `json:"id"`
-	Process  string  `json:"process"` // the client (probe, worker) that ran it
-	Node     string  `json:"node"`    // the node it went to
-	Kind     Kind    `json:"kind"`
-	Key      string  `json:"key,omitempty"`
-	Value    string  `json:"value,omitempty"`
-	Seq      uint64  `json:"seq,omitempty"`
+	ID      int64  `json:"id"`
+	Process string `json:"process"` // the client (probe, worker) that ran it
+	Node    string `json:"node"`    // the node it went to
+	Kind    Kind   `json:"kind"`
+	Key     string `json:"key,omitempty"`
+	Value   string `json:"value,omitempty"`
+	Seq     uint64 `json:"seq,omitempty"`
+	// Signer is the sign key (64 hex) of the identity the operation acted
+	// as: the connecting identity of a connect, the signer of a request.
+	// Empty for operations as the cluster's own identity.
+	Signer   string  `json:"signer,omitempty"`
 	InvokeMS int64   `json:"invoke_ms"`
 	EndMS    int64   `json:"end_ms"`
 	Outcome  Outcome `json:"outcome"`

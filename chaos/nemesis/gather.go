@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/chaos/validate"
 	"github.com/unibus/clusterkit/membershipd/clusterinfo"
 	"github.com/unibus/clusterkit/membershipd/store"
 	"github.com/unibus/clusterkit/membershipd/store/kv"
@@ -177,6 +178,17 @@ type FinalRead struct {
 	// Dups are ids stored at more than one sequence.
 	Dups  []string `json:"dups,omitempty"`
 	Error string   `json:"error,omitempty"`
+	// Order: every message read, in stream order (drain ops); StartMS
+	// and EndMS: the read's span on the run's clock.
+	Order   []IDSeq `json:"-"`
+	StartMS int64   `json:"start_ms"`
+	EndMS   int64   `json:"end_ms"`
+}
+
+// IDSeq is one stored message: its id and sequence.
+type IDSeq struct {
+	ID  string
+	Seq uint64
 }
 
 // finalRead reads every message of stream with an ordered consumer on
@@ -228,6 +240,7 @@ func finalRead(ctx context.Context, c chaos.Cluster, n chaos.Node, stream string
 				fr.Dups = append(fr.Dups, id)
 			}
 			fr.IDs[id] = md.Sequence.Stream
+			fr.Order = append(fr.Order, IDSeq{id, md.Sequence.Stream})
 			if md.Sequence.Stream >= fr.LastSeq {
 				return fr
 			}
@@ -256,10 +269,13 @@ type Allowlists struct {
 		Active int    `json:"active"`
 		Hash   string `json:"hash"`
 	} `json:"kv"`
-	Nodes       []NodeAllowlist `json:"nodes"`
-	Converged   bool            `json:"converged"`
-	ConvergedMS int64           `json:"converged_ms"` // -1: never within the wait
-	Problems    []string        `json:"problems,omitempty"`
+	Nodes []NodeAllowlist `json:"nodes"`
+	// Snapshots: every node's digest at every poll (the convergence
+	// checker's input).
+	Snapshots   []validate.AllowlistSnapshot `json:"snapshots"`
+	Converged   bool                         `json:"converged"`
+	ConvergedMS int64                        `json:"converged_ms"` // -1: never within the wait
+	Problems    []string                     `json:"problems,omitempty"`
 }
 
 // gatherAllowlists compares every node's allowlist (its status) with the
@@ -268,12 +284,21 @@ func gatherAllowlists(ctx context.Context, e *env, wait time.Duration) Allowlist
 	start := time.Now()
 	deadline := start.Add(wait)
 	var a Allowlists
+	var snaps []validate.AllowlistSnapshot
 	for i := 0; ; i++ {
 		a = Allowlists{AtMS: e.hist.MS(time.Now()), ConvergedMS: -1}
 		n := e.nodes[i%len(e.nodes)]
 		if err := a.sample(ctx, e, n); err != nil {
 			a.Problems = append(a.Problems, err.Error())
 		}
+		for _, na := range a.Nodes {
+			sn := validate.AllowlistSnapshot{Node: na.Node, AtMS: a.AtMS, Hash: na.Hash}
+			if na.Hash == "" {
+				sn.Error = "the node's status carries no allowlist summary"
+			}
+			snaps = append(snaps, sn)
+		}
+		a.Snapshots = snaps
 		if a.Converged {
 			a.ConvergedMS = time.Since(start).Milliseconds()
 		}

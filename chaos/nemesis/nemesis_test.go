@@ -6,8 +6,11 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+	"time"
 
+	"github.com/unibus/clusterkit/chaos/fault"
 	"github.com/unibus/clusterkit/chaos/history"
+	"github.com/unibus/clusterkit/chaos/validate"
 )
 
 // One seed, one plan: the schedule a seed draws does not depend on
@@ -57,34 +60,76 @@ func TestLoadScheduleRefusesBadInput(t *testing.T) {
 	}
 }
 
-// The minimal checker: an acked message missing from the final read is a
-// lost write and the run is red; an unknown one is not.
-func TestJudgeLostAckedWrite(t *testing.T) {
+func result(t *testing.T, v Verdict, name string) validate.Result {
+	t.Helper()
+	for _, r := range v.Report.Results {
+		if r.Name == name {
+			return r
+		}
+	}
+	t.Fatalf("no %s result in %+v", name, v.Report.Results)
+	return validate.Result{}
+}
+
+// judgeOps: health traffic, then two acked publishes and an unknown one
+// to ROOM_a, with the final read of ROOM_a as drain ops.
+func judgeOps(read FinalRead) []history.Op {
 	var ops []history.Op
 	for i := range 1000 {
-		ops = append(ops, history.Op{ID: int64(i), Kind: history.Health, Value: "200", Outcome: history.OK, InvokeMS: int64(i), EndMS: int64(i)})
+		ops = append(ops, history.Op{ID: int64(i + 1), Kind: history.Health, Value: "200", Outcome: history.OK, InvokeMS: int64(i), EndMS: int64(i)})
 	}
 	ops = append(ops,
 		history.Op{ID: 2001, Kind: history.Publish, Key: "ROOM_a", Value: "r-1", Outcome: history.OK, EndMS: 10},
 		history.Op{ID: 2002, Kind: history.Publish, Key: "ROOM_a", Value: "r-2", Outcome: history.OK, EndMS: 20},
 		history.Op{ID: 2003, Kind: history.Publish, Key: "ROOM_a", Value: "r-3", Outcome: history.Unknown, EndMS: 30},
 	)
-	reads := []FinalRead{{Stream: "ROOM_a", IDs: map[string]uint64{"r-1": 1}}}
-	als := Allowlists{Converged: true}
-	v := judge(ops, 5000, 10000, reads, Replicas{Converged: true}, als, nil)
-	if v.Status != Red || len(v.Anomalies) != 1 || v.Anomalies[0].Kind != "lost-acked-writes" || v.Anomalies[0].Count != 1 {
-		t.Fatalf("want red with one lost write (r-2), got %+v", v)
+	for i, op := range drainOps([]FinalRead{read}, "n1") {
+		op.ID = int64(3000 + i)
+		ops = append(ops, op)
 	}
-	reads[0].IDs["r-2"] = 2
-	if v := judge(ops, 5000, 10000, reads, Replicas{Converged: true}, als, nil); v.Status != Green {
-		t.Fatalf("want green, got %+v", v)
+	return ops
+}
+
+// An acked message missing from the final read is a lost write, named by
+// its publish op; an unknown one is not; an accepted replay is red.
+func TestJudgeLostAckedWrite(t *testing.T) {
+	read := FinalRead{Stream: "ROOM_a", LastSeq: 1, Order: []IDSeq{{"r-1", 1}}}
+	v := judge(judgeInput{ops: judgeOps(read), firstFault: 5000, durationMS: 10000})
+	q := result(t, v, "queue")
+	if v.Status != validate.Red || q.OK || q.Counts["lost"] != 1 || q.Anomalies[0].OpIDs[0] != 2002 {
+		t.Fatalf("want red with one lost write (r-2, op 2002), got %s: %s %+v", v.Status, q, q.Anomalies)
 	}
-	if v := judge(ops[:10], 5000, 10000, reads, Replicas{Converged: true}, als, nil); v.Status != Invalid {
-		t.Fatalf("a trickle of traffic must be invalid, got %s", v.Status)
+	read.Order = append(read.Order, IDSeq{"r-2", 2})
+	v = judge(judgeInput{ops: judgeOps(read), firstFault: 5000, durationMS: 10000})
+	if q := result(t, v, "queue"); !q.OK || q.Counts["drained-streams"] != 1 {
+		t.Fatalf("want the queue green, got %s", q)
 	}
-	bad := append(append([]history.Op{}, ops...), history.Op{ID: 3000, Kind: history.Request, Key: "GET /v1/me", Value: "replay", Outcome: history.OK})
-	if v := judge(bad, 5000, 10000, reads, Replicas{Converged: true}, als, nil); v.Status != Red || v.Anomalies[0].Kind != "replay-accepted" {
-		t.Fatalf("an accepted replay must be red, got %+v", v)
+	bad := append(judgeOps(read), history.Op{ID: 9000, Kind: history.Request, Key: "GET /v1/me", Value: "replay", Outcome: history.OK})
+	v = judge(judgeInput{ops: bad, firstFault: 5000, durationMS: 10000})
+	if a := result(t, v, "admission"); v.Status != validate.Red || a.OK {
+		t.Fatalf("an accepted replay must be red, got %s", a)
+	}
+}
+
+// What the nemesis saw itself (a fault that never recovered) is red.
+func TestJudgeRunFailures(t *testing.T) {
+	read := FinalRead{Stream: "ROOM_a", LastSeq: 2, Order: []IDSeq{{"r-1", 1}, {"r-2", 2}}}
+	v := judge(judgeInput{ops: judgeOps(read), firstFault: 5000, durationMS: 10000, red: []string{"kill n1: not recovered"}})
+	if r := result(t, v, "nemesis"); v.Status != validate.Red || r.OK {
+		t.Fatalf("want red, got %s %s", v.Status, r)
+	}
+}
+
+// The mapping of replicas.json leaves the heartbeats out; a node with no
+// allowlist summary is no evidence of convergence.
+func TestJudgeInputs(t *testing.T) {
+	rs := streamReplicas(Replicas{Replicas: []Replica{{Node: "n1", Stream: "ROOM_a"}, {Node: "n1", Stream: movingStream}}})
+	if len(rs) != 1 || rs[0].Stream != "ROOM_a" {
+		t.Fatalf("replicas %+v", rs)
+	}
+	ci := convergenceInput(Allowlists{Snapshots: []validate.AllowlistSnapshot{{Node: "n1", AtMS: 1, Error: "no summary"}}}, []string{"n1"}, 0)
+	if r := validate.Convergence(ci, time.Second); r.Valid {
+		t.Fatalf("a node without a digest must not converge: %s", r)
 	}
 }
 
@@ -102,13 +147,34 @@ func TestDiverged(t *testing.T) {
 
 // A stream the cluster forgot loses every acked message in it.
 func TestJudgeMissingStream(t *testing.T) {
-	var ops []history.Op
-	for i := range 1000 {
-		ops = append(ops, history.Op{ID: int64(i), Kind: history.Health, Value: "200", Outcome: history.OK, EndMS: int64(i)})
+	v := judge(judgeInput{ops: judgeOps(FinalRead{Stream: "ROOM_a", Missing: true}), firstFault: 5000, durationMS: 10000})
+	if q := result(t, v, "queue"); v.Status != validate.Red || q.Counts["lost"] != 2 || q.Counts["lost-postfix"] != 2 {
+		t.Fatalf("want red with r-1 and r-2 lost, got %s", q)
 	}
-	ops = append(ops, history.Op{ID: 2001, Kind: history.Publish, Key: "ROOM_a", Value: "r-1", Outcome: history.OK, EndMS: 10})
-	v := judge(ops, 5000, 10000, []FinalRead{{Stream: "ROOM_a", Missing: true, IDs: map[string]uint64{}}}, Replicas{Converged: true}, Allowlists{Converged: true}, nil)
-	if v.Status != Red || v.Anomalies[0].Kind != "lost-acked-writes" || v.Anomalies[0].Count != 1 {
-		t.Fatalf("want red with r-1 lost, got %+v", v)
+}
+
+// A replay must inject the recorded faults, with their args, in order, at
+// the recorded offsets within a second.
+func TestReplayCheck(t *testing.T) {
+	rec := []Step{
+		{Fault: "kill", Args: fault.Args{Nodes: []string{"n2"}}, InjectMS: 10000, HealMS: 16000},
+		{Fault: "pause", Args: fault.Args{Nodes: []string{"n1"}}, InjectMS: 24000, HealMS: 34000},
+	}
+	got := append([]Step(nil), rec...)
+	got[1].InjectMS += 900
+	if _, ok := replayCheck(rec, got); !ok {
+		t.Fatal("900 ms off must pass")
+	}
+	got[1].HealMS += 1200
+	if text, ok := replayCheck(rec, got); ok {
+		t.Fatalf("1200 ms off must fail: %s", text)
+	}
+	got = append([]Step(nil), rec...)
+	got[0].Args = fault.Args{Nodes: []string{"n3"}}
+	if _, ok := replayCheck(rec, got); ok {
+		t.Fatal("another victim must fail")
+	}
+	if _, ok := replayCheck(rec, rec[:1]); ok {
+		t.Fatal("a missing step must fail")
 	}
 }

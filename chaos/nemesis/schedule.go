@@ -139,3 +139,35 @@ func LoadSchedule(path string) (*Schedule, error) {
 	}
 	return &s, nil
 }
+
+// ReplayTolerance is how far a replayed inject or heal may be from its
+// recorded offset.
+const ReplayTolerance = time.Second
+
+// ReplayDrift compares the replayed steps with the recorded ones.
+func ReplayDrift(want, got []Step) string {
+	text, _ := replayCheck(want, got)
+	return text
+}
+
+// replayCheck describes the replay against the recording; ok is false when
+// it did not inject the same faults with the same args in the same order
+// at the same offsets (within ReplayTolerance).
+func replayCheck(want, got []Step) (string, bool) {
+	if len(got) != len(want) {
+		return fmt.Sprintf("ran %d of %d steps", len(got), len(want)), false
+	}
+	var worst int64
+	for i := range want {
+		if got[i].Fault != want[i].Fault || argsText(got[i].Args) != argsText(want[i].Args) {
+			return fmt.Sprintf("step %d is %s %s, recorded %s %s", i+1, got[i].Fault, argsText(got[i].Args), want[i].Fault, argsText(want[i].Args)), false
+		}
+		for _, d := range []int64{got[i].InjectMS - want[i].InjectMS, got[i].HealMS - want[i].HealMS} {
+			worst = max(worst, d, -d)
+		}
+	}
+	if worst > ReplayTolerance.Milliseconds() {
+		return fmt.Sprintf("%d steps, same faults in the same order, but an inject or heal %d ms off its recorded offset (tolerance %s)", len(got), worst, ReplayTolerance), false
+	}
+	return fmt.Sprintf("%d steps, same faults in the same order, inject and heal offsets within %d ms of the recording", len(got), worst), true
+}

@@ -2,44 +2,24 @@ package nemesis
 
 import (
 	"fmt"
+	"slices"
 
+	"github.com/unibus/clusterkit/chaos/fault"
 	"github.com/unibus/clusterkit/chaos/history"
+	"github.com/unibus/clusterkit/chaos/validate"
 )
 
-// Verdict statuses and the command's exit codes.
-const (
-	Green   = "green"   // exit 0
-	Red     = "red"     // exit 1: an anomaly
-	Invalid = "invalid" // exit 3: the run cannot judge (too little traffic, a fault never observed)
-)
-
-// Anomaly is one kind of wrong behaviour with its count and the first
-// examples (history op ids, message ids, nodes).
-type Anomaly struct {
-	Kind     string   `json:"kind"`
-	Count    int      `json:"count"`
-	Examples []string `json:"examples,omitempty"`
-}
-
-// Verdict is verdict.json.
+// Verdict is verdict.json: chaos/validate's report on the run, with the
+// history's totals.
 type Verdict struct {
-	Status    string         `json:"status"`
-	Anomalies []Anomaly      `json:"anomalies,omitempty"`
-	Invalid   []string       `json:"invalid,omitempty"`
-	Stats     Stats          `json:"stats"`
-	Checker   string         `json:"checker"`
-	Streams   map[string]Que `json:"streams,omitempty"`
+	Status validate.Verdict `json:"status"`
+	Seed   uint64           `json:"seed"`
+	Stats  Stats            `json:"stats"`
+	Report validate.Report  `json:"report"`
 }
 
-// Que is one room stream's queue counts.
-type Que struct {
-	Attempted int `json:"attempted"`
-	Acked     int `json:"acked"`
-	Unknown   int `json:"unknown"`
-	Received  int `json:"received"`
-	Stored    int `json:"stored"`
-	Lost      int `json:"lost"`
-}
+// ExitCode is the command's exit status: 0 green, 1 red, 3 invalid.
+func (v Verdict) ExitCode() int { return v.Status.ExitCode() }
 
 // Stats are the history's totals.
 type Stats struct {
@@ -48,138 +28,99 @@ type Stats struct {
 	OpsPerSecond float64        `json:"ops_per_second"`
 	ByKind       map[string]int `json:"by_kind"`
 	ByOutcome    map[string]int `json:"by_outcome"`
-	// PreFaultOpsPerSecond: the rate before the first fault (the run's
-	// minimum-traffic check).
+	// PreFaultOpsPerSecond: every op (ok or not) before the first fault.
 	PreFaultOpsPerSecond float64 `json:"pre_fault_ops_per_second"`
 }
 
-const maxExamples = 20
-
-func (v *Verdict) add(kind string, examples []string) {
-	if len(examples) == 0 {
-		return
-	}
-	a := Anomaly{Kind: kind, Count: len(examples)}
-	a.Examples = examples[:min(len(examples), maxExamples)]
-	v.Anomalies = append(v.Anomalies, a)
-}
-
-// MinPreFaultRate is the traffic a run must reach before its first fault
-// to be judged at all (ops per second).
+// MinPreFaultRate is the ok traffic a run must reach before its first fault
+// to be judged at all (ok ops per second, validate.Params.MinRate). The
+// workloads make about 70 ok ops/s on 2 idle cores and the warm-up gate
+// waits for each of them, so 10 fails only a run whose workloads stalled;
+// requiredKinds keeps it from passing on health probes alone.
 const MinPreFaultRate = 10.0
 
-// judge is the nemesis's own minimal checker, used until the checkers
-// package judges the history: lost or duplicated acked messages against
-// the final read, replica divergence, allowlists that never converged,
-// accepted replays, admitted revoked or unregistered identities.
-func judge(ops []history.Op, firstFaultMS, durationMS int64, reads []FinalRead, reps Replicas, als Allowlists, invalid []string) Verdict {
-	v := Verdict{Checker: "nemesis-minimal", Invalid: invalid, Streams: map[string]Que{}}
-	v.Stats = stats(ops, firstFaultMS, durationMS)
-	if v.Stats.PreFaultOpsPerSecond < MinPreFaultRate {
-		v.Invalid = append(v.Invalid, fmt.Sprintf("traffic before the first fault was %.1f ops/s (minimum %.0f)", v.Stats.PreFaultOpsPerSecond, MinPreFaultRate))
+// requiredKinds: each workload must have an ok op before the first fault.
+var requiredKinds = []history.Kind{history.Publish, history.Receive, history.UserGet, history.Connect, history.Request, history.Health}
+
+// judgeInput is what a run hands the checkers.
+type judgeInput struct {
+	ops         []history.Op
+	faults      []fault.Evidence
+	nodes       []string
+	firstFault  int64
+	durationMS  int64
+	reps        Replicas
+	als         Allowlists
+	healMS      int64
+	red, invald []string
+}
+
+// judge runs chaos/validate on the run, adding what the nemesis saw itself
+// (a fault that never recovered, a fault never observed, a cluster never
+// healthy again) as the "nemesis" result.
+func judge(in judgeInput) Verdict {
+	rep := validate.Validate(validate.Input{
+		Ops:        in.ops,
+		Faults:     in.faults,
+		Nodes:      in.nodes,
+		Replicas:   streamReplicas(in.reps),
+		Allowlists: convergenceInput(in.als, in.nodes, in.healMS),
+		Params:     validate.Params{MinRate: MinPreFaultRate, Require: requiredKinds},
+	})
+	rep.Add(validate.RunResult("nemesis", in.red, in.invald))
+	return Verdict{Status: rep.Verdict, Stats: stats(in.ops, in.firstFault, in.durationMS), Report: rep}
+}
+
+// streamReplicas maps replicas.json to the divergence checker's input. JSZ
+// gives no content hash per replica, so Hash is empty: replicas compare by
+// first/last sequence, count and bytes, and the content of each room
+// stream is checked by its final read (drain ops). The heartbeats stream
+// is left out (every node writes it every second).
+func streamReplicas(r Replicas) []validate.StreamReplica {
+	out := make([]validate.StreamReplica, 0, len(r.Replicas))
+	for _, x := range r.Replicas {
+		if x.Stream == movingStream {
+			continue
+		}
+		out = append(out, validate.StreamReplica{Node: x.Node, Stream: x.Stream, FirstSeq: x.FirstSeq, LastSeq: x.LastSeq, Msgs: x.Msgs, Bytes: x.Bytes})
 	}
-	stored := map[string]FinalRead{}
+	return out
+}
+
+// convergenceInput maps allowlists.json: every poll of every node's
+// allowlist digest against the users bucket's.
+func convergenceInput(a Allowlists, nodes []string, healMS int64) validate.ConvergenceInput {
+	return validate.ConvergenceInput{Nodes: nodes, WantHash: a.KV.Hash, HealMS: healMS, Snapshots: a.Snapshots}
+}
+
+// drainOps are the final reads as history ops (history.Drain).
+func drainOps(reads []FinalRead, node string) []history.Op {
+	var out []history.Op
 	for _, fr := range reads {
-		stored[fr.Stream] = fr
-		if fr.Error != "" {
-			v.Invalid = append(v.Invalid, fmt.Sprintf("final read of %s: %s", fr.Stream, fr.Error))
+		for _, m := range fr.Order {
+			out = append(out, history.Op{Process: "final-read", Node: node, Kind: history.Drain, Key: fr.Stream, Value: m.ID, Seq: m.Seq,
+				InvokeMS: fr.StartMS, EndMS: fr.EndMS, Outcome: history.OK})
 		}
-	}
-	var lost, replays, revoked, unregistered []string
-	received := map[string]bool{}
-	for _, op := range ops {
-		if op.Kind == history.Receive {
-			received[op.Key+"/"+op.Value] = true
+		end := history.Op{Process: "final-read", Node: node, Kind: history.Drain, Key: fr.Stream, InvokeMS: fr.StartMS, EndMS: fr.EndMS, Outcome: history.OK}
+		switch {
+		case fr.Error != "":
+			end.Outcome, end.Error = history.Failed, fr.Error
+		case fr.Missing:
+			end.Error = "the stream no longer exists: everything acked to it is lost"
+		default:
+			end.Error = fmt.Sprintf("read to sequence %d: %d messages", fr.LastSeq, len(fr.Order))
 		}
+		out = append(out, end)
 	}
-	for _, op := range ops {
-		switch op.Kind {
-		case history.Publish:
-			q := v.Streams[op.Key]
-			q.Attempted++
-			if received[op.Key+"/"+op.Value] {
-				q.Received++
-			}
-			switch op.Outcome {
-			case history.OK:
-				q.Acked++
-				fr, ok := stored[op.Key]
-				if ok && fr.Error == "" {
-					if _, in := fr.IDs[op.Value]; !in {
-						q.Lost++
-						why := ""
-						if fr.Missing {
-							why = ", the stream is gone"
-						}
-						lost = append(lost, fmt.Sprintf("%s %s (op %d, acked at %d ms by %s%s)", op.Key, op.Value, op.ID, op.EndMS, op.Node, why))
-					}
-				}
-			case history.Unknown:
-				q.Unknown++
-			}
-			v.Streams[op.Key] = q
-		case history.Request:
-			if op.Value == "replay" && op.Outcome == history.OK {
-				replays = append(replays, fmt.Sprintf("op %d: %s replayed to %s at %d ms was served", op.ID, op.Key, op.Node, op.EndMS))
-			}
-		case history.Connect:
-			if op.Outcome == history.OK && op.Value == RoleRevoked {
-				revoked = append(revoked, fmt.Sprintf("op %d: %s admitted %s at %d ms", op.ID, op.Node, op.Key[:12], op.EndMS))
-			}
-			if op.Outcome == history.OK && op.Value == RoleUnregistered {
-				unregistered = append(unregistered, fmt.Sprintf("op %d: %s admitted %s at %d ms", op.ID, op.Node, op.Key[:12], op.EndMS))
-			}
-		}
-	}
-	var dups []string
-	for _, fr := range reads {
-		q := v.Streams[fr.Stream]
-		q.Stored = len(fr.IDs)
-		v.Streams[fr.Stream] = q
-		for _, d := range fr.Dups {
-			dups = append(dups, fr.Stream+" "+d)
-		}
-	}
-	v.add("lost-acked-writes", lost)
-	v.add("duplicated-messages", dups)
-	v.add("replica-divergence", reps.Diverged)
-	if !als.Converged {
-		probs := append([]string{}, als.Problems...)
-		for _, n := range als.Nodes {
-			if !n.Matches {
-				probs = append(probs, fmt.Sprintf("%s: %d users (%d active) hash %s applied rev %d; kv %d users (%d active) hash %s",
-					n.Node, n.Users, n.Active, n.Hash, n.AppliedRev, als.KV.Users, als.KV.Active, als.KV.Hash))
-			}
-		}
-		if len(probs) == 0 {
-			probs = []string{"not every node answered"}
-		}
-		v.add("allowlist-not-converged", probs)
-	}
-	v.add("replay-accepted", replays)
-	v.add("revoked-identity-admitted", revoked)
-	v.add("unregistered-identity-admitted", unregistered)
-	switch {
-	case len(v.Anomalies) > 0:
-		v.Status = Red
-	case len(v.Invalid) > 0:
-		v.Status = Invalid
-	default:
-		v.Status = Green
-	}
-	return v
+	return out
 }
 
 func stats(ops []history.Op, firstFaultMS, durationMS int64) Stats {
 	s := Stats{Ops: len(ops), DurationMS: durationMS, ByKind: map[string]int{}, ByOutcome: map[string]int{}}
 	pre := 0
-	var firstMS int64 = -1
 	for _, op := range ops {
 		s.ByKind[string(op.Kind)]++
 		s.ByOutcome[string(op.Outcome)]++
-		if firstMS < 0 || op.InvokeMS < firstMS {
-			firstMS = op.InvokeMS
-		}
 		if firstFaultMS < 0 || op.EndMS < firstFaultMS {
 			pre++
 		}
@@ -195,4 +136,20 @@ func stats(ops []history.Op, firstFaultMS, durationMS int64) Stats {
 		s.PreFaultOpsPerSecond = float64(pre) / (float64(preEnd) / 1000)
 	}
 	return s
+}
+
+// kindsSeen: the required kinds with an ok op in ops.
+func kindsSeen(ops []history.Op) (missing []history.Kind) {
+	ok := map[history.Kind]bool{}
+	for _, op := range ops {
+		if op.Outcome == history.OK {
+			ok[op.Kind] = true
+		}
+	}
+	for _, k := range requiredKinds {
+		if !ok[k] {
+			missing = append(missing, k)
+		}
+	}
+	return slices.Clip(missing)
 }

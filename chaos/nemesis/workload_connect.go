@@ -45,7 +45,7 @@ func (w *connectWorkload) start(ctx context.Context, wg *sync.WaitGroup) {
 			if ctx.Err() != nil {
 				return
 			}
-			op := history.Op{Process: "connect", Node: n.Name(), Kind: history.Connect, Key: id.SignPub(), Value: role, Outcome: history.OK}
+			op := history.Op{Process: "connect", Node: n.Name(), Kind: history.Connect, Key: id.SignPub(), Signer: id.SignPub(), Value: role, Outcome: history.OK}
 			if err != nil {
 				op.Outcome, op.Error = history.Failed, errText(err)
 			} else {

@@ -21,22 +21,29 @@ import (
 // /v1/rooms, signed V2: cluster name and nonce) to random nodes, and
 // replays some accepted ones byte for byte to a random node: a replay must
 // be refused (the nonce is recorded in the replicated nonces bucket).
-// Request ops: Key "METHOD PATH", Value "replay" for a replay, Error the
-// status and message of a refusal.
+// Request ops: Key "METHOD PATH", Value "replay" for a replay, Signer the
+// signing identity, Error the status and message of a refusal. Most
+// requests are signed by the registered identity; some by the revoked one
+// and by the users workload's churned keys, so the revocation checker
+// judges requests too.
 type requestWorkload struct {
 	e       *env
-	id      *identity.Identity
+	id      *identity.Identity   // registered
+	others  []*identity.Identity // revoked, churned
 	cluster string
 	hc      *http.Client
 }
 
-func newRequestWorkload(e *env, id *identity.Identity) (*requestWorkload, error) {
+// otherSigners: the share of requests signed by a revoked or churned key.
+const otherSigners = 0.3
+
+func newRequestWorkload(e *env, id *identity.Identity, others ...*identity.Identity) (*requestWorkload, error) {
 	pool, err := pki.CertPoolFromFile(e.tls.ClientCA)
 	if err != nil {
 		return nil, err
 	}
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, Proxy: nil}
-	return &requestWorkload{e: e, id: id, hc: &http.Client{Transport: tr, Timeout: api.Budget + 2*time.Second}}, nil
+	return &requestWorkload{e: e, id: id, others: others, hc: &http.Client{Transport: tr, Timeout: api.Budget + 2*time.Second}}, nil
 }
 
 // learnCluster reads the public cluster name (signed into every request).
@@ -78,11 +85,15 @@ func (w *requestWorkload) start(ctx context.Context, wg *sync.WaitGroup) {
 				return
 			}
 			req.Header.Set(identity.HeaderCluster, w.cluster)
-			if err := identity.SignRequest(req, nil, w.id, time.Now()); err != nil {
+			signer := w.id
+			if len(w.others) > 0 && rng.Float64() < otherSigners {
+				signer = w.others[rng.IntN(len(w.others))]
+			}
+			if err := identity.SignRequest(req, nil, signer, time.Now()); err != nil {
 				w.e.log.Error("sign request", "err", err)
 				return
 			}
-			code := w.send(ctx, req, n.Name(), "")
+			code := w.send(ctx, req, n.Name(), "", signer.SignPub())
 			if ctx.Err() != nil {
 				return
 			}
@@ -92,16 +103,16 @@ func (w *requestWorkload) start(ctx context.Context, wg *sync.WaitGroup) {
 				m := w.e.nodes[rng.IntN(len(w.e.nodes))]
 				again := req.Clone(ctx)
 				again.URL.Host, again.Host = hostOf(apiBase(m)), ""
-				w.send(ctx, again, m.Name(), "replay")
+				w.send(ctx, again, m.Name(), "replay", signer.SignPub())
 			}
 		}
 	}()
 }
 
 // send sends req and records it; the status code (0: no answer).
-func (w *requestWorkload) send(ctx context.Context, req *http.Request, node, value string) int {
+func (w *requestWorkload) send(ctx context.Context, req *http.Request, node, value, signer string) int {
 	req = req.WithContext(ctx)
-	op := history.Op{Process: "requests", Node: node, Kind: history.Request, Key: req.Method + " " + req.URL.Path, Value: value}
+	op := history.Op{Process: "requests", Node: node, Kind: history.Request, Key: req.Method + " " + req.URL.Path, Value: value, Signer: signer}
 	t0 := time.Now()
 	resp, err := w.hc.Do(req)
 	if err != nil {

@@ -602,7 +602,9 @@ func anomalyMarks(ops []history.Op, rep *validate.Report) []mark {
 }
 
 // rates buckets the client ops per second of the run: completions by fate,
-// publish ack latency (p50, p99, max) and publish→receive latency.
+// publish ack latency (p50, p99, max) and publish→receive latency. Health
+// probes and the final read (drain ops, thousands in one second after the
+// run) are no client traffic.
 func rates(ops []history.Op, t0, t1 int64) ([][3]int, [][3]int64, [][2]int64) {
 	n := int(min((t1-t0)/1000+1, maxSeconds))
 	rate := make([][3]int, n)
@@ -611,7 +613,7 @@ func rates(ops []history.Op, t0, t1 int64) ([][3]int, [][3]int64, [][2]int64) {
 	sec := func(ms int64) int { return min(max(int((ms-t0)/1000), 0), n-1) }
 	pubAt := map[string]int64{}
 	for _, op := range ops {
-		if op.Kind == history.Health {
+		if op.Kind == history.Health || op.Kind == history.Drain {
 			continue
 		}
 		rate[sec(op.EndMS)][fateIndex(op.Outcome)]++

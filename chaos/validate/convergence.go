@@ -14,6 +14,10 @@ type AllowlistSnapshot struct {
 	Node   string   `json:"node"`
 	AtMS   int64    `json:"at_ms"`
 	Active []string `json:"active"`
+	// Hash: when a node reports only a digest of its allowlist (not the
+	// keys), the digest, compared with ConvergenceInput.WantHash (the
+	// runner computes both the same way); Active is then empty.
+	Hash string `json:"hash,omitempty"`
 	// Error: the read failed (the node did not answer); such a snapshot
 	// shows nothing either way.
 	Error string `json:"error,omitempty"`
@@ -25,6 +29,8 @@ type ConvergenceInput struct {
 	Nodes []string `json:"nodes"`
 	// Want: the active users' keys per the KV (ListUsers after the heal).
 	Want []string `json:"want"`
+	// WantHash: the KV's digest, for snapshots that carry a Hash.
+	WantHash string `json:"want_hash,omitempty"`
 	// HealMS: when the final heal completed (the deadline counts from it).
 	HealMS    int64               `json:"heal_ms"`
 	Snapshots []AllowlistSnapshot `json:"snapshots"`
@@ -65,6 +71,17 @@ func Convergence(in ConvergenceInput, deadline time.Duration) Result {
 		at := int64(-1)
 		var lastDiff string
 		for _, s := range snaps {
+			if s.Hash != "" && len(s.Active) == 0 {
+				if s.Hash == in.WantHash {
+					if at < 0 {
+						at = s.AtMS
+					}
+					continue
+				}
+				at = -1
+				lastDiff = fmt.Sprintf("at %d ms digest %s, KV %s", s.AtMS, short(s.Hash), short(in.WantHash))
+				continue
+			}
 			missing, extra := diff(want, s.Active)
 			if len(missing) == 0 && len(extra) == 0 {
 				if at < 0 {

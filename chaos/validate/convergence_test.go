@@ -48,3 +48,19 @@ func TestConvergenceUnreadNodeInvalid(t *testing.T) {
 	wantInvalid(t, Convergence(convIn(AllowlistSnapshot{Node: "n3", AtMS: 10100, Error: "refused"}), 5*time.Second))
 	wantInvalid(t, Convergence(ConvergenceInput{}, time.Second))
 }
+
+// Nodes that report only a digest of their allowlist are compared by it.
+func TestConvergenceByDigest(t *testing.T) {
+	in := ConvergenceInput{Nodes: []string{"n1", "n2"}, WantHash: "abc", HealMS: 1000, Snapshots: []AllowlistSnapshot{
+		{Node: "n1", AtMS: 1500, Hash: "abc"},
+		{Node: "n2", AtMS: 1500, Hash: "old"},
+		{Node: "n2", AtMS: 2500, Hash: "abc"},
+	}}
+	r := Convergence(in, 30*time.Second)
+	wantPass(t, r)
+	if r.Counts["slowest-ms"] != 1500 {
+		t.Fatalf("counts %v", r.Counts)
+	}
+	in.Snapshots = append(in.Snapshots, AllowlistSnapshot{Node: "n1", AtMS: 3000, Hash: "other"})
+	wantFail(t, Convergence(in, 30*time.Second), "not-converged")
+}

@@ -28,6 +28,13 @@ import (
 //     (acked late: reported, not a failure).
 //
 // lost, stored-twice and unexpected fail the run.
+//
+// A stream with a final read (drain ops, ended by an ok drain with an
+// empty Value) is judged against it: an acked message is lost when the
+// drain does not hold it, even if it was delivered during the run (the
+// stream lost it later: a power loss), and "received" counts what the
+// drain holds. A drain that failed makes the run invalid. A stream with
+// no drain is judged on the deliveries during the run alone.
 func Queue(ops []history.Op) Result {
 	r := newResult("queue")
 	type msg struct {
@@ -35,7 +42,20 @@ func Queue(ops []history.Op) Result {
 		publishes   []int64
 		acked       bool
 		receives    []int64
+		drains      []int64
 		seqs        []uint64
+	}
+	drained := map[string]bool{} // streams read to their end after the heal
+	for _, op := range ops {
+		if op.Kind != history.Drain || op.Value != "" {
+			continue
+		}
+		switch op.Outcome {
+		case history.OK:
+			drained[op.Key] = true
+		default:
+			r.invalid("the final read of %s failed (op %d): %s", op.Key, op.ID, op.Error)
+		}
 	}
 	streams := map[string]map[string]*msg{}
 	get := func(stream, id string) *msg {
@@ -63,12 +83,16 @@ func Queue(ops []history.Op) Result {
 			if op.Outcome == history.OK {
 				m.acked = true
 			}
-		case history.Receive:
-			if op.Outcome != history.OK {
+		case history.Receive, history.Drain:
+			if op.Outcome != history.OK || op.Value == "" {
 				continue
 			}
 			m := get(op.Key, op.Value)
-			m.receives = append(m.receives, op.ID)
+			if op.Kind == history.Drain {
+				m.drains = append(m.drains, op.ID)
+			} else {
+				m.receives = append(m.receives, op.ID)
+			}
 			if !slices.Contains(m.seqs, op.Seq) {
 				m.seqs = append(m.seqs, op.Seq)
 			}
@@ -99,9 +123,16 @@ func Queue(ops []history.Op) Result {
 			return cmp.Or(cmp.Compare(a.m.firstInvoke, b.m.firstInvoke), cmp.Compare(a.id, b.id))
 		})
 		slices.SortFunc(unexpected, func(a, b entry) int { return cmp.Compare(a.id, b.id) })
+		// got: the ops that show a message is in the stream.
+		got := func(m *msg) []int64 {
+			if drained[stream] {
+				return m.drains
+			}
+			return m.receives
+		}
 		firstRecv, lastRecv := -1, -1
 		for i, e := range order {
-			if len(e.m.receives) > 0 {
+			if len(got(e.m)) > 0 {
 				if firstRecv < 0 {
 					firstRecv = i
 				}
@@ -114,15 +145,15 @@ func Queue(ops []history.Op) Result {
 			if e.m.acked {
 				c["acked"]++
 			}
-			if len(e.m.receives) > 0 {
+			if len(got(e.m)) > 0 {
 				c["received"]++
 				if !e.m.acked {
 					c["recovered"]++
-					r.note("recovered", append(slices.Clone(e.m.publishes), e.m.receives...),
+					r.note("recovered", append(slices.Clone(e.m.publishes), got(e.m)...),
 						"%s: message %s was received although no publish of it was acked", stream, e.id)
 				}
 			}
-			if e.m.acked && len(e.m.receives) == 0 {
+			if e.m.acked && len(got(e.m)) == 0 {
 				c["lost"]++
 				where := "middle"
 				switch {
@@ -132,7 +163,12 @@ func Queue(ops []history.Op) Result {
 					where = "prefix"
 				}
 				c["lost-"+where]++
-				r.fail("lost-"+where, e.m.publishes, "%s: message %s was acked and never received", stream, e.id)
+				if len(e.m.receives) > 0 {
+					r.fail("lost-"+where, append(slices.Clone(e.m.publishes), e.m.receives...),
+						"%s: message %s was acked and delivered during the run, but the stream no longer holds it after the heal", stream, e.id)
+				} else {
+					r.fail("lost-"+where, e.m.publishes, "%s: message %s was acked and never received", stream, e.id)
+				}
 			}
 		}
 		for _, e := range append(order, unexpected...) {
@@ -142,13 +178,16 @@ func Queue(ops []history.Op) Result {
 			}
 			if len(e.m.seqs) > 1 {
 				c["stored-twice"]++
-				r.fail("stored-twice", e.m.receives, "%s: message %s is stored at sequences %v", stream, e.id, e.m.seqs)
+				r.fail("stored-twice", append(slices.Clone(e.m.receives), e.m.drains...), "%s: message %s is stored at sequences %v", stream, e.id, e.m.seqs)
 			}
 		}
 		for _, e := range unexpected {
 			c["unexpected"]++
 			c["received"]++
-			r.fail("unexpected", e.m.receives, "%s: message %s was received but never published", stream, e.id)
+			r.fail("unexpected", append(slices.Clone(e.m.receives), e.m.drains...), "%s: message %s was received but never published", stream, e.id)
+		}
+		if drained[stream] {
+			c["drained-streams"]++
 		}
 		for k, v := range c {
 			r.Counts[k] += v
@@ -157,7 +196,7 @@ func Queue(ops []history.Op) Result {
 			stream, c["attempted"], c["acked"], c["received"], c["lost"], c["lost-prefix"], c["lost-middle"], c["lost-postfix"],
 			c["unexpected"], c["duplicated"], c["stored-twice"], c["recovered"])
 	}
-	for _, k := range []string{"attempted", "acked", "received", "lost", "lost-prefix", "lost-middle", "lost-postfix", "unexpected", "duplicated", "stored-twice", "recovered"} {
+	for _, k := range []string{"attempted", "acked", "received", "lost", "lost-prefix", "lost-middle", "lost-postfix", "unexpected", "duplicated", "stored-twice", "recovered", "drained-streams"} {
 		r.Counts[k] += 0
 	}
 	if r.Counts["attempted"] == 0 {

@@ -128,3 +128,73 @@ func TestQueueStreamsAreSeparate(t *testing.T) {
 func TestQueueNoTrafficIsInvalid(t *testing.T) {
 	wantInvalid(t, Queue(nil))
 }
+
+// drain adds the final read of room holding the ids for which keep says
+// so, ended by an ok drain op.
+func drain(h *hist, n int, keep func(i int) bool) {
+	for i := 1; i <= n; i++ {
+		if keep(i) {
+			d := op(history.Drain, "room", fmt.Sprintf("m-%d", i), 5000, 5001, history.OK)
+			d.Seq = uint64(i)
+			h.add(d)
+		}
+	}
+	h.add(op(history.Drain, "room", "", 5000, 5002, history.OK))
+}
+
+func TestQueueDrainHoldsEverything(t *testing.T) {
+	h := queueHist(10, func(i int) bool { return i%2 == 0 })
+	drain(h, 10, func(int) bool { return true })
+	r := Queue(h.ops)
+	wantPass(t, r)
+	if r.Counts["received"] != 10 || r.Counts["drained-streams"] != 1 {
+		t.Fatalf("counts %v", r.Counts)
+	}
+}
+
+// A message delivered during the run that the stream no longer holds after
+// the heal (a power loss) is lost: the drain is the judge.
+func TestQueueDeliveredThenGoneIsLost(t *testing.T) {
+	h := queueHist(10, func(int) bool { return true })
+	drain(h, 10, func(i int) bool { return i <= 7 })
+	r := Queue(h.ops)
+	wantFail(t, r, "lost-postfix")
+	if r.Counts["lost"] != 3 || r.Counts["lost-postfix"] != 3 {
+		t.Fatalf("counts %v", r.Counts)
+	}
+	// The anomaly names the publish and the delivery.
+	for _, a := range r.Anomalies {
+		if len(a.OpIDs) != 2 {
+			t.Fatalf("anomaly %+v: want the publish and the receive", a)
+		}
+	}
+}
+
+// A stream that is gone after the heal: its drain ends ok with nothing
+// read; every acked message is lost.
+func TestQueueStreamGoneEverythingLost(t *testing.T) {
+	h := queueHist(4, func(int) bool { return true })
+	end := op(history.Drain, "room", "", 5000, 5002, history.OK)
+	end.Error = "stream not found"
+	h.add(end)
+	r := Queue(h.ops)
+	wantFail(t, r, "lost-postfix")
+	if r.Counts["lost"] != 4 {
+		t.Fatalf("counts %v", r.Counts)
+	}
+}
+
+func TestQueueFailedDrainIsInvalid(t *testing.T) {
+	h := queueHist(4, func(int) bool { return true })
+	h.add(op(history.Drain, "room", "", 5000, 5002, history.Failed))
+	wantInvalid(t, Queue(h.ops))
+}
+
+func TestQueueDrainStoredTwiceFails(t *testing.T) {
+	h := queueHist(3, func(int) bool { return true })
+	drain(h, 3, func(int) bool { return true })
+	d := op(history.Drain, "room", "m-2", 5000, 5001, history.OK)
+	d.Seq = 7
+	h.add(d)
+	wantFail(t, Queue(h.ops), "stored-twice")
+}

@@ -15,11 +15,21 @@ type revokedWindow struct {
 	revoke   int64 // the revoke op (0: revoked before the run)
 }
 
-// byIdentity reports whether op is an attempt by an identity to use the
-// bus, and which: a connection (Key is the identity) or a signed request
-// whose Key is the signer's key.
-func byIdentity(op history.Op) bool {
-	return op.Kind == history.Connect || op.Kind == history.Request
+// identityOf is the sign key of the identity op acted as: its Signer, or
+// for a connect recorded without one (an older history) its Key. "" when
+// op is no attempt by an identity to use the bus (a request without a
+// signer names no identity: its Key is "METHOD PATH").
+func identityOf(op history.Op) string {
+	switch op.Kind {
+	case history.Connect:
+		if op.Signer != "" {
+			return op.Signer
+		}
+		return op.Key
+	case history.Request:
+		return op.Signer
+	}
+	return ""
 }
 
 // Revocation: no operation by a revoked identity succeeds anywhere after
@@ -28,7 +38,8 @@ func byIdentity(op history.Op) bool {
 // next user-add that may have re-registered it (ok, ending after the
 // revoke began; or unknown). A key whose revoke raced an unknown add
 // invoked before it is skipped (the add may land after the revoke) and
-// counted as ambiguous. A connect whose Value (role) is "revoked" for a
+// counted as ambiguous. Connections and signed requests count, by the
+// identity they acted as (Op.Signer). A connect whose Value (role) is "revoked" for a
 // key no user-revoke in the history touches was revoked before the run:
 // it must be refused from the start. Only ops that begin inside a window
 // count.
@@ -52,7 +63,7 @@ func Revocation(ops []history.Op, deadline time.Duration) Result {
 		case op.Kind == history.UserAdd && op.Outcome != history.Failed:
 			get(op.Key).adds = append(get(op.Key).adds, op)
 		case op.Kind == history.Connect && op.Value == "revoked":
-			get(op.Key).preRevoked = true
+			get(identityOf(op)).preRevoked = true
 		}
 	}
 	windows := map[string][]revokedWindow{}
@@ -98,17 +109,18 @@ func Revocation(ops []history.Op, deadline time.Duration) Result {
 	}
 	viol := map[hit][]int64{}
 	for _, op := range ops {
-		if !byIdentity(op) {
+		id := identityOf(op)
+		if id == "" {
 			continue
 		}
-		for _, w := range windows[op.Key] {
+		for _, w := range windows[id] {
 			if op.InvokeMS < w.from || op.InvokeMS >= w.to {
 				continue
 			}
 			r.Counts["attempts-while-revoked"]++
 			if op.Outcome == history.OK {
 				r.Counts["violations"]++
-				h := hit{op.Key, w.revoke}
+				h := hit{id, w.revoke}
 				viol[h] = append(viol[h], op.ID)
 			}
 			break

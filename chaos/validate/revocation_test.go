@@ -75,8 +75,40 @@ func TestRevocationRevokedBeforeTheRun(t *testing.T) {
 	wantFail(t, Revocation(h.ops, 2*time.Second), "revoked-admitted")
 }
 
-func TestRevocationRequestsCount(t *testing.T) {
+// A signed request is judged by its signer (Op.Signer), not its Key
+// ("METHOD PATH", as the nemesis records it).
+func TestRevocationRequestsCountBySigner(t *testing.T) {
 	h := revHist(6500)
-	h.add(op(history.Request, keyA, "", 9000, 9100, history.OK))
+	req := op(history.Request, "GET /v1/me", "", 9000, 9100, history.OK)
+	req.Signer = keyA
+	h.add(req)
+	r := Revocation(h.ops, 2*time.Second)
+	wantFail(t, r, "revoked-admitted")
+	if r.Anomalies[0].OpIDs[len(r.Anomalies[0].OpIDs)-1] != int64(len(h.ops)) {
+		t.Fatalf("anomaly does not name the request: %+v", r.Anomalies)
+	}
+	// Another signer's request at the same time is no violation.
+	h = revHist(6500)
+	req.Signer = keyB
+	h.add(req)
+	wantPass(t, Revocation(h.ops, 2*time.Second))
+	// A request without a signer names no identity, whatever its Key.
+	h = revHist(6500)
+	req.Signer, req.Key = "", keyA
+	h.add(req)
+	wantPass(t, Revocation(h.ops, 2*time.Second))
+}
+
+// A connect recorded with a Signer is judged by it; the revoked role marks
+// the signer revoked before the run.
+func TestRevocationConnectBySigner(t *testing.T) {
+	h := &hist{}
+	c := op(history.Connect, "", "revoked", 100, 140, history.Failed)
+	c.Signer = keyB
+	h.add(c)
+	wantPass(t, Revocation(h.ops, 2*time.Second))
+	c = op(history.Connect, "", "registered", 200, 240, history.OK)
+	c.Signer = keyB
+	h.add(c)
 	wantFail(t, Revocation(h.ops, 2*time.Second), "revoked-admitted")
 }

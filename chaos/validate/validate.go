@@ -25,6 +25,10 @@ type Params struct {
 	LinTimeout time.Duration `json:"lin_timeout_ns"`
 	// Replicas: replicas each stream should report (0: not checked).
 	Replicas int `json:"replicas"`
+	// Require: kinds of operation of which at least one must have
+	// succeeded before the first fault (each workload ran, not just the
+	// cheapest); empty: none required.
+	Require []history.Kind `json:"require,omitempty"`
 }
 
 // Defaults for Params.
@@ -91,7 +95,8 @@ func (v Verdict) ExitCode() int {
 type Report struct {
 	Verdict Verdict `json:"verdict"`
 	// Results in the order run: validity, linearizability, queue,
-	// divergence, fail-closed, revocation, convergence.
+	// divergence, fail-closed, revocation, convergence, admission, then
+	// any the runner added (Add).
 	Results []Result `json:"results"`
 	// Linearizability is also in Results; here with its visualization.
 	Linearizability LinearizabilityResult `json:"-"`
@@ -108,7 +113,9 @@ func Validate(in Input) Report {
 	start := time.Now()
 	p := in.Params.withDefaults()
 	var rep Report
-	rep.Results = append(rep.Results, Validity(in.Ops, in.Faults, p.MinRate))
+	val := Validity(in.Ops, in.Faults, p.MinRate)
+	requireKinds(&val, in.Ops, in.Faults, p.Require)
+	rep.Results = append(rep.Results, val)
 	rep.Linearizability = Linearizability(in.Ops, in.Faults, p.LinTimeout)
 	rep.Results = append(rep.Results,
 		rep.Linearizability.Result,
@@ -117,19 +124,45 @@ func Validate(in Input) Report {
 		FailClosed(in.Ops, in.Nodes, in.Faults, p.Deadline),
 		Revocation(in.Ops, p.Deadline),
 		Convergence(in.Allowlists, p.ConvergeWithin),
+		Admission(in.Ops),
 	)
 	rep.CutOff = CutOff(in.Nodes, in.Faults)
-	rep.Verdict = Green
-	for _, r := range rep.Results {
-		switch {
-		case r.failing():
-			rep.Verdict = Red
-		case !r.OK && rep.Verdict == Green:
-			rep.Verdict = Invalid
-		}
-	}
+	rep.verdict()
 	rep.Elapsed = time.Since(start)
 	return rep
+}
+
+func (r *Report) verdict() {
+	r.Verdict = Green
+	for _, res := range r.Results {
+		switch {
+		case res.failing():
+			r.Verdict = Red
+		case !res.OK && r.Verdict == Green:
+			r.Verdict = Invalid
+		}
+	}
+}
+
+// Add appends a result the runner judged itself (a fault that never
+// recovered, a cluster that never became healthy) and recomputes the
+// verdict.
+func (r *Report) Add(res Result) {
+	r.Results = append(r.Results, res)
+	r.verdict()
+}
+
+// RunResult is a result for what the runner saw itself: failures fail the
+// run (red), invalid reasons make it unjudgeable.
+func RunResult(name string, failures, invalid []string) Result {
+	res := newResult(name)
+	for _, f := range failures {
+		res.fail(name, nil, "%s", f)
+	}
+	for _, why := range invalid {
+		res.invalid("%s", why)
+	}
+	return res
 }
 
 // maxListed bounds the anomalies the console summary lists per checker;

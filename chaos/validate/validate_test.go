@@ -18,7 +18,7 @@ func TestValidateGreen(t *testing.T) {
 	if rep.Verdict != Green || rep.Verdict.ExitCode() != 0 {
 		t.Fatalf("verdict %s", rep.Verdict)
 	}
-	names := []string{"validity", "linearizability", "queue", "replica-divergence", "fail-closed", "revocation", "convergence"}
+	names := []string{"validity", "linearizability", "queue", "replica-divergence", "fail-closed", "revocation", "convergence", "admission"}
 	for i, r := range rep.Results {
 		if r.Name != names[i] {
 			t.Fatalf("result %d is %s, want %s (validity first, then linearizability)", i, r.Name, names[i])

@@ -2,6 +2,7 @@ package validate
 
 import (
 	"math"
+	"strings"
 
 	"github.com/unibus/clusterkit/chaos/fault"
 	"github.com/unibus/clusterkit/chaos/history"
@@ -68,4 +69,34 @@ func Validity(ops []history.Op, faults []fault.Evidence, minRate float64) Result
 		}
 	}
 	return r
+}
+
+// requireKinds makes r invalid unless an op of each kind in want succeeded
+// before the first fault's inject call: a floor on the total rate alone
+// would pass a run in which the cheapest workload (health probes) ran and
+// the others never got going.
+func requireKinds(r *Result, ops []history.Op, faults []fault.Evidence, want []history.Kind) {
+	if len(want) == 0 {
+		return
+	}
+	firstFault := int64(math.MaxInt64)
+	for _, e := range faults {
+		firstFault = min(firstFault, e.StartMS)
+	}
+	seen := map[history.Kind]bool{}
+	for _, op := range ops {
+		if op.Outcome == history.OK && op.EndMS <= firstFault {
+			seen[op.Kind] = true
+		}
+	}
+	var missing []string
+	for _, k := range want {
+		if !seen[k] {
+			missing = append(missing, string(k))
+		}
+	}
+	r.Counts["workloads-missing-before-first-fault"] = len(missing)
+	if len(missing) > 0 {
+		r.invalid("no %s op succeeded before the first fault: that workload never got going", strings.Join(missing, ", "))
+	}
 }

@@ -1,6 +1,7 @@
 package validate
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/unibus/clusterkit/chaos/fault"
@@ -45,4 +46,21 @@ func TestValidityUnconfirmedFault(t *testing.T) {
 
 func TestValidityEmpty(t *testing.T) {
 	wantInvalid(t, Validity(nil, nil, 1))
+}
+
+func TestValidityRequiresEachWorkload(t *testing.T) {
+	h := &hist{}
+	for i := int64(0); i < 100; i++ {
+		h.add(op(history.Health, "", "200", i*50, i*50+10, history.OK))
+	}
+	h.add(op(history.Publish, "room", "m-1", 100, 110, history.OK))
+	faults := []fault.Evidence{ev("kill", []string{"n1"}, 5000, 5100, 8000)}
+	r := newResult("validity")
+	requireKinds(&r, h.ops, faults, []history.Kind{history.Health, history.Publish})
+	wantPass(t, r)
+	requireKinds(&r, h.ops, faults, []history.Kind{history.Health, history.UserAdd})
+	wantInvalid(t, r)
+	if !strings.Contains(r.Reasons[0], "user-add") {
+		t.Fatalf("reason %q does not name the missing workload", r.Reasons[0])
+	}
 }

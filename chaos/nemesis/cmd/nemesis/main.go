@@ -16,7 +16,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
-	"sort"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,9 +25,9 @@ import (
 	"github.com/unibus/clusterkit/chaos/nemesis"
 )
 
+// Exit statuses the command decides itself; a judged run exits with its
+// verdict's (0 green, 1 red, 3 invalid).
 const (
-	exitGreen   = 0
-	exitRed     = 1
 	exitBad     = 2
 	exitInvalid = 3
 )
@@ -103,55 +103,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	v := res.Verdict
 	fmt.Fprintf(stdout, "nemesis: %d ops in %.0f s (%.1f ops/s; %.1f ops/s before the first fault); by kind %v; by outcome %v\n",
 		v.Stats.Ops, float64(v.Stats.DurationMS)/1000, v.Stats.OpsPerSecond, v.Stats.PreFaultOpsPerSecond, v.Stats.ByKind, v.Stats.ByOutcome)
-	for _, s := range sortedStreams(v) {
-		q := v.Streams[s]
-		fmt.Fprintf(stdout, "nemesis: stream %s: attempted %d acked %d unknown %d received %d stored %d lost %d\n", s, q.Attempted, q.Acked, q.Unknown, q.Received, q.Stored, q.Lost)
-	}
-	for _, a := range v.Anomalies {
-		fmt.Fprintf(stdout, "nemesis: ANOMALY %s: %d\n", a.Kind, a.Count)
-		for _, ex := range a.Examples {
-			fmt.Fprintf(stdout, "nemesis:   %s\n", ex)
-		}
-	}
-	for _, why := range v.Invalid {
-		fmt.Fprintf(stdout, "nemesis: INVALID: %s\n", why)
-	}
 	if cfg.Replay != nil {
-		fmt.Fprintf(stdout, "nemesis: replay of %s: %s\n", cfg.ReplayPath, replayDrift(cfg.Replay.Steps, res.Schedule.Steps))
+		fmt.Fprintf(stdout, "nemesis: replay of %s: %s\n", cfg.ReplayPath, nemesis.ReplayDrift(cfg.Replay.Steps, res.Schedule.Steps))
 		fmt.Fprintf(stdout, "nemesis: a replay reproduces %s\nnemesis: it cannot reproduce %s\n", res.Schedule.Reproduces, res.Schedule.CannotReproduce)
 	}
-	fmt.Fprintf(stdout, "nemesis: %s (seed %d, %d faults, wall %s) -> %s\n", strings.ToUpper(v.Status), cfg.Seed, len(res.Schedule.Steps), time.Since(start).Round(time.Second), res.Dir)
-	switch v.Status {
-	case nemesis.Green:
-		return exitGreen
-	case nemesis.Red:
-		return exitRed
+	fmt.Fprintf(stdout, "nemesis: seed %d, %d faults, wall %s\n", cfg.Seed, len(res.Schedule.Steps), time.Since(start).Round(time.Second))
+	if err := v.Report.WriteSummary(stdout); err != nil {
+		fmt.Fprintf(stderr, "nemesis: %v\n", err)
 	}
-	return exitInvalid
-}
-
-// replayDrift compares the replayed steps with the recorded ones.
-func replayDrift(want, got []nemesis.Step) string {
-	if len(got) != len(want) {
-		return fmt.Sprintf("ran %d of %d steps", len(got), len(want))
-	}
-	var worst int64
-	for i := range want {
-		if got[i].Fault != want[i].Fault {
-			return fmt.Sprintf("step %d is %s, recorded %s", i, got[i].Fault, want[i].Fault)
-		}
-		for _, d := range []int64{got[i].InjectMS - want[i].InjectMS, got[i].HealMS - want[i].HealMS} {
-			worst = max(worst, d, -d)
-		}
-	}
-	return fmt.Sprintf("%d steps, same faults in the same order, inject and heal offsets within %d ms of the recording", len(got), worst)
-}
-
-func sortedStreams(v nemesis.Verdict) []string {
-	out := make([]string, 0, len(v.Streams))
-	for s := range v.Streams {
-		out = append(out, s)
-	}
-	sort.Strings(out)
-	return out
+	fmt.Fprintf(stdout, "nemesis: %s (seed %d) -> %s\n", strings.ToUpper(string(v.Status)), cfg.Seed, filepath.Join(res.Dir, "report.html"))
+	return v.ExitCode()
 }
