@@ -30,8 +30,8 @@ type Node interface {
 	RouteAddr() string
 }
 
-// Spec is the shape of a cluster a spec asks a target for.
-type Spec struct {
+// ClusterSpec is the shape of a cluster a spec asks a target for.
+type ClusterSpec struct {
 	Size       int // nodes; 0 means 3
 	KVReplicas int // 0 means 3
 	// Dir is where the target keeps certificates and node data.

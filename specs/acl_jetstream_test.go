@@ -38,7 +38,7 @@ var _ = Describe("The member ACL and JetStream", Ordered, func() {
 	)
 
 	BeforeAll(func(ctx SpecContext) {
-		env = NewEnv("acl-jetstream", chaos.Spec{})
+		env = NewEnv("acl-jetstream", chaos.ClusterSpec{})
 		env.StartAll(ctx)
 		n1, n2 = env.Cluster.Nodes()[0], env.Cluster.Nodes()[1]
 		alice = env.AddUser(ctx, n1, "alice", identity.RoleMember)

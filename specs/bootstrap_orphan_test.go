@@ -44,7 +44,7 @@ var _ = Describe("Seed the first admin", func() {
 	Context("the old loopback bootstrap", Ordered, func() {
 		It("is refused: a node whose store holds a standalone-written control-plane stream exits 2 naming it and the fix",
 			Claim("claim:bootstrap-orphan"), func(ctx SpecContext) {
-				env := NewEnv("orphan", chaos.Spec{})
+				env := NewEnv("orphan", chaos.ClusterSpec{})
 				nodes := env.Cluster.Nodes()
 				seedNode := nodes[0]
 				dirs := map[string]string{}

@@ -2,7 +2,6 @@ package specs
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -31,7 +30,7 @@ var _ = Describe("Bring up", func() {
 		// The nodes start here, not in the first spec, so every claim of
 		// the container also passes alone (--label-filter=claim:r3).
 		BeforeAll(func(ctx SpecContext) {
-			env = NewEnv("bringup", chaos.Spec{})
+			env = NewEnv("bringup", chaos.ClusterSpec{})
 			took = env.StartAll(ctx)
 		})
 
@@ -59,10 +58,7 @@ var _ = Describe("Bring up", func() {
 					Expect(env.Cluster.Node(l)).NotTo(BeNil(), "meta leader %q is not a cluster node", l)
 				}
 
-				r := env.CLI(ctx, env.Cluster.Nodes()[0], "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
-				Expect(r.ExitCode).To(Equal(0), r.Stderr)
-				var rep clusterinfo.Report
-				Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed())
+				rep := env.Report(ctx, env.Cluster.Nodes()[0])
 				Expect(rep.Servers).To(HaveLen(len(env.Cluster.Nodes())), "every server routed")
 				for _, s := range rep.Servers {
 					Expect(routeNames(s)).To(ConsistOf(otherNames(env.Cluster, s.Node)), "%s routes", s.Node)
@@ -85,10 +81,8 @@ var _ = Describe("Bring up", func() {
 
 				By("observing pooling off: exactly one route connection per peer (a pool would open several)")
 				Eventually(func(g Gomega) {
-					r := env.CLI(ctx, env.Cluster.Nodes()[1], "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
-					g.Expect(r.ExitCode).To(Equal(0))
-					var rep clusterinfo.Report
-					g.Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed())
+					rep, err := chaos.ClusterReport(ctx, env.Cluster, env.Cluster.Nodes()[1])
+					g.Expect(err).NotTo(HaveOccurred())
 					g.Expect(rep.Servers).To(HaveLen(len(env.Cluster.Nodes())))
 					for _, s := range rep.Servers {
 						g.Expect(s.Routes).To(HaveLen(len(env.Cluster.Nodes())-1), s.Node)
@@ -109,10 +103,8 @@ var _ = Describe("Bring up", func() {
 
 		It("keep all six control-plane buckets at R3 with 2/2 followers current", Claim("claim:r3"), func(ctx SpecContext) {
 			Eventually(func(g Gomega) {
-				r := env.CLI(ctx, env.Cluster.Nodes()[2], "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
-				g.Expect(r.ExitCode).To(Equal(0), r.Stderr)
-				var rep clusterinfo.Report
-				g.Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed())
+				rep, err := chaos.ClusterReport(ctx, env.Cluster, env.Cluster.Nodes()[2])
+				g.Expect(err).NotTo(HaveOccurred())
 				g.Expect(rep.Buckets).To(HaveLen(6))
 				for _, b := range rep.Buckets {
 					g.Expect(b.Replicas).To(Equal(3), b.Bucket)
@@ -120,7 +112,6 @@ var _ = Describe("Bring up", func() {
 					g.Expect(b.FollowersCurrent).To(Equal(2), b.Bucket)
 					g.Expect(b.Followers).To(Equal(2), b.Bucket)
 				}
-				g.Expect(r.Stdout).NotTo(BeEmpty())
 			}).WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(time.Second).Should(Succeed())
 			r := env.CLI(ctx, env.Cluster.Nodes()[2], "cluster", "report")
 			Expect(strings.Count(r.Stdout, "followers_current=2/2")).To(Equal(6), r.Stdout)
@@ -149,7 +140,7 @@ var _ = Describe("Bring up", func() {
 
 		// The lone node starts here so each claim also passes alone.
 		BeforeAll(func(ctx SpecContext) {
-			env = NewEnv("lone", chaos.Spec{Fresh: true})
+			env = NewEnv("lone", chaos.ClusterSpec{Fresh: true})
 			lone = env.Cluster.Nodes()[0]
 			Expect(lone.Start(ctx)).To(Succeed())
 			env.WaitAnswering(ctx, lone) // a unit's start returns before the process listens
@@ -219,10 +210,8 @@ var _ = Describe("Bring up", func() {
 
 				By("every bucket created only once a quorum existed, at R3, with the third node current")
 				Eventually(func(g Gomega) {
-					r := env.CLI(ctx, third, "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
-					g.Expect(r.ExitCode).To(Equal(0), r.Stderr)
-					var rep clusterinfo.Report
-					g.Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed())
+					rep, err := chaos.ClusterReport(ctx, env.Cluster, third)
+					g.Expect(err).NotTo(HaveOccurred())
 					g.Expect(rep.Buckets).To(HaveLen(len(kv.Buckets)))
 					for _, b := range rep.Buckets {
 						g.Expect(b.Created).To(BeTemporally(">", secondAt), "%s created while the first node was alone", b.Bucket)

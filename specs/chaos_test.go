@@ -1,7 +1,6 @@
 package specs
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -14,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/chaos/check"
-	"github.com/unibus/clusterkit/membershipd/clusterinfo"
 	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/store/kv"
 )
@@ -27,7 +25,7 @@ var _ = Describe("Chaos: the quorum gate", Ordered, func() {
 	var env *Env
 
 	BeforeAll(func(ctx SpecContext) {
-		env = NewEnv("gate", chaos.Spec{})
+		env = NewEnv("gate", chaos.ClusterSpec{})
 		env.StartAll(ctx)
 	})
 
@@ -37,10 +35,7 @@ var _ = Describe("Chaos: the quorum gate", Ordered, func() {
 			if !ok || !p.CanPartition() {
 				Skip("target " + env.Cluster.Target() + " cannot cut routes here (the ssh target can on the simulated hosts: --sim-dir)")
 			}
-			r := env.CLI(ctx, env.Cluster.Nodes()[0], "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
-			Expect(r.ExitCode).To(Equal(0), r.Stderr)
-			var rep clusterinfo.Report
-			Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed())
+			rep := env.Report(ctx, env.Cluster.Nodes()[0])
 			leaderName := ""
 			for _, b := range rep.Buckets {
 				if b.Bucket == kv.NoncesBucket {

@@ -39,7 +39,7 @@ var _ = Describe("Crash: SIGKILL and SIGSTOP mid-stream", Ordered, ContinueOnFai
 	)
 
 	BeforeAll(func(ctx SpecContext) {
-		env = NewEnv("crash", chaos.Spec{})
+		env = NewEnv("crash", chaos.ClusterSpec{})
 		// Both faults are signals to one process: the in-process target
 		// cannot, and says why, before a cluster is started for nothing.
 		if !guard.check(env, "kill", "pause") {

@@ -30,7 +30,7 @@ var _ = Describe("Stage the nodes and roll upgrades", Ordered, func() {
 		if *flagTarget != "ssh" {
 			Skip("the deploy tool works on SSH hosts: run with --target=ssh (make test-vps)")
 		}
-		env = NewEnv("deploy", chaos.Spec{})
+		env = NewEnv("deploy", chaos.ClusterSpec{})
 		hosts = env.Cluster.(*sshtarget.Cluster)
 		plans, err := deploy.BuildPlans(hosts.Topology(), deploy.Material{CertsDir: *flagCerts})
 		Expect(err).NotTo(HaveOccurred())

@@ -27,7 +27,7 @@ var _ = Describe("Chaos: one node down mid-stream", Ordered, func() {
 	)
 
 	BeforeAll(func(ctx SpecContext) {
-		env = NewEnv("failover", chaos.Spec{})
+		env = NewEnv("failover", chaos.ClusterSpec{})
 		env.StartAll(ctx)
 		who = env.AddUser(ctx, env.Cluster.Nodes()[0], "clientcheck", identity.RoleMember)
 	})

@@ -19,6 +19,7 @@ import (
 	"github.com/unibus/clusterkit/chaos/report"
 	"github.com/unibus/clusterkit/chaos/sshtarget"
 	"github.com/unibus/clusterkit/chaos/target"
+	"github.com/unibus/clusterkit/membershipd/clusterinfo"
 	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/store"
 	"github.com/unibus/clusterkit/runbook/sshx"
@@ -72,7 +73,7 @@ type Env struct {
 // NewEnv makes a fresh cluster of the suite's target, registered for
 // cleanup (LIFO, so evidence is written before the cluster goes away). The
 // cluster's data dir is kept when a spec failed.
-func NewEnv(name string, spec chaos.Spec) *Env {
+func NewEnv(name string, spec chaos.ClusterSpec) *Env {
 	GinkgoHelper()
 	if (spec.Fresh || spec.KVReplicas != 0) && !slices.Contains(CurrentSpecReport().Labels(), "wipe") {
 		Fail("a spec on a fresh cluster must carry the Wipe label: on the ssh target it runs only where wiping is allowed (make test-vps selects it by that label)")
@@ -261,6 +262,15 @@ func (e *Env) revokeAfter(id *identity.Identity) {
 			}
 		}
 	}, NodeTimeout(time.Minute))
+}
+
+// Report runs `cluster report --json` on node n and returns it (the CLI's
+// own view: servers, routes, buckets with leaders and follower counts).
+func (e *Env) Report(ctx context.Context, n chaos.Node) clusterinfo.Report {
+	GinkgoHelper()
+	rep, err := chaos.ClusterReport(ctx, e.Cluster, n)
+	Expect(err).NotTo(HaveOccurred())
+	return rep
 }
 
 // ListUsers runs `user list --store kv --json --all` on node n (--all: the

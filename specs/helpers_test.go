@@ -2,7 +2,6 @@ package specs
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -13,19 +12,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/clusterkit/chaos"
-	"github.com/unibus/clusterkit/membershipd/clusterinfo"
 	"github.com/unibus/clusterkit/membershipd/store/kv"
 )
 
 // usersLeader is the current leader of the users bucket's stream, as the
 // cluster report on the first node tells it ("" if unknown).
 func usersLeader(ctx context.Context, env *Env) string {
-	r, err := env.Cluster.CLI(ctx, env.Cluster.Nodes()[0], "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
+	rep, err := chaos.ClusterReport(ctx, env.Cluster, env.Cluster.Nodes()[0])
 	if err != nil {
-		return ""
-	}
-	var rep clusterinfo.Report
-	if json.Unmarshal([]byte(r.Stdout), &rep) != nil {
 		return ""
 	}
 	for _, b := range rep.Buckets {
@@ -54,12 +48,8 @@ func usersLeaderVia(ctx context.Context, nc *nats.Conn) string {
 // report exits 1 (it lists the missing node as a problem) but still
 // reports the buckets.
 func bucketFollowers(ctx context.Context, env *Env, n chaos.Node) map[string]string {
-	r, err := env.Cluster.CLI(ctx, n, "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
+	rep, err := chaos.ClusterReport(ctx, env.Cluster, n)
 	if err != nil {
-		return nil
-	}
-	var rep clusterinfo.Report
-	if json.Unmarshal([]byte(r.Stdout), &rep) != nil {
 		return nil
 	}
 	out := map[string]string{}
@@ -118,12 +108,8 @@ func waitUsersFollowers(ctx context.Context, env *Env, n chaos.Node, want string
 // bucketLeader is bucket's leader and "current/followers" as node n's
 // cluster report tells it.
 func bucketLeader(ctx context.Context, env *Env, n chaos.Node, bucket string) (string, string) {
-	r, err := env.Cluster.CLI(ctx, n, "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
+	rep, err := chaos.ClusterReport(ctx, env.Cluster, n)
 	if err != nil {
-		return "", ""
-	}
-	var rep clusterinfo.Report
-	if json.Unmarshal([]byte(r.Stdout), &rep) != nil {
 		return "", ""
 	}
 	for _, b := range rep.Buckets {
@@ -141,11 +127,8 @@ func waitSettled(ctx context.Context, env *Env) {
 	GinkgoHelper()
 	Eventually(func(g Gomega) {
 		for _, n := range env.Cluster.Nodes() {
-			r, err := env.Cluster.CLI(ctx, n, "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
+			rep, err := chaos.ClusterReport(ctx, env.Cluster, n)
 			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(r.ExitCode).To(Equal(0), "cluster report on %s: %s%s", n.Name(), r.Stdout, r.Stderr)
-			var rep clusterinfo.Report
-			g.Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed())
 			g.Expect(rep.Servers).To(HaveLen(len(env.Cluster.Nodes())))
 			for _, sv := range rep.Servers {
 				g.Expect(sv.InQuorum).To(BeTrue(), "%s: %s", sv.Node, sv.Reason)

@@ -224,7 +224,7 @@ var _ = Describe("Partition: an isolated running node fails closed (R3)", Ordere
 		guard faultGuard
 	)
 	BeforeAll(func(ctx SpecContext) {
-		env = NewEnv("isolate-r3", chaos.Spec{})
+		env = NewEnv("isolate-r3", chaos.ClusterSpec{})
 		if guard.check(env, "partition") {
 			env.StartAll(ctx)
 		}
@@ -242,7 +242,7 @@ var _ = Describe("Partition: an isolated running node fails closed (R1, the migr
 		guard faultGuard
 	)
 	BeforeAll(func(ctx SpecContext) {
-		env = NewEnv("isolate-r1", chaos.Spec{KVReplicas: 1})
+		env = NewEnv("isolate-r1", chaos.ClusterSpec{KVReplicas: 1})
 		if guard.check(env, "partition") {
 			env.StartAll(ctx)
 		}
@@ -260,7 +260,7 @@ var _ = Describe("Partition: links cut one way, or between two nodes only", Orde
 		guard faultGuard
 	)
 	BeforeAll(func(ctx SpecContext) {
-		env = NewEnv("oneway", chaos.Spec{})
+		env = NewEnv("oneway", chaos.ClusterSpec{})
 		if guard.check(env, "one-way", "partition") {
 			env.StartAll(ctx)
 		}

@@ -66,7 +66,7 @@ const powerStream = "POWERLOSS"
 // connection's server, users in that node's own user list.
 func powerLossRun(ctx context.Context, syncMode string) powerLossResult {
 	GinkgoHelper()
-	env := NewEnv("powerloss-"+syncMode, chaos.Spec{PowerLoss: true, Sync: syncMode})
+	env := NewEnv("powerloss-"+syncMode, chaos.ClusterSpec{PowerLoss: true, Sync: syncMode})
 	f, err := fault.Lookup("power-loss")
 	Expect(err).NotTo(HaveOccurred())
 	if err := f.Available(env.Cluster, fault.Args{}); err != nil {

@@ -33,7 +33,7 @@ var _ = Describe("Preflight before changing any host", Ordered, func() {
 		if *flagTarget != "ssh" {
 			Skip("the preflight is about SSH hosts: run with --target=ssh (make test-vps)")
 		}
-		env = NewEnv("preflight", chaos.Spec{})
+		env = NewEnv("preflight", chaos.ClusterSpec{})
 	})
 
 	// runbookWith runs the deploy tool from the repository root with the

@@ -1,7 +1,6 @@
 package specs
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -26,7 +25,7 @@ var _ = Describe("Replication", func() {
 		var env *Env
 
 		BeforeAll(func(ctx SpecContext) {
-			env = NewEnv("r1", chaos.Spec{KVReplicas: 1})
+			env = NewEnv("r1", chaos.ClusterSpec{KVReplicas: 1})
 			env.StartAll(ctx)
 		})
 
@@ -35,10 +34,7 @@ var _ = Describe("Replication", func() {
 				first := env.Cluster.Nodes()[0]
 				report := func() clusterinfo.Report {
 					GinkgoHelper()
-					r := env.CLI(ctx, first, "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
-					var rep clusterinfo.Report
-					Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed(), r.Stderr)
-					return rep
+					return env.Report(ctx, first)
 				}
 				for _, b := range report().Buckets {
 					Expect(b.Replicas).To(Equal(1), "%s starts at R1", b.Bucket)

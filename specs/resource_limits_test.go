@@ -35,7 +35,7 @@ var _ = Describe("Resource limits", Ordered, func() {
 	)
 
 	BeforeAll(func(ctx SpecContext) {
-		env = NewEnv("limits", chaos.Spec{})
+		env = NewEnv("limits", chaos.ClusterSpec{})
 		env.StartAll(ctx)
 		n1, n2 = env.Cluster.Nodes()[0], env.Cluster.Nodes()[1]
 		mallory = env.AddUser(ctx, n1, "mallory", identity.RoleMember)

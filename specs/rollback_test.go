@@ -19,7 +19,7 @@ var _ = Describe("Rollback and migration", Ordered, func() {
 	var env *Env
 
 	BeforeAll(func(ctx SpecContext) {
-		env = NewEnv("rollback", chaos.Spec{})
+		env = NewEnv("rollback", chaos.ClusterSpec{})
 		env.StartAll(ctx)
 	})
 

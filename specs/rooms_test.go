@@ -36,7 +36,7 @@ var _ = Describe("The data plane", Ordered, func() {
 	)
 
 	BeforeAll(func(ctx SpecContext) {
-		env = NewEnv("rooms", chaos.Spec{})
+		env = NewEnv("rooms", chaos.ClusterSpec{})
 		env.StartAll(ctx)
 		n1, n2, n3 = env.Cluster.Nodes()[0], env.Cluster.Nodes()[1], env.Cluster.Nodes()[2]
 		alice = env.AddUser(ctx, n1, "alice", identity.RoleMember)

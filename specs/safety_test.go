@@ -51,7 +51,7 @@ func guardHosts() {
 	GinkgoHelper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := target.New(targetOptions(), chaos.Spec{})
+	c, err := target.New(targetOptions(), chaos.ClusterSpec{})
 	Expect(err).NotTo(HaveOccurred())
 	hosts := c.(*sshtarget.Cluster)
 	guard.hosts = hosts

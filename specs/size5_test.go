@@ -31,7 +31,7 @@ var _ = Describe("Chaos: the quorum gate at five nodes", func() {
 
 	It("denies on a two-node side holding the nonces group's majority within 2 s, while the three-node side serves within election time + grace",
 		Claim("claim:size-5"), Fault, Disruptive, Slow, Partition, SpecTimeout(4*time.Minute), func(ctx SpecContext) {
-			env := NewEnv("size5", chaos.Spec{Size: 5})
+			env := NewEnv("size5", chaos.ClusterSpec{Size: 5})
 			f, err := fault.Lookup("partition")
 			Expect(err).NotTo(HaveOccurred())
 			if err := f.Available(env.Cluster, fault.Args{Mode: fault.Drop}); err != nil {

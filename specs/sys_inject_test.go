@@ -26,7 +26,7 @@ var _ = Describe("Member ACL: the daemon's internal subjects", Ordered, func() {
 	var env *Env
 
 	BeforeAll(func(ctx SpecContext) {
-		env = NewEnv("sysinject", chaos.Spec{})
+		env = NewEnv("sysinject", chaos.ClusterSpec{})
 		env.StartAll(ctx)
 	})
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -21,7 +20,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/unibus/clusterkit/chaos"
-	"github.com/unibus/clusterkit/membershipd/clusterinfo"
 	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/pki"
 )
@@ -33,7 +31,7 @@ var _ = Describe("TLS", func() {
 		var env *Env
 
 		BeforeAll(func(ctx SpecContext) {
-			env = NewEnv("tls", chaos.Spec{})
+			env = NewEnv("tls", chaos.ClusterSpec{})
 			env.StartAll(ctx)
 		})
 
@@ -230,10 +228,7 @@ func rogueHost(addr string) string {
 // clusterName is the cluster's name as the nodes report it.
 func clusterName(ctx context.Context, env *Env) string {
 	GinkgoHelper()
-	r := env.CLI(ctx, env.Cluster.Nodes()[0], "cluster", "report", "--json", "--nodes", fmt.Sprint(len(env.Cluster.Nodes())))
-	Expect(r.ExitCode).To(Equal(0), r.Stderr)
-	var rep clusterinfo.Report
-	Expect(json.Unmarshal([]byte(r.Stdout), &rep)).To(Succeed())
+	rep := env.Report(ctx, env.Cluster.Nodes()[0])
 	Expect(rep.Servers).NotTo(BeEmpty())
 	return rep.Servers[0].Cluster
 }

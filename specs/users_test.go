@@ -25,7 +25,7 @@ var _ = Describe("Seed the first admin", Ordered, Wipe, func() {
 	var env *Env
 
 	BeforeAll(func(ctx SpecContext) {
-		env = NewEnv("first-admin", chaos.Spec{Fresh: true})
+		env = NewEnv("first-admin", chaos.ClusterSpec{Fresh: true})
 		env.StartAll(ctx)
 	})
 
@@ -58,7 +58,7 @@ var _ = Describe("Add users to the live cluster", Ordered, func() {
 	)
 
 	BeforeAll(func(ctx SpecContext) {
-		env = NewEnv("users", chaos.Spec{})
+		env = NewEnv("users", chaos.ClusterSpec{})
 		env.StartAll(ctx)
 		admin = env.AddUser(ctx, env.Cluster.Nodes()[0], "admin", identity.RoleAdmin)
 	})

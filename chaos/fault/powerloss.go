@@ -15,7 +15,7 @@ import (
 // node did not fsync is dropped from its store, every node is SIGKILLed,
 // and all come back on what was durable (kill alone keeps the page cache,
 // and with it every write). The cluster must be a chaos.PowerCutter
-// created with chaos.Spec.PowerLoss (the process target, with FUSE).
+// created with chaos.ClusterSpec.PowerLoss (the process target, with FUSE).
 // Observed: every node runs a new process, started after the cut (its
 // server's start time, from each server's own VARZ); what each store
 // dropped is the injection's Detail. Healed: nothing to undo (the power is

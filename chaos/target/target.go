@@ -36,7 +36,7 @@ var Names = []string{"inproc", "process", "ssh"}
 // New makes a cluster. In-process and subprocess clusters are new and
 // unstarted, of spec.Size nodes; the ssh target is the deployed cluster
 // itself (one for the whole run).
-func New(o Options, spec chaos.Spec) (chaos.Cluster, error) {
+func New(o Options, spec chaos.ClusterSpec) (chaos.Cluster, error) {
 	if spec.Size == 0 {
 		spec.Size = o.Size
 	}
