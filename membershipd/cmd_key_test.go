@@ -2,17 +2,14 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/chaos/clustertest"
 	"github.com/unibus/clusterkit/chaos/inproc"
 	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/store"
@@ -83,25 +80,9 @@ func TestUserListHidesRevokedSpecUsers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a node")
 	}
-	c, err := inproc.New(inproc.Options{Size: 3, KVReplicas: 3, Dir: t.TempDir(), Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := c.StartAll(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c, _ := clustertest.Inproc(t, inproc.Options{Size: 3, KVReplicas: 3})
 	tf := c.TLS()
 	n := c.Nodes()[0]
-	hc, err := chaos.NewHealthClient(tf.ClientCA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := hc.WaitHealthy(ctx, c.Nodes()...); err != nil {
-		t.Fatal(err)
-	}
 	port := strings.TrimSuffix(n.HealthzURL()[strings.LastIndex(n.HealthzURL(), ":")+1:], "/healthz")
 	conn := []string{"--store", "kv", "--nats-url", n.ClientURL(), "--ca", tf.ClientCA, "--cert", tf.OperatorCert, "--key", tf.OperatorKey,
 		"--internal-id-file", tf.InternalID[n.Name()], "--http-port", port}

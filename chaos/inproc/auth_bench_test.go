@@ -2,7 +2,6 @@ package inproc_test
 
 import (
 	"context"
-	"log/slog"
 	"slices"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/chaos/clustertest"
 	"github.com/unibus/clusterkit/chaos/inproc"
 	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/pki"
@@ -25,23 +25,9 @@ import (
 // with the same TLS and a static nkey user: the difference is what
 // membershipd's authentication costs. Reports p50/p99 per connection.
 func BenchmarkConnectAuth(b *testing.B) {
-	c, err := inproc.New(inproc.Options{Dir: b.TempDir(), Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = c.Close() }()
+	c, _ := clustertest.Inproc(b, inproc.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := c.StartAll(ctx); err != nil {
-		b.Fatal(err)
-	}
-	hc, err := chaos.NewHealthClient(c.TLS().ClientCA)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := hc.WaitHealthy(ctx, c.Nodes()...); err != nil {
-		b.Fatal(err)
-	}
 	user, err := identity.Generate()
 	if err != nil {
 		b.Fatal(err)

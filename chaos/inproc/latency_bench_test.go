@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"log/slog"
 	"net/url"
 	"slices"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/chaos/clustertest"
 	"github.com/unibus/clusterkit/chaos/inproc"
 	"github.com/unibus/clusterkit/clientcheck/probe"
 	"github.com/unibus/clusterkit/membershipd/identity"
@@ -39,18 +39,7 @@ const (
 func BenchmarkPublishToReceive(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	c, err := inproc.New(inproc.Options{Dir: b.TempDir(), Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = c.Close() }()
-	if err := c.StartAll(ctx); err != nil {
-		b.Fatal(err)
-	}
-	hc, _ := chaos.NewHealthClient(c.TLS().ClientCA)
-	if _, err := hc.WaitHealthy(ctx, c.Nodes()...); err != nil {
-		b.Fatal(err)
-	}
+	c, _ := clustertest.Inproc(b, inproc.Options{})
 	user, _ := identity.Generate()
 	nc, err := chaos.DialInternal(c, c.Nodes()[0])
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/chaos/clustertest"
 	"github.com/unibus/clusterkit/chaos/inproc"
 	"github.com/unibus/clusterkit/clientcheck/probe"
 	"github.com/unibus/clusterkit/membershipd/e2e"
@@ -34,23 +35,9 @@ func TestRunInproc(t *testing.T) {
 		lvl = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
-	c, err := inproc.New(inproc.Options{Dir: t.TempDir(), Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	c, hc := clustertest.Inproc(t, inproc.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if err := c.StartAll(ctx); err != nil {
-		t.Fatal(err)
-	}
-	hc, err := chaos.NewHealthClient(c.TLS().ClientCA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := hc.WaitHealthy(ctx, c.Nodes()...); err != nil {
-		t.Fatal(err)
-	}
 	user := addUser(ctx, t, c)
 
 	tlsFiles := c.TLS()
