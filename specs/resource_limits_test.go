@@ -86,7 +86,7 @@ var _ = Describe("Resource limits", Ordered, func() {
 	}
 
 	It("a flooding member is stopped at the room's limits and its quota; user add and revoke keep working",
-		Claim("claim:resource-limits"), func(ctx SpecContext) {
+		Claim("claim:resource-limits"), Disruptive, func(ctx SpecContext) { // floods a room to its 16 MiB limit: not on a read-only live run
 			code, room, body := createRoom("spec-flood-" + randomHex(4))
 			Expect(code).To(Equal(201), body)
 			nc := dialMember(env, n1, mallory)

@@ -31,7 +31,7 @@ var _ = Describe("Member ACL: the daemon's internal subjects", Ordered, func() {
 	})
 
 	It("ignores room messages and API answers a member has delivered to unibus.sys.ping; the cluster stays in quorum",
-		Claim("claim:acl-jetstream"), func(ctx SpecContext) {
+		Claim("claim:acl-jetstream"), Disruptive, func(ctx SpecContext) { // floods the internal subjects for seconds: not on a read-only live run
 			n1 := env.Cluster.Nodes()[0]
 			mallory := env.AddUser(ctx, n1, "mallory", identity.RoleMember)
 			name := "spec-sys-" + randomHex(4)
