@@ -158,6 +158,9 @@ vps-sim-down: build
 
 # The whole runbook against three simulated hosts, as README tells the
 # operator: deploy (dry run, then --yes), start, verify, then
+#   -. every remote fault heals itself when the controller vanishes (the
+#      lease test: kill, pause and a partition with a 10 s lease, the SSH
+#      connections dropped without healing);
 #   0. the operator's read-only live run: `make specs-live` as documented, no
 #      LIVEFLAGS (reports in out/vps/readonly; claim:live-readonly proves it
 #      changed nothing);
@@ -182,6 +185,9 @@ test-vps: build
 	bin/runbook start $(SIMFLAGS) && \
 	bin/runbook verify $(SIMFLAGS) || exit 1; \
 	rc=0; start=$$SECONDS; \
+	UNIBUS_FAULT_NODES=$(CURDIR)/$(SIM_NODES) UNIBUS_FAULT_CERTS=$(CURDIR)/$(SIM_CERTS) UNIBUS_FAULT_SSH_CONFIG=$(SIM_SSH_CONFIG) \
+	  $(GO) test -count=1 -run TestLeaseHealsWithoutController ./chaos/sshtarget || rc=1; \
+	lease=$$((SECONDS-start)); start=$$SECONDS; \
 	$(MAKE) --no-print-directory specs-live NODES=$(SIM_NODES) CERTS=$(SIM_CERTS) SSH_CONFIG=$(SIM_SSH_CONFIG) \
 	  LIVEOUT=out/vps/readonly || rc=1; \
 	ro=$$((SECONDS-start)); start=$$SECONDS; \
@@ -195,7 +201,7 @@ test-vps: build
 	  LIVEFLAGS='--allow-disruptive --allow-wipe --sim-dir=$(SIMDIR)' LIVEOUT=out/vps/sim \
 	  SPECFLAGS="$${rest[*]} --label-filter=$$only" || rc=1; \
 	{ set +x; } 2>/dev/null; \
-	echo "test-vps: read-only live run $${ro}s (out/vps/readonly), operator's disruptive live run $${live}s (out/vps/live), sim-only specs $$((SECONDS-start))s (out/vps/sim); exit $$rc"; \
+	echo "test-vps: fault leases heal without the controller $${lease}s, read-only live run $${ro}s (out/vps/readonly), operator's disruptive live run $${live}s (out/vps/live), sim-only specs $$((SECONDS-start))s (out/vps/sim); exit $$rc"; \
 	exit $$rc
 
 # --- nemesis ------------------------------------------------------------------
