@@ -67,6 +67,46 @@ func cmdClusterReport(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
+// cmdClusterReplicas prints every server's own copy of a stream (JSZ of
+// each server): what the fault claims compare after a crash.
+func cmdClusterReplicas(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("cluster replicas", stderr)
+	c := connFlags(fs)
+	stream := fs.String("stream", "", "stream name (e.g. ROOM_<id> or KV_UNIBUS_users)")
+	nodes := fs.Int("nodes", 3, "number of nodes expected to answer")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if *stream == "" {
+		fmt.Fprintln(stderr, "membershipd cluster replicas: --stream is required")
+		return exitBadArgs
+	}
+	nc, err := c.Dial()
+	if err != nil {
+		fmt.Fprintf(stderr, "membershipd cluster replicas: %v\n", err)
+		return exitFailed
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	reps, err := admin.Replicas(ctx, nc, *stream, *nodes)
+	if err != nil {
+		fmt.Fprintf(stderr, "membershipd cluster replicas: %v\n", err)
+		return exitFailed
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(reps)
+		return exitOK
+	}
+	for _, r := range reps {
+		fmt.Fprintf(stdout, "%s %s: %s\n", *stream, r.Node, r.Same())
+	}
+	return exitOK
+}
+
 func cmdKVScale(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("kv scale", stderr)
 	c := connFlags(fs)

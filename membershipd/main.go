@@ -35,7 +35,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if len(args) > 1 && args[1] == "report" {
 			return cmdClusterReport(args[2:], stdout, stderr)
 		}
-		fmt.Fprintln(stderr, "membershipd cluster: want `cluster report`")
+		if len(args) > 1 && args[1] == "replicas" {
+			return cmdClusterReplicas(args[2:], stdout, stderr)
+		}
+		fmt.Fprintln(stderr, "membershipd cluster: want `cluster report` or `cluster replicas --stream NAME`")
 		return exitBadArgs
 	case "kv":
 		if len(args) > 1 && args[1] == "scale" {
@@ -68,6 +71,8 @@ Usage:
   membershipd [serve] [flags]            run a node (default command)
   membershipd version [--features]       print the version (and the cold-start fixes compiled in)
   membershipd cluster report [flags]     servers, routes, meta leader, bucket replication
+  membershipd cluster replicas --stream NAME [--json]
+                                         every server's own copy of a stream (per-replica state)
   membershipd kv scale --replicas N      raise or lower every control-plane bucket in place
   membershipd user add --store kv --handle H --role admin|member --sign-pub HEX
   membershipd user list --store kv [--all] (or --db FILE; --all also shows revoked spec-* users)

@@ -17,12 +17,12 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/chaos/check"
 	"github.com/unibus/clusterkit/chaos/fault"
+	"github.com/unibus/clusterkit/membershipd/admin"
 	"github.com/unibus/clusterkit/membershipd/api"
 	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/pki"
@@ -136,88 +136,33 @@ func measure(env *Env, faultName, what string, v any) {
 	AddReportEntry(fmt.Sprintf("%s [%s]: %s", faultName, env.Cluster.Target(), what), fmt.Sprint(v), ReportEntryVisibilityFailureOrVerbose)
 }
 
-// needInternal skips when the target does not expose the nodes' internal
-// identities (the ssh target): per-replica stream state is read with them.
-func needInternal(env *Env) {
-	GinkgoHelper()
-	for _, n := range env.Cluster.Nodes() {
-		if _, ok := env.Cluster.TLS().InternalID[n.Name()]; !ok {
-			Skip(fmt.Sprintf("target %s does not expose %s's internal identity: per-replica stream state (JSZ of each server) cannot be read", env.Cluster.Target(), n.Name()))
-		}
-	}
-}
+// Replica is one server's own copy of a stream (admin.Replica).
+type Replica = admin.Replica
 
-// Replica is one server's own copy of a stream, as that server's JSZ
-// reports it: JetStream state of the local store, not the leader's view.
-type Replica struct {
-	Node     string `json:"node"`
-	FirstSeq uint64 `json:"first_seq"`
-	LastSeq  uint64 `json:"last_seq"`
-	Msgs     uint64 `json:"msgs"`
-	Bytes    uint64 `json:"bytes"`
-}
-
-// same is the part two replicas must agree on.
-func (r Replica) same() string {
-	return fmt.Sprintf("first=%d last=%d msgs=%d bytes=%d", r.FirstSeq, r.LastSeq, r.Msgs, r.Bytes)
-}
-
-// jszSubject asks every server for its JetStream report; the daemon
-// imports it into the account of the internal identity.
-const jszSubject = "$SYS.REQ.SERVER.PING.JSZ"
-
-// Replicas asks every server, through node via with its internal
-// identity, for its own state of stream: one Replica per server that holds
-// a copy. Each server answers from its local store (JSZ with stream
-// details), so a replica that missed writes shows a lower last sequence
-// or count, and one that holds different messages a different byte count.
+// Replicas asks every server, through node via, for its own state of
+// stream: one Replica per server that holds a copy. Each server answers
+// from its local store (JSZ with stream details), so a replica that missed
+// writes shows a lower last sequence or count, and one that holds
+// different messages a different byte count. Where the controller holds
+// the internal identity (local targets) it asks directly; elsewhere (ssh)
+// it runs `membershipd cluster replicas` on the node, as an operator would.
 func Replicas(ctx context.Context, c chaos.Cluster, via chaos.Node, stream string) ([]Replica, error) {
-	nc, err := chaos.DialInternal(c, via)
+	if _, ok := c.TLS().InternalID[via.Name()]; ok {
+		nc, err := chaos.DialInternal(c, via)
+		if err != nil {
+			return nil, err
+		}
+		defer nc.Close()
+		return admin.Replicas(ctx, nc, stream, len(c.Nodes()))
+	}
+	r, err := c.CLI(ctx, via, "cluster", "replicas", "--stream", stream, "--json", "--nodes", fmt.Sprint(len(c.Nodes())))
 	if err != nil {
 		return nil, err
 	}
-	defer nc.Close()
-	inbox := nc.NewRespInbox()
-	ch := make(chan *nats.Msg, 16)
-	sub, err := nc.ChanSubscribe(inbox, ch)
-	if err != nil {
-		return nil, fmt.Errorf("subscribe %s: %w", inbox, err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	req, _ := json.Marshal(server.JSzOptions{Accounts: true, Streams: true})
-	if err := nc.PublishRequest(jszSubject, inbox, req); err != nil {
-		return nil, fmt.Errorf("publish %s: %w", jszSubject, err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
 	var out []Replica
-	for answered := 0; answered < len(c.Nodes()); {
-		select {
-		case m := <-ch:
-			answered++
-			var resp struct {
-				Server *server.ServerInfo `json:"server"`
-				Data   *server.JSInfo     `json:"data"`
-				Error  *server.ApiError   `json:"error"`
-			}
-			if err := json.Unmarshal(m.Data, &resp); err != nil {
-				return nil, fmt.Errorf("JSZ answer: %w", err)
-			}
-			if resp.Error != nil || resp.Server == nil || resp.Data == nil {
-				return nil, fmt.Errorf("JSZ answer without data: %s", m.Data)
-			}
-			for _, a := range resp.Data.AccountDetails {
-				for _, s := range a.Streams {
-					if s.Name == stream {
-						out = append(out, Replica{Node: resp.Server.Name, FirstSeq: s.State.FirstSeq, LastSeq: s.State.LastSeq, Msgs: s.State.Msgs, Bytes: s.State.Bytes})
-					}
-				}
-			}
-		case <-wctx.Done():
-			return out, fmt.Errorf("JSZ: %d of %d servers answered", answered, len(c.Nodes()))
-		}
+	if err := json.Unmarshal([]byte(r.Stdout), &out); err != nil {
+		return nil, fmt.Errorf("cluster replicas on %s: exit %d: %s", via.Name(), r.ExitCode, strings.TrimSpace(r.Stderr))
 	}
-	slices.SortFunc(out, func(a, b Replica) int { return strings.Compare(a.Node, b.Node) })
 	return out, nil
 }
 
@@ -234,8 +179,8 @@ func expectReplicasEqual(ctx context.Context, env *Env, stream string, replicas 
 		last = rs
 		g.Expect(rs).To(HaveLen(replicas), "replicas of %s: %+v", stream, rs)
 		for _, r := range rs {
-			g.Expect(r.Msgs).To(Equal(want), "%s's copy of %s: %s", r.Node, stream, r.same())
-			g.Expect(r.same()).To(Equal(rs[0].same()), "%s and %s disagree on %s", r.Node, rs[0].Node, stream)
+			g.Expect(r.Msgs).To(Equal(want), "%s's copy of %s: %s", r.Node, stream, r.Same())
+			g.Expect(r.Same()).To(Equal(rs[0].Same()), "%s and %s disagree on %s", r.Node, rs[0].Node, stream)
 		}
 	}).WithContext(ctx).WithTimeout(convergeBudget).WithPolling(500 * time.Millisecond).Should(Succeed())
 	Evidence("replicas-"+stream, last)
