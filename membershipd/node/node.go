@@ -83,6 +83,7 @@ type Node struct {
 	usersWatchCancel    context.CancelFunc // restarts the users watch
 	usersWatchRestarted time.Time
 	proveNow            chan struct{} // asks proofLoop for a check at once
+	putNow              chan struct{} // asks heartbeatLoop for a put at once
 }
 
 // New validates cfg, loads (or creates) the internal identity and builds
@@ -114,6 +115,7 @@ func New(cfg Config) (*Node, error) {
 		done: make(chan struct{}),
 
 		proveNow: make(chan struct{}, 1),
+		putNow:   make(chan struct{}, 1),
 	}
 	if created {
 		n.log.Info("created the internal service identity", "file", cfg.InternalIDFile, "nkey", id.NKey())
@@ -233,7 +235,7 @@ func (n *Node) Start() error {
 			n.shutdown()
 			return err
 		}
-		loops = append(loops, n.openBuckets, n.heartbeatLoop, n.pingLoop, n.proofLoop)
+		loops = append(loops, n.openBuckets, n.heartbeatLoop, n.pingLoop, n.proofLoop, n.bringupTimeline)
 	}
 	if err := n.startHTTP(); err != nil {
 		n.shutdown()
@@ -361,17 +363,44 @@ func (n *Node) subscribe() error {
 // spent. A lone node sits here, not serving, until a quorum forms.
 func (n *Node) openBuckets(ctx context.Context) {
 	deadline := time.Now().Add(n.cfg.BootstrapBudget)
+	var metaSince time.Time // when this loop first saw a meta leader
 	for attempt := 1; ; attempt++ {
 		var (
 			opened []kv.Opened
 			err    error
 		)
+		// Requests sent before the meta layer has a leader are dropped
+		// without a reply; asking the local server costs nothing, so poll
+		// it briefly rather than sleeping a whole retry interval.
+		n.awaitMetaLeader(ctx, metaLeaderWait)
 		if n.metaLeader() == "" {
-			// Requests sent before the meta layer has a leader are dropped
-			// without a reply; asking the local server costs nothing.
 			err = errNoMetaLeader
-		} else if err = n.ensureHeartbeats(ctx); err == nil {
-			opened, err = kv.EnsureAll(ctx, n.js, n.cfg.KVReplicas, time.Second)
+		} else {
+			if metaSince.IsZero() {
+				metaSince = time.Now()
+			}
+			// The heartbeat bucket and the control-plane buckets are
+			// created together. A create that races another node's may
+			// get no reply at all: a short first timeout and a quick retry
+			// beat a long wait (later attempts wait longer: a loaded
+			// machine answers slowly).
+			// Only the meta leader's node creates (the others look): the
+			// meta leader drops replies to concurrent identical creates.
+			timeout := min(time.Duration(attempt)*createTimeoutStep, time.Second)
+			create := n.srv.JetStreamIsLeader()
+			var hbErr error
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() { defer wg.Done(); hbErr = n.ensureHeartbeats(ctx, timeout, create) }()
+			if create {
+				opened, err = kv.EnsureAll(ctx, n.js, n.cfg.KVReplicas, timeout)
+			} else {
+				opened, err = kv.OpenAll(ctx, n.js, timeout)
+			}
+			wg.Wait()
+			if hbErr != nil {
+				err = hbErr
+			}
 		}
 		if ctx.Err() != nil {
 			return
@@ -406,10 +435,44 @@ func (n *Node) openBuckets(ctx context.Context) {
 			go n.stop(fmt.Errorf("control-plane buckets not open within the bootstrap budget %s: %s (a lone node never serves: start the other nodes)", n.cfg.BootstrapBudget, why))
 			return
 		}
+		// "No suitable peers" (the third node has not joined the meta
+		// group yet) answers at once: retry soon while bring-up is young.
+		retry := 500 * time.Millisecond
+		if metaSince.IsZero() || time.Since(metaSince) < fastRetryFor {
+			retry = fastRetry
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(retry):
+		}
+	}
+}
+
+// Bring-up timings.
+const (
+	// metaLeaderWait: how long one attempt polls the local server for a
+	// meta leader before counting as a failed attempt (a lone node keeps
+	// logging why it waits at this pace).
+	metaLeaderWait = 500 * time.Millisecond
+	// createTimeoutStep: attempt k gives each create k times this (at most
+	// 1 s).
+	createTimeoutStep = 300 * time.Millisecond
+	// fastRetryFor: for this long after the first meta leader, attempts
+	// retry after fastRetry, later ones after 500 ms.
+	fastRetryFor = 5 * time.Second
+	fastRetry    = 100 * time.Millisecond
+)
+
+// awaitMetaLeader polls the local server every 20 ms until the meta layer
+// has a leader, d passes or ctx ends.
+func (n *Node) awaitMetaLeader(ctx context.Context, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for n.metaLeader() == "" && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
@@ -421,7 +484,7 @@ var (
 
 // ensureHeartbeats puts the heartbeat bucket at R=N; until it is, the node
 // does not serve (a heartbeat below R=N proves no cluster majority).
-func (n *Node) ensureHeartbeats(ctx context.Context) error {
+func (n *Node) ensureHeartbeats(ctx context.Context, timeout time.Duration, create bool) error {
 	n.mu.Lock()
 	done := n.hbWhy == ""
 	n.mu.Unlock()
@@ -429,8 +492,12 @@ func (n *Node) ensureHeartbeats(ctx context.Context) error {
 		return nil
 	}
 	size := n.cfg.size()
-	hctx, cancel := context.WithTimeout(ctx, time.Second)
-	o, err := kv.EnsureHeartbeats(hctx, n.js, size)
+	hctx, cancel := context.WithTimeout(ctx, timeout)
+	ensure := kv.CheckHeartbeats
+	if create {
+		ensure = kv.EnsureHeartbeats
+	}
+	o, err := ensure(hctx, n.js, size)
 	cancel()
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -440,6 +507,11 @@ func (n *Node) ensureHeartbeats(ctx context.Context) error {
 		return fmt.Errorf("%w: %w", errHeartbeats, err)
 	}
 	n.hbWhy = ""
+	// Put a heartbeat now rather than at the next tick.
+	select {
+	case n.putNow <- struct{}{}:
+	default:
+	}
 	if o.Created {
 		n.log.Info("heartbeat bucket created", "bucket", kv.HeartbeatsBucket, "replicas", o.Replicas)
 	}
@@ -478,6 +550,7 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-n.putNow:
 		}
 	}
 }
