@@ -26,15 +26,17 @@ import (
 // client keeps fetching from the same consumer (nats.go re-issues its pull
 // requests) and nothing is re-created. What a dead connection may lose is
 // deliveries in flight: the consumer counts them as delivered and would
-// redeliver them only after its AckWait (5 s). So after every reconnect,
-// and whenever acked messages stop arriving for stallAfter, the reader
-// asks the control plane to reset the consumer to the first stream
-// sequence it has not yet received, retrying every superviseEvery until
-// it succeeds, and then issues fresh pull requests at once (pulls waiting
-// at a dead consumer leader are otherwise re-sent only after two missed
-// heartbeats). When the stream's leader dies, the consumer's leader dies
-// with it; the control plane then replaces the consumer as soon as the
-// stream has elected a new leader, instead of waiting for the consumer's
+// redeliver them only after its AckWait (5 s). So when a delivery arrives
+// past a missing sequence (the lost one), when the consumer's heartbeats
+// stop, and whenever acked messages stop arriving for stallAfter, the
+// reader asks the control plane to reset the consumer to the first stream
+// sequence it has not yet received, retrying every superviseEvery until it
+// succeeds, and then pulls afresh at once (pulls waiting at a dead
+// consumer leader are otherwise re-sent only after two missed
+// heartbeats). A reconnect alone asks for nothing. When the stream's
+// leader dies, the consumer's leader dies with it; the control plane then
+// replaces the consumer as soon as the stream has elected a new leader,
+// instead of waiting for the consumer's
 // own raft election (4-9 s, independent of the stream's).
 //
 // Delivery is at least once; the reader hands messages on in stream order
@@ -46,8 +48,9 @@ type reader struct {
 	r     *runner
 	js    jetstream.JetStream
 	first uint64 // the first stream sequence this run reads
-	// kick asks the supervisor for a reset now (after a reconnect).
-	kick chan struct{}
+	// kick asks the supervisor for a reset now (the consumer's leader
+	// went silent); gap tells it a delivery skipped a sequence.
+	kick, gap chan struct{}
 
 	mu       sync.Mutex
 	name     string // the consumer's name (from the control plane)
@@ -79,7 +82,7 @@ const (
 )
 
 func newReader(r *runner) *reader {
-	return &reader{r: r, first: 1, kick: make(chan struct{}, 1), held: map[uint64]heldMsg{}}
+	return &reader{r: r, first: 1, kick: make(chan struct{}, 1), gap: make(chan struct{}, 1), held: map[uint64]heldMsg{}}
 }
 
 // start asks the control plane for the consumer (starting at first) and
@@ -124,7 +127,7 @@ func (rd *reader) consumeFrom(cons jetstream.Consumer, name string) error {
 			// stream has a leader). Waiting for acked messages to go
 			// missing would wait for the stream's election and then 1 s.
 			if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, nats.ErrNoResponders) {
-				rd.reconnected()
+				rd.leaderLost()
 			}
 		}))
 	if err != nil {
@@ -171,16 +174,35 @@ func (rd *reader) reset(ctx context.Context, stalled bool) error {
 	return nil
 }
 
-// reconnected asks for a reset; it never blocks (it runs on nats.go's
-// callback goroutine).
-func (rd *reader) reconnected() {
+// reconnected is called after a reconnect. It asks for nothing: nats.go
+// pulls again on the new connection at once, and a delivery lost with the
+// old one shows as a gap (see onMsg), or, when nothing follows it, as a
+// stall. A reset after every reconnect would add a control-plane round
+// trip (a TLS handshake to a new node, a replicated nonce) to every
+// failover, lost delivery or not.
+func (rd *reader) reconnected() {}
+
+// leaderLost asks for a reset now; it never blocks (it runs on nats.go's
+// goroutines).
+func (rd *reader) leaderLost() {
 	select {
 	case rd.kick <- struct{}{}:
 	default:
 	}
 }
 
-// supervise resets the consumer after a reconnect and when it stalls, and
+// gapGrace: a gap that lasts this long is a lost delivery, not a reorder
+// between two consume loops.
+const gapGrace = 20 * time.Millisecond
+
+// hasGap reports a held message past a missing sequence.
+func (rd *reader) hasGap() bool {
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	return len(rd.held) > 0
+}
+
+// supervise resets the consumer on a gap, a silent leader or a stall, and
 // restarts a consume loop that ended, until ctx ends.
 func (rd *reader) supervise(ctx context.Context) {
 	t := time.NewTicker(superviseEvery)
@@ -193,6 +215,11 @@ func (rd *reader) supervise(ctx context.Context) {
 			return
 		case <-rd.kick:
 			kicked = true
+		case <-rd.gap:
+			// A lost delivery (its connection died): reset at once
+			// rather than wait for the consumer's AckWait.
+			time.Sleep(gapGrace)
+			kicked = rd.hasGap()
 		case <-t.C:
 			kicked = retry
 		}
@@ -214,7 +241,7 @@ func (rd *reader) supervise(ctx context.Context) {
 			}
 			continue
 		case kicked:
-			rd.r.log.Debug("reconnected: resetting the consumer", "from_seq", next)
+			rd.r.log.Debug("resetting the consumer", "from_seq", next)
 		case stalled:
 			rd.r.log.Info("resetting the consumer", "quiet_for", time.Since(last).Round(time.Millisecond),
 				"waiting_for", rd.r.led.waiting(), "from_seq", next)
@@ -297,6 +324,10 @@ func (rd *reader) onMsg(m jetstream.Msg) {
 	case seq > rd.next:
 		if _, ok := rd.held[seq]; !ok {
 			rd.held[seq] = heldMsg{data: m.Data(), at: at}
+		}
+		select {
+		case rd.gap <- struct{}{}:
+		default:
 		}
 		return
 	}

@@ -149,6 +149,16 @@ func (s *Server) replaceConsumer(ctx context.Context, stream, name string, from 
 	if code, v := s.createConsumer(ctx, stream, name, from); code != 0 {
 		return code, v
 	}
+	// "Already exists" can come from the deleted one while its removal is
+	// still being applied: make sure the new one is there.
+	cctx, cancel := context.WithTimeout(ctx, consumerInfoTimeout)
+	_, err := s.d.JS.Consumer(cctx, stream, name)
+	cancel()
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		if code, v := s.createConsumer(ctx, stream, name, from); code != 0 {
+			return code, v
+		}
+	}
 	s.pinConsumer(ctx, stream, name, "")
 	return 0, nil
 }

@@ -386,8 +386,13 @@ func (n *Node) openBuckets(ctx context.Context) {
 			// machine answers slowly).
 			// Only the meta leader's node creates (the others look): the
 			// meta leader drops replies to concurrent identical creates.
-			timeout := min(time.Duration(attempt)*createTimeoutStep, time.Second)
 			create := n.srv.JetStreamIsLeader()
+			// A look at a stream created a moment ago gets no answer if it
+			// arrives before the stream's first leader: keep looks short.
+			timeout := createTimeoutStep
+			if create {
+				timeout = min(time.Duration(attempt)*createTimeoutStep, time.Second)
+			}
 			var hbErr error
 			var wg sync.WaitGroup
 			wg.Add(1)
