@@ -33,6 +33,7 @@ var All = []Claim{
 	{"user-revoke", "revoke keeps the row, denies both planes and closes live connections within 2 s", true, true},
 	{"two-down-fail-closed", "with two nodes down the survivor denies everything within 2 s and loses nothing", true, true},
 	{"failover-zero-loss", "a client whose node stops mid-stream fails over with every acked message received once, in order", true, true},
+	{"load-failover", "500 connected clients in 20 rooms with steady traffic, one node SIGKILLed (membershipd processes): every client re-admitted, no acked message lost, the surviving majority never denied", true, false},
 	{"acl", "a member reaches only its own rooms", true, true},
 	{"acl-jetstream", "a member cannot escape its ACL through JetStream: no push consumer, no other member's consumer, no consumer past the limit or after a revoke", true, true},
 	{"route-ca", "the route port takes only route-CA certificates; the client port demands a valid client certificate over TLS", true, true},
