@@ -380,31 +380,38 @@ func (n *Node) openBuckets(ctx context.Context) {
 				metaSince = time.Now()
 			}
 			// The heartbeat bucket and the control-plane buckets are
-			// created together. A create that races another node's may
-			// get no reply at all: a short first timeout and a quick retry
-			// beat a long wait (later attempts wait longer: a loaded
-			// machine answers slowly).
+			// created together.
 			// Only the meta leader's node creates (the others look): the
 			// meta leader drops replies to concurrent identical creates.
 			create := n.srv.JetStreamIsLeader()
 			// A look at a stream created a moment ago gets no answer if it
 			// arrives before the stream's first leader: keep looks short.
-			timeout := createTimeoutStep
+			// A create answers once the new stream has elected its leader
+			// (0.3-1 s under load); with one creator no reply is dropped,
+			// so it gets the time it needs.
+			timeout := lookTimeout
 			if create {
-				timeout = min(time.Duration(attempt)*createTimeoutStep, time.Second)
+				timeout = createTimeout
 			}
-			var hbErr error
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() { defer wg.Done(); hbErr = n.ensureHeartbeats(ctx, timeout, create) }()
-			if create {
-				opened, err = kv.EnsureAll(ctx, n.js, n.cfg.KVReplicas, timeout)
+			if o, ok := n.localBuckets(); ok && !create {
+				// Every bucket's stream is assigned here already: no
+				// request (a look at a stream whose first leader is still
+				// being elected goes unanswered).
+				opened, err = o, nil
 			} else {
-				opened, err = kv.OpenAll(ctx, n.js, timeout)
-			}
-			wg.Wait()
-			if hbErr != nil {
-				err = hbErr
+				var hbErr error
+				var wg sync.WaitGroup
+				wg.Add(1)
+				go func() { defer wg.Done(); hbErr = n.ensureHeartbeats(ctx, timeout, create) }()
+				if create {
+					opened, err = kv.EnsureAll(ctx, n.js, n.cfg.KVReplicas, timeout)
+				} else {
+					opened, err = kv.OpenAll(ctx, n.js, timeout)
+				}
+				wg.Wait()
+				if hbErr != nil {
+					err = hbErr
+				}
 			}
 		}
 		if ctx.Err() != nil {
@@ -460,14 +467,53 @@ const (
 	// meta leader before counting as a failed attempt (a lone node keeps
 	// logging why it waits at this pace).
 	metaLeaderWait = 500 * time.Millisecond
-	// createTimeoutStep: attempt k gives each create k times this (at most
-	// 1 s).
-	createTimeoutStep = 300 * time.Millisecond
+	lookTimeout   = 300 * time.Millisecond
+	createTimeout = 2 * time.Second
 	// fastRetryFor: for this long after the first meta leader, attempts
 	// retry after fastRetry, later ones after 500 ms.
 	fastRetryFor = 5 * time.Second
 	fastRetry    = 100 * time.Millisecond
 )
+
+// localBuckets reports the buckets from this server's own stream
+// assignments when every control-plane bucket and the heartbeat bucket at
+// R=N are assigned here and have a leader (a node outside some bucket's replicas, e.g. at
+// N=5 with R3 buckets, asks the cluster instead). It marks the heartbeat
+// bucket as placed.
+func (n *Node) localBuckets() ([]kv.Opened, bool) {
+	jsz, err := n.srv.Jsz(&server.JSzOptions{Accounts: true, Streams: true, Config: true})
+	if err != nil || jsz == nil {
+		return nil, false
+	}
+	replicas := map[string]int{}
+	for _, a := range jsz.AccountDetails {
+		for _, st := range a.Streams {
+			// Led: the watches started next need the stream's leader.
+			if st.Config != nil && st.Cluster != nil && st.Cluster.Leader != "" {
+				replicas[st.Name] = st.Config.Replicas
+			}
+		}
+	}
+	if replicas[kv.StreamName(kv.HeartbeatsBucket)] != n.cfg.size() {
+		return nil, false
+	}
+	out := make([]kv.Opened, 0, len(kv.Buckets))
+	for _, b := range kv.Buckets {
+		r, ok := replicas[kv.StreamName(b.Name)]
+		if !ok {
+			return nil, false
+		}
+		out = append(out, kv.Opened{Bucket: b.Name, Replicas: r})
+	}
+	n.mu.Lock()
+	n.hbWhy = ""
+	n.mu.Unlock()
+	select {
+	case n.putNow <- struct{}{}:
+	default:
+	}
+	return out, true
+}
 
 // awaitMetaLeader polls the local server every 20 ms until the meta layer
 // has a leader, d passes or ctx ends.

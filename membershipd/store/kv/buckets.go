@@ -87,7 +87,7 @@ var ErrNotCreatedYet = errors.New("not created yet (the meta leader's node creat
 
 func ensureHeartbeats(ctx context.Context, js jetstream.JetStream, size int, create bool) (Opened, error) {
 	name := StreamName(HeartbeatsBucket)
-	st, err := js.Stream(ctx, name)
+	st, err := look(ctx, js, name)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound) && !create:
 		return Opened{}, fmt.Errorf("heartbeat bucket %s: %w", HeartbeatsBucket, ErrNotCreatedYet)
@@ -177,8 +177,20 @@ func ensureAll(ctx context.Context, js jetstream.JetStream, replicas int, perBuc
 	return out, nil
 }
 
+// lookTimeout bounds a stream info inside ensure: the meta layer drops
+// requests while it settles (a new leader catching up), and a stream
+// created a moment ago answers nothing until its first leader, so a short
+// look and a retry beat waiting out a create's longer timeout.
+const lookTimeout = 300 * time.Millisecond
+
+func look(ctx context.Context, js jetstream.JetStream, name string) (jetstream.Stream, error) {
+	lctx, cancel := context.WithTimeout(ctx, lookTimeout)
+	defer cancel()
+	return js.Stream(lctx, name)
+}
+
 func ensure(ctx context.Context, js jetstream.JetStream, b Bucket, replicas int, create bool) (Opened, error) {
-	st, err := js.Stream(ctx, StreamName(b.Name))
+	st, err := look(ctx, js, StreamName(b.Name))
 	if err == nil {
 		cfg := st.CachedInfo().Config
 		return Opened{Bucket: b.Name, Replicas: cfg.Replicas}, nil
