@@ -114,6 +114,11 @@ func TestFailoverKill(t *testing.T) {
 			once.Do(func() {
 				leader, consLeader := leaders(ctx, c, c.Node(server), stream, consumer)
 				res.consLeader = consLeader
+				// The control plane keeps the consumer's leader on the
+				// stream's leader (a reset or a connect moves it there).
+				if consLeader != leader {
+					t.Errorf("consumer leader %q is not the stream leader %q", consLeader, leader)
+				}
 				switch {
 				case leaderCase:
 					victim = c.Node(leader)

@@ -138,6 +138,8 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 const (
 	consumerInfoTimeout = 500 * time.Millisecond
 	streamInfoTimeout   = 500 * time.Millisecond
+	// pinTimeout bounds moving the consumer's leader (best effort).
+	pinTimeout = time.Second
 )
 
 // replaceConsumer deletes the consumer and creates it again starting at
@@ -179,7 +181,7 @@ func (s *Server) streamLed(ctx context.Context, stream string) bool {
 // (the consumer is then replaced, see roomConsumer). consumerLeader is the
 // consumer's leader if known ("" asks).
 func (s *Server) pinConsumer(ctx context.Context, stream, name, consumerLeader string) {
-	pctx, cancel := context.WithTimeout(ctx, streamInfoTimeout)
+	pctx, cancel := context.WithTimeout(ctx, pinTimeout)
 	defer cancel()
 	st, err := s.d.JS.Stream(pctx, stream)
 	if err != nil || st.CachedInfo().Cluster == nil {
@@ -205,6 +207,15 @@ func (s *Server) pinConsumer(ctx context.Context, stream, name, consumerLeader s
 	}
 	body, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": want}})
 	_, err = s.d.JS.Conn().RequestWithContext(pctx, "$JS.API.CONSUMER.LEADER.STEPDOWN."+stream+"."+name, body)
+	// Answer once the new leader serves: a client's first request during
+	// the change would go unanswered until its timeout.
+	for err == nil && pctx.Err() == nil {
+		c, ierr := s.d.JS.Consumer(pctx, stream, name)
+		if ierr == nil && c.CachedInfo().Cluster != nil && c.CachedInfo().Cluster.Leader == want {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if s.d.Log != nil {
 		s.d.Log.Debug("consumer leader moved to the stream leader", "stream", stream, "consumer", name, "from", consumerLeader, "to", want, "err", err)
 	}
