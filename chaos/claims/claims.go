@@ -37,6 +37,7 @@ var All = []Claim{
 	{"failover-zero-loss", "a client whose node stops mid-stream fails over with every acked message received once, in order", true, true, true},
 	{"power-loss-durable", "a power loss of every node mid-publish and mid-user add keeps every acked message and user add on every node; with --sync default the same run finds acked writes lost (negative control)", false, false, true},
 	{"size-5", "the whole suite passes at --size 5 (\"two down\" is a majority down); at five nodes a two-node side holding the nonces group's majority denies within 2 s while the three-node side serves within election time + grace", true, false, true},
+	{"load-failover", "500 connected clients in 20 rooms with steady traffic, one node SIGKILLed (membershipd processes): every client re-admitted, no acked message lost, the surviving majority never denied", false, false, true},
 	{"acl", "a member reaches only its own rooms", true, true, true},
 	{"acl-jetstream", "a member cannot escape its ACL through JetStream: no push consumer, no other member's consumer, no consumer past the limit or after a revoke", true, true, true},
 	{"route-ca", "the route port takes only route-CA certificates; the client port demands a valid client certificate over TLS", true, true, true},

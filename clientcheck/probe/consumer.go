@@ -3,10 +3,12 @@ package probe
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/clusterkit/membershipd/api"
@@ -18,17 +20,24 @@ import (
 // member's ACL allows fetching from, acking and inspecting that one
 // consumer and nothing else (no consumer create or delete).
 //
-// The consumer is durable and R3 (api.RoomConsumerConfig), so it survives
-// the loss of any one node, the client's included: after a reconnect the
+// The consumer is durable and R3 (api.RoomConsumerConfig), with its raft
+// leader kept on the stream's leader by the control plane, so it survives
+// the loss of any other node, the client's included: after a reconnect the
 // client keeps fetching from the same consumer (nats.go re-issues its pull
-// requests) and nothing is re-created. A design that re-creates a consumer
-// on failover pays a create round trip through the meta leader, which a
-// dying node can swallow for seconds. What a dead connection may lose is
+// requests) and nothing is re-created. What a dead connection may lose is
 // deliveries in flight: the consumer counts them as delivered and would
-// redeliver them only after its AckWait (5 s). So after every reconnect,
-// and whenever acked messages stop arriving for stallAfter, the reader
-// asks the control plane to reset the consumer to the first stream
-// sequence it has not yet received: a replicated reset, not a re-creation.
+// redeliver them only after its AckWait (5 s). So when a delivery arrives
+// past a missing sequence (the lost one), when the consumer's heartbeats
+// stop, and whenever acked messages stop arriving for stallAfter, the
+// reader asks the control plane to reset the consumer to the first stream
+// sequence it has not yet received, retrying every superviseEvery until it
+// succeeds, and then pulls afresh at once (pulls waiting at a dead
+// consumer leader are otherwise re-sent only after two missed
+// heartbeats). A reconnect alone asks for nothing. When the stream's
+// leader dies, the consumer's leader dies with it; the control plane then
+// replaces the consumer as soon as the stream has elected a new leader,
+// instead of waiting for the consumer's
+// own raft election (4-9 s, independent of the stream's).
 //
 // Delivery is at least once; the reader hands messages on in stream order
 // and exactly once per stream sequence: a sequence seen before (a
@@ -39,11 +48,13 @@ type reader struct {
 	r     *runner
 	js    jetstream.JetStream
 	first uint64 // the first stream sequence this run reads
-	// kick asks the supervisor for a reset now (after a reconnect).
-	kick chan struct{}
+	// kick asks the supervisor for a reset now (the consumer's leader
+	// went silent); gap tells it a delivery skipped a sequence.
+	kick, gap chan struct{}
 
 	mu       sync.Mutex
 	name     string // the consumer's name (from the control plane)
+	cons     jetstream.Consumer
 	cc       jetstream.ConsumeContext
 	next     uint64             // the next stream sequence to hand on
 	held     map[uint64]heldMsg // early arrivals, by stream sequence
@@ -72,7 +83,7 @@ const (
 )
 
 func newReader(r *runner) *reader {
-	return &reader{r: r, first: 1, kick: make(chan struct{}, 1), held: map[uint64]heldMsg{}}
+	return &reader{r: r, first: 1, kick: make(chan struct{}, 1), gap: make(chan struct{}, 1), held: map[uint64]heldMsg{}}
 }
 
 // start asks the control plane for the consumer (starting at first) and
@@ -100,25 +111,38 @@ func (rd *reader) consume(ctx context.Context, rc api.RoomConsumer) error {
 	if err != nil {
 		return fmt.Errorf("consumer %s on %s: %w%s", rc.Consumer, rd.r.stream, err, rd.r.violationHint())
 	}
+	return rd.consumeFrom(cons, rc.Consumer)
+}
+
+// consumeFrom starts a consume loop on cons (fresh pull requests),
+// replacing the running one.
+func (rd *reader) consumeFrom(cons jetstream.Consumer, name string) error {
 	cc, err := cons.Consume(rd.onMsg,
 		jetstream.PullMaxMessages(pullBatch), // within the consumer's MaxRequestBatch
 		jetstream.PullHeartbeat(heartbeat),
 		jetstream.PullExpiry(pullExpiry),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			rd.r.log.Debug("consumer", "err", err)
+			// The consumer's leader is silent or gone: ask for a reset now
+			// (the control plane replaces a leaderless consumer once the
+			// stream has a leader). Waiting for acked messages to go
+			// missing would wait for the stream's election and then 1 s.
+			if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, nats.ErrNoResponders) {
+				rd.leaderLost()
+			}
 		}))
 	if err != nil {
-		return fmt.Errorf("consume %s/%s: %w", rd.r.stream, rc.Consumer, err)
+		return fmt.Errorf("consume %s/%s: %w", rd.r.stream, name, err)
 	}
 	rd.mu.Lock()
 	old := rd.cc
-	rd.cc, rd.name = cc, rc.Consumer
+	rd.cc, rd.name, rd.cons = cc, name, cons
 	rd.lastRecv = time.Now()
 	rd.mu.Unlock()
 	if old != nil {
 		go old.Stop()
 	}
-	rd.r.log.Debug("consuming", "consumer", rc.Consumer, "from_seq", rc.DeliverFromSeq)
+	rd.r.log.Debug("consuming", "consumer", name)
 	return nil
 }
 
@@ -138,23 +162,53 @@ func (rd *reader) reset(ctx context.Context, stalled bool) error {
 		return fmt.Errorf("reset the room consumer to sequence %d: %w", from, err)
 	}
 	rd.r.log.Debug("consumer reset", "from_seq", from)
+	// Pull requests sent before the reset may wait at a leader that is
+	// gone (or was replaced): pull again now.
+	rd.mu.Lock()
+	cons, name := rd.cons, rd.name
+	rd.mu.Unlock()
+	if cons != nil {
+		if err := rd.consumeFrom(cons, name); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
-// reconnected asks for a reset; it never blocks (it runs on nats.go's
-// callback goroutine).
-func (rd *reader) reconnected() {
+// reconnected is called after a reconnect. It asks for nothing: nats.go
+// pulls again on the new connection at once, and a delivery lost with the
+// old one shows as a gap (see onMsg), or, when nothing follows it, as a
+// stall. A reset after every reconnect would add a control-plane round
+// trip (a TLS handshake to a new node, a replicated nonce) to every
+// failover, lost delivery or not.
+func (rd *reader) reconnected() {}
+
+// leaderLost asks for a reset now; it never blocks (it runs on nats.go's
+// goroutines).
+func (rd *reader) leaderLost() {
 	select {
 	case rd.kick <- struct{}{}:
 	default:
 	}
 }
 
-// supervise resets the consumer after a reconnect and when it stalls, and
+// gapGrace: a gap that lasts this long is a lost delivery, not a reorder
+// between two consume loops.
+const gapGrace = 20 * time.Millisecond
+
+// hasGap reports a held message past a missing sequence.
+func (rd *reader) hasGap() bool {
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	return len(rd.held) > 0
+}
+
+// supervise resets the consumer on a gap, a silent leader or a stall, and
 // restarts a consume loop that ended, until ctx ends.
 func (rd *reader) supervise(ctx context.Context) {
 	t := time.NewTicker(superviseEvery)
 	defer t.Stop()
+	retry := false // a reset failed: try again on every tick
 	for {
 		kicked := false
 		select {
@@ -162,7 +216,13 @@ func (rd *reader) supervise(ctx context.Context) {
 			return
 		case <-rd.kick:
 			kicked = true
+		case <-rd.gap:
+			// A lost delivery (its connection died): reset at once
+			// rather than wait for the consumer's AckWait.
+			time.Sleep(gapGrace)
+			kicked = rd.hasGap()
 		case <-t.C:
+			kicked = retry
 		}
 		rd.skipStuckGap()
 		oldest := rd.r.led.oldestWaiting()
@@ -182,18 +242,17 @@ func (rd *reader) supervise(ctx context.Context) {
 			}
 			continue
 		case kicked:
-			rd.r.log.Debug("reconnected: resetting the consumer", "from_seq", next)
+			rd.r.log.Debug("resetting the consumer", "from_seq", next)
 		case stalled:
 			rd.r.log.Info("resetting the consumer", "quiet_for", time.Since(last).Round(time.Millisecond),
 				"waiting_for", rd.r.led.waiting(), "from_seq", next)
 		default:
 			continue
 		}
-		if err := rd.reset(ctx, stalled && !kicked); err != nil && ctx.Err() == nil {
+		err := rd.reset(ctx, stalled && !kicked)
+		retry = err != nil
+		if err != nil && ctx.Err() == nil {
 			rd.r.log.Warn("consumer not reset yet", "err", err)
-			if kicked {
-				rd.reconnected() // try again on the next tick
-			}
 		}
 	}
 }
@@ -266,6 +325,10 @@ func (rd *reader) onMsg(m jetstream.Msg) {
 	case seq > rd.next:
 		if _, ok := rd.held[seq]; !ok {
 			rd.held[seq] = heldMsg{data: m.Data(), at: at, seq: seq}
+		}
+		select {
+		case rd.gap <- struct{}{}:
+		default:
 		}
 		return
 	}

@@ -10,7 +10,8 @@
 // once (nats.go would otherwise wait for its timeout) and retried on the
 // new connection with the same Nats-Msg-Id, so JetStream stores it once;
 // a message is retried until it is acked or the context ends, never
-// skipped. The reading side resets its consumer after every reconnect
+// skipped. The reading side resets its consumer when a delivery went
+// missing (a gap after a reconnect), its leader went silent,
 // and whenever acked messages stop arriving (see reader).
 package probe
 

@@ -78,18 +78,37 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 	}
 	name := authn.RoomConsumer(caller.SignPub)
 	out := RoomConsumer{Room: room.ID, Stream: room.Stream, Consumer: name}
-	c, err := s.d.JS.Consumer(ctx, room.Stream, name)
+	ictx, cancel := context.WithTimeout(ctx, consumerInfoTimeout)
+	c, err := s.d.JS.Consumer(ictx, room.Stream, name)
+	cancel()
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		if code, v := s.createConsumer(ctx, room.Stream, name, req.DeliverFromSeq); code != 0 {
 			return code, v
 		}
+		s.pinConsumer(ctx, room.Stream, name, "")
 		out.DeliverFromSeq = max(req.DeliverFromSeq, 1)
 		return http.StatusCreated, out
+	case err != nil && req.DeliverFromSeq != 0 && s.streamLed(ctx, room.Stream):
+		// The stream has a leader but the consumer answers nothing: its
+		// leader died with its node, and its followers wait out a raft
+		// election timeout (4-9 s) before one takes over. A new consumer
+		// elects its preferred leader at once, so replacing it (the
+		// client passes where to restart) ends the stall with the
+		// stream's own election.
+		if !s.allowReset(room.Stream + "." + name) {
+			return http.StatusTooManyRequests, Error{Error: "consumer reset too soon after the last one; retry in a moment"}
+		}
+		if code, v := s.replaceConsumer(ctx, room.Stream, name, req.DeliverFromSeq); code != 0 {
+			return code, v
+		}
+		out.DeliverFromSeq = req.DeliverFromSeq
+		return http.StatusOK, out
 	case err != nil:
 		return unavailable("consumer info", err)
 	}
-	out.DeliverFromSeq = c.CachedInfo().Config.OptStartSeq
+	info := c.CachedInfo()
+	out.DeliverFromSeq = info.Config.OptStartSeq
 	if req.DeliverFromSeq == 0 {
 		return http.StatusOK, out
 	}
@@ -97,21 +116,109 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 		return http.StatusTooManyRequests, Error{Error: "consumer reset too soon after the last one; retry in a moment"}
 	}
 	out.DeliverFromSeq = req.DeliverFromSeq
-	if req.DeliverFromSeq >= c.CachedInfo().Config.OptStartSeq {
+	if req.DeliverFromSeq >= info.Config.OptStartSeq {
 		if _, err := s.d.JS.ResetConsumerToSequence(ctx, room.Stream, name, req.DeliverFromSeq); err == nil {
+			if info.Cluster != nil {
+				s.pinConsumer(ctx, room.Stream, name, info.Cluster.Leader)
+			}
 			return http.StatusOK, out
 		} else if !isAPIError(err) {
 			return unavailable("reset consumer", err)
 		}
 	}
 	// Below the consumer's start (its policy forbids the reset): replace it.
-	if err := s.d.JS.DeleteConsumer(ctx, room.Stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return unavailable("replace consumer", err)
-	}
-	if code, v := s.createConsumer(ctx, room.Stream, name, req.DeliverFromSeq); code != 0 {
+	if code, v := s.replaceConsumer(ctx, room.Stream, name, req.DeliverFromSeq); code != 0 {
 		return code, v
 	}
 	return http.StatusOK, out
+}
+
+// Failover timings of the consumer endpoint: a live consumer or stream
+// leader answers info in milliseconds, so a longer wait means it is gone.
+const (
+	consumerInfoTimeout = 500 * time.Millisecond
+	streamInfoTimeout   = 500 * time.Millisecond
+	// pinTimeout bounds moving the consumer's leader (best effort).
+	pinTimeout = time.Second
+)
+
+// replaceConsumer deletes the consumer and creates it again starting at
+// from, with its leader on the stream's leader.
+func (s *Server) replaceConsumer(ctx context.Context, stream, name string, from uint64) (int, any) {
+	if err := s.d.JS.DeleteConsumer(ctx, stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return unavailable("replace consumer", err)
+	}
+	if code, v := s.createConsumer(ctx, stream, name, from); code != 0 {
+		return code, v
+	}
+	// "Already exists" can come from the deleted one while its removal is
+	// still being applied: make sure the new one is there.
+	cctx, cancel := context.WithTimeout(ctx, consumerInfoTimeout)
+	_, err := s.d.JS.Consumer(cctx, stream, name)
+	cancel()
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		if code, v := s.createConsumer(ctx, stream, name, from); code != 0 {
+			return code, v
+		}
+	}
+	s.pinConsumer(ctx, stream, name, "")
+	return 0, nil
+}
+
+// streamLed reports whether the stream answers info with a leader.
+func (s *Server) streamLed(ctx context.Context, stream string) bool {
+	sctx, cancel := context.WithTimeout(ctx, streamInfoTimeout)
+	defer cancel()
+	st, err := s.d.JS.Stream(sctx, stream)
+	return err == nil && st.CachedInfo().Cluster != nil && st.CachedInfo().Cluster.Leader != ""
+}
+
+// pinConsumer moves the consumer's raft leader onto the stream's leader
+// (best effort). Consumer and stream leaders on different nodes double the
+// nodes whose crash stalls delivery for a raft election (4-9 s): with them
+// together, a crash of any other node (the client's own included) costs
+// only a reconnect, and a crash of the leader costs the stream's election
+// (the consumer is then replaced, see roomConsumer). consumerLeader is the
+// consumer's leader if known ("" asks).
+func (s *Server) pinConsumer(ctx context.Context, stream, name, consumerLeader string) {
+	pctx, cancel := context.WithTimeout(ctx, pinTimeout)
+	defer cancel()
+	st, err := s.d.JS.Stream(pctx, stream)
+	if err != nil || st.CachedInfo().Cluster == nil {
+		return
+	}
+	want := st.CachedInfo().Cluster.Leader
+	if want == "" {
+		return
+	}
+	if consumerLeader == "" {
+		// A new consumer's leader is elected a moment after the create.
+		for i := 0; i < 10 && pctx.Err() == nil; i++ {
+			c, err := s.d.JS.Consumer(pctx, stream, name)
+			if err == nil && c.CachedInfo().Cluster != nil && c.CachedInfo().Cluster.Leader != "" {
+				consumerLeader = c.CachedInfo().Cluster.Leader
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if consumerLeader == "" || consumerLeader == want {
+		return
+	}
+	body, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": want}})
+	_, err = s.d.JS.Conn().RequestWithContext(pctx, "$JS.API.CONSUMER.LEADER.STEPDOWN."+stream+"."+name, body)
+	// Answer once the new leader serves: a client's first request during
+	// the change would go unanswered until its timeout.
+	for err == nil && pctx.Err() == nil {
+		c, ierr := s.d.JS.Consumer(pctx, stream, name)
+		if ierr == nil && c.CachedInfo().Cluster != nil && c.CachedInfo().Cluster.Leader == want {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s.d.Log != nil {
+		s.d.Log.Debug("consumer leader moved to the stream leader", "stream", stream, "consumer", name, "from", consumerLeader, "to", want, "err", err)
+	}
 }
 
 func (s *Server) createConsumer(ctx context.Context, stream, name string, from uint64) (int, any) {

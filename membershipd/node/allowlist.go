@@ -260,6 +260,13 @@ func (a *kvAllowlist) Ready() bool {
 	return a.usersReady && a.roomsReady
 }
 
+// usersLoaded reports whether the users bucket's initial load is in.
+func (a *kvAllowlist) usersLoaded() bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.usersReady
+}
+
 // markUsersReady reports whether this call made it ready.
 func (a *kvAllowlist) markUsersReady() bool {
 	a.mu.Lock()
@@ -407,14 +414,19 @@ func (n *Node) proofLoop(ctx context.Context) {
 	t := time.NewTicker(gateTick)
 	defer t.Stop()
 	for {
-		sent := time.Now()
-		pctx, cancel := context.WithTimeout(ctx, proofTimeout)
-		last, _, err := kv.LeaderLastSeq(pctx, n.js)
-		if err == nil {
-			n.catchUp(pctx, al, last)
-			al.leaderSaid(last, sent)
+		// Before the initial load no answer counts (leaderSaid drops it),
+		// and a check sent before the users stream has a leader waits out
+		// proofTimeout, delaying the first proof that bring-up waits for.
+		if al.usersLoaded() {
+			sent := time.Now()
+			pctx, cancel := context.WithTimeout(ctx, proofTimeout)
+			last, _, err := kv.LeaderLastSeq(pctx, n.js)
+			if err == nil {
+				n.catchUp(pctx, al, last)
+				al.leaderSaid(last, sent)
+			}
+			cancel()
 		}
-		cancel()
 		n.maybeRestartUsersWatch(al, time.Now())
 		select {
 		case <-ctx.Done():

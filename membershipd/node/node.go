@@ -85,6 +85,7 @@ type Node struct {
 	usersWatchCancel    context.CancelFunc // restarts the users watch
 	usersWatchRestarted time.Time
 	proveNow            chan struct{} // asks proofLoop for a check at once
+	putNow              chan struct{} // asks heartbeatLoop for a put at once
 }
 
 // New validates cfg, loads (or creates) the internal identity and builds
@@ -116,6 +117,7 @@ func New(cfg Config) (*Node, error) {
 		done: make(chan struct{}),
 
 		proveNow: make(chan struct{}, 1),
+		putNow:   make(chan struct{}, 1),
 	}
 	if created {
 		n.log.Info("created the internal service identity", "file", cfg.InternalIDFile, "nkey", id.NKey())
@@ -235,7 +237,7 @@ func (n *Node) Start() error {
 			n.shutdown()
 			return err
 		}
-		loops = append(loops, n.openBuckets, n.heartbeatLoop, n.pingLoop, n.proofLoop, n.sweepConnsLoop)
+		loops = append(loops, n.openBuckets, n.heartbeatLoop, n.pingLoop, n.proofLoop, n.sweepConnsLoop, n.bringupTimeline)
 	}
 	if err := n.startHTTP(); err != nil {
 		n.shutdown()
@@ -364,17 +366,56 @@ func (n *Node) subscribe() error {
 // spent. A lone node sits here, not serving, until a quorum forms.
 func (n *Node) openBuckets(ctx context.Context) {
 	deadline := time.Now().Add(n.cfg.BootstrapBudget)
+	var metaSince time.Time // when this loop first saw a meta leader
 	for attempt := 1; ; attempt++ {
 		var (
 			opened []kv.Opened
 			err    error
 		)
+		// Requests sent before the meta layer has a leader are dropped
+		// without a reply; asking the local server costs nothing, so poll
+		// it briefly rather than sleeping a whole retry interval.
+		n.awaitMetaLeader(ctx, metaLeaderWait)
 		if n.metaLeader() == "" {
-			// Requests sent before the meta layer has a leader are dropped
-			// without a reply; asking the local server costs nothing.
 			err = errNoMetaLeader
-		} else if err = n.ensureHeartbeats(ctx); err == nil {
-			opened, err = kv.EnsureAll(ctx, n.js, n.cfg.KVReplicas, time.Second)
+		} else {
+			if metaSince.IsZero() {
+				metaSince = time.Now()
+			}
+			// The heartbeat bucket and the control-plane buckets are
+			// created together.
+			// Only the meta leader's node creates (the others look): the
+			// meta leader drops replies to concurrent identical creates.
+			create := n.srv.JetStreamIsLeader()
+			// A look at a stream created a moment ago gets no answer if it
+			// arrives before the stream's first leader: keep looks short.
+			// A create answers once the new stream has elected its leader
+			// (0.3-1 s under load); with one creator no reply is dropped,
+			// so it gets the time it needs.
+			timeout := lookTimeout
+			if create {
+				timeout = createTimeout
+			}
+			if o, ok := n.localBuckets(); ok && !create {
+				// Every bucket's stream is assigned here already: no
+				// request (a look at a stream whose first leader is still
+				// being elected goes unanswered).
+				opened, err = o, nil
+			} else {
+				var hbErr error
+				var wg sync.WaitGroup
+				wg.Add(1)
+				go func() { defer wg.Done(); hbErr = n.ensureHeartbeats(ctx, timeout, create) }()
+				if create {
+					opened, err = kv.EnsureAll(ctx, n.js, n.cfg.KVReplicas, timeout)
+				} else {
+					opened, err = kv.OpenAll(ctx, n.js, timeout)
+				}
+				wg.Wait()
+				if hbErr != nil {
+					err = hbErr
+				}
+			}
 		}
 		if ctx.Err() != nil {
 			return
@@ -409,10 +450,83 @@ func (n *Node) openBuckets(ctx context.Context) {
 			go n.stop(fmt.Errorf("control-plane buckets not open within the bootstrap budget %s: %s (a lone node never serves: start the other nodes)", n.cfg.BootstrapBudget, why))
 			return
 		}
+		// "No suitable peers" (the third node has not joined the meta
+		// group yet) answers at once: retry soon while bring-up is young.
+		retry := 500 * time.Millisecond
+		if metaSince.IsZero() || time.Since(metaSince) < fastRetryFor {
+			retry = fastRetry
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(retry):
+		}
+	}
+}
+
+// Bring-up timings.
+const (
+	// metaLeaderWait: how long one attempt polls the local server for a
+	// meta leader before counting as a failed attempt (a lone node keeps
+	// logging why it waits at this pace).
+	metaLeaderWait = 500 * time.Millisecond
+	lookTimeout    = 300 * time.Millisecond
+	createTimeout  = 2 * time.Second
+	// fastRetryFor: for this long after the first meta leader, attempts
+	// retry after fastRetry, later ones after 500 ms.
+	fastRetryFor = 5 * time.Second
+	fastRetry    = 100 * time.Millisecond
+)
+
+// localBuckets reports the buckets from this server's own stream
+// assignments when every control-plane bucket and the heartbeat bucket at
+// R=N are assigned here and have a leader (a node outside some bucket's replicas, e.g. at
+// N=5 with R3 buckets, asks the cluster instead). It marks the heartbeat
+// bucket as placed.
+func (n *Node) localBuckets() ([]kv.Opened, bool) {
+	jsz, err := n.srv.Jsz(&server.JSzOptions{Accounts: true, Streams: true, Config: true})
+	if err != nil || jsz == nil {
+		return nil, false
+	}
+	replicas := map[string]int{}
+	for _, a := range jsz.AccountDetails {
+		for _, st := range a.Streams {
+			// Led: the watches started next need the stream's leader.
+			if st.Config != nil && st.Cluster != nil && st.Cluster.Leader != "" {
+				replicas[st.Name] = st.Config.Replicas
+			}
+		}
+	}
+	if replicas[kv.StreamName(kv.HeartbeatsBucket)] != n.cfg.size() {
+		return nil, false
+	}
+	out := make([]kv.Opened, 0, len(kv.Buckets))
+	for _, b := range kv.Buckets {
+		r, ok := replicas[kv.StreamName(b.Name)]
+		if !ok {
+			return nil, false
+		}
+		out = append(out, kv.Opened{Bucket: b.Name, Replicas: r})
+	}
+	n.mu.Lock()
+	n.hbWhy = ""
+	n.mu.Unlock()
+	select {
+	case n.putNow <- struct{}{}:
+	default:
+	}
+	return out, true
+}
+
+// awaitMetaLeader polls the local server every 20 ms until the meta layer
+// has a leader, d passes or ctx ends.
+func (n *Node) awaitMetaLeader(ctx context.Context, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for n.metaLeader() == "" && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
@@ -424,7 +538,7 @@ var (
 
 // ensureHeartbeats puts the heartbeat bucket at R=N; until it is, the node
 // does not serve (a heartbeat below R=N proves no cluster majority).
-func (n *Node) ensureHeartbeats(ctx context.Context) error {
+func (n *Node) ensureHeartbeats(ctx context.Context, timeout time.Duration, create bool) error {
 	n.mu.Lock()
 	done := n.hbWhy == ""
 	n.mu.Unlock()
@@ -432,8 +546,12 @@ func (n *Node) ensureHeartbeats(ctx context.Context) error {
 		return nil
 	}
 	size := n.cfg.size()
-	hctx, cancel := context.WithTimeout(ctx, time.Second)
-	o, err := kv.EnsureHeartbeats(hctx, n.js, size)
+	hctx, cancel := context.WithTimeout(ctx, timeout)
+	ensure := kv.CheckHeartbeats
+	if create {
+		ensure = kv.EnsureHeartbeats
+	}
+	o, err := ensure(hctx, n.js, size)
 	cancel()
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -443,6 +561,11 @@ func (n *Node) ensureHeartbeats(ctx context.Context) error {
 		return fmt.Errorf("%w: %w", errHeartbeats, err)
 	}
 	n.hbWhy = ""
+	// Put a heartbeat now rather than at the next tick.
+	select {
+	case n.putNow <- struct{}{}:
+	default:
+	}
 	if o.Created {
 		n.log.Info("heartbeat bucket created", "bucket", kv.HeartbeatsBucket, "replicas", o.Replicas)
 	}
@@ -481,6 +604,7 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-n.putNow:
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -71,9 +72,25 @@ func HeartbeatSubject(node string) string {
 // the caller retries. An error means the gate must not serve: a heartbeat in
 // a bucket below R = N proves nothing about the cluster.
 func EnsureHeartbeats(ctx context.Context, js jetstream.JetStream, size int) (Opened, error) {
+	return ensureHeartbeats(ctx, js, size, true)
+}
+
+// CheckHeartbeats is EnsureHeartbeats for a node that leaves creating and
+// raising the bucket to another (the meta leader's node): it only looks.
+func CheckHeartbeats(ctx context.Context, js jetstream.JetStream, size int) (Opened, error) {
+	return ensureHeartbeats(ctx, js, size, false)
+}
+
+// ErrNotCreatedYet: a look-only open found a bucket missing (or below its
+// replica count); the node that creates buckets has not got to it yet.
+var ErrNotCreatedYet = errors.New("not created yet (the meta leader's node creates it)")
+
+func ensureHeartbeats(ctx context.Context, js jetstream.JetStream, size int, create bool) (Opened, error) {
 	name := StreamName(HeartbeatsBucket)
-	st, err := js.Stream(ctx, name)
+	st, err := look(ctx, js, name)
 	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound) && !create:
+		return Opened{}, fmt.Errorf("heartbeat bucket %s: %w", HeartbeatsBucket, ErrNotCreatedYet)
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		_, err = js.CreateStream(ctx, StreamConfig(heartbeats, size))
 		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
@@ -97,6 +114,9 @@ func EnsureHeartbeats(ctx context.Context, js jetstream.JetStream, size int) (Op
 		return Opened{}, fmt.Errorf("heartbeat bucket %s has R%d but the configured cluster size is %d: check --routes on every node",
 			HeartbeatsBucket, cfg.Replicas, size)
 	}
+	if !create {
+		return Opened{}, fmt.Errorf("heartbeat bucket %s at R%d, not R%d: %w", HeartbeatsBucket, cfg.Replicas, size, ErrNotCreatedYet)
+	}
 	from := cfg.Replicas
 	cfg.Replicas = size // the full config: a partial update resets History
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
@@ -119,28 +139,67 @@ type Opened struct {
 // the meta layer drops requests it gets before it has a leader, and one of
 // several nodes creating the same bucket at once may get no reply, so a
 // short timeout and a quick retry beat a long wait.
+//
+// The buckets are ensured concurrently: each create is a meta-layer
+// proposal plus a new raft group, and one after the other they add up to
+// most of a cluster's start-to-quorum time.
 func EnsureAll(ctx context.Context, js jetstream.JetStream, replicas int, perBucket time.Duration) ([]Opened, error) {
-	out := make([]Opened, 0, len(Buckets))
-	for _, b := range Buckets {
-		bctx, cancel := context.WithTimeout(ctx, perBucket)
-		o, err := ensure(bctx, js, b, replicas)
-		cancel()
+	return ensureAll(ctx, js, replicas, perBucket, true)
+}
+
+// OpenAll is EnsureAll for a node that leaves creating buckets to another
+// (the meta leader's node): a missing bucket is ErrNotCreatedYet. Several
+// nodes creating the same buckets at once make the meta leader drop
+// replies, so one creator brings a cluster up faster.
+func OpenAll(ctx context.Context, js jetstream.JetStream, perBucket time.Duration) ([]Opened, error) {
+	return ensureAll(ctx, js, 0, perBucket, false)
+}
+
+func ensureAll(ctx context.Context, js jetstream.JetStream, replicas int, perBucket time.Duration, create bool) ([]Opened, error) {
+	out := make([]Opened, len(Buckets))
+	errs := make([]error, len(Buckets))
+	var wg sync.WaitGroup
+	for i, b := range Buckets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bctx, cancel := context.WithTimeout(ctx, perBucket)
+			defer cancel()
+			out[i], errs[i] = ensure(bctx, js, b, replicas, create)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
 		if err != nil {
-			return out, fmt.Errorf("open bucket %s: %w", b.Name, err)
+			return nil, fmt.Errorf("open bucket %s: %w", Buckets[i].Name, err)
 		}
-		out = append(out, o)
 	}
 	return out, nil
 }
 
-func ensure(ctx context.Context, js jetstream.JetStream, b Bucket, replicas int) (Opened, error) {
-	st, err := js.Stream(ctx, StreamName(b.Name))
+// lookTimeout bounds a stream info inside ensure: the meta layer drops
+// requests while it settles (a new leader catching up), and a stream
+// created a moment ago answers nothing until its first leader, so a short
+// look and a retry beat waiting out a create's longer timeout.
+const lookTimeout = 300 * time.Millisecond
+
+func look(ctx context.Context, js jetstream.JetStream, name string) (jetstream.Stream, error) {
+	lctx, cancel := context.WithTimeout(ctx, lookTimeout)
+	defer cancel()
+	return js.Stream(lctx, name)
+}
+
+func ensure(ctx context.Context, js jetstream.JetStream, b Bucket, replicas int, create bool) (Opened, error) {
+	st, err := look(ctx, js, StreamName(b.Name))
 	if err == nil {
 		cfg := st.CachedInfo().Config
 		return Opened{Bucket: b.Name, Replicas: cfg.Replicas}, nil
 	}
 	if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return Opened{}, err
+	}
+	if !create {
+		return Opened{}, ErrNotCreatedYet
 	}
 	// Create the stream in one request with direct gets off. Going through
 	// CreateKeyValue would turn AllowDirect on and need a second update,
@@ -290,6 +349,8 @@ func Explain(err error, knownPeers, replicas int) string {
 	switch {
 	case err == nil:
 		return ""
+	case errors.Is(err, ErrNotCreatedYet):
+		return "waiting for the meta leader's node to create the buckets"
 	case strings.Contains(err.Error(), "no JetStream meta leader"):
 		return "waiting for JetStream meta quorum (no meta leader elected yet)"
 	case errors.As(err, &apiErr) && apiErr.ErrorCode == 10005:
