@@ -23,7 +23,6 @@ import (
 
 	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/chaos/check"
-	"github.com/unibus/clusterkit/chaos/target"
 	"github.com/unibus/clusterkit/clientcheck/probe"
 	"github.com/unibus/clusterkit/membershipd/api"
 	"github.com/unibus/clusterkit/membershipd/authn"
@@ -54,10 +53,10 @@ var _ = Describe("Chaos: one node killed under load", Ordered, func() {
 	)
 
 	BeforeAll(func(ctx SpecContext) {
-		if *flagTarget == "ssh" {
-			Skip("starts its own membershipd processes (a deployed cluster cannot be crash-tested from here)")
+		if *flagTarget != "process" {
+			Skip("needs membershipd processes (a real SIGKILL, 500 clients): --target=process, as make chaos runs it")
 		}
-		env = newProcessEnv("load-failover")
+		env = NewEnv("load-failover", chaos.ClusterSpec{})
 		env.StartAll(ctx)
 
 		// Register every client through the KV with node 1's internal
@@ -267,29 +266,6 @@ var _ = Describe("Chaos: one node killed under load", Ordered, func() {
 				fmt.Sprintf("%.1f s, %.1f s; %.1f s; %d; loadavg %s", cpu.used(), self, wall, runtime.NumCPU(), loadavg()), ReportEntryVisibilityFailureOrVerbose)
 		})
 })
-
-// newProcessEnv is NewEnv with the process target whatever --target says:
-// a crash (SIGKILL) needs nodes in their own processes.
-func newProcessEnv(name string) *Env {
-	GinkgoHelper()
-	base := filepath.Join(suite.reportDir, "clusters")
-	Expect(os.MkdirAll(base, 0o755)).To(Succeed())
-	dir, err := os.MkdirTemp(base, name+"-")
-	Expect(err).NotTo(HaveOccurred())
-	c, err := target.New(target.Options{Name: "process", Binary: suite.binary, Log: suite.log, Size: 3}, chaos.ClusterSpec{Dir: dir})
-	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(func() {
-		if !suite.failed && !*flagKeep {
-			_ = os.RemoveAll(dir)
-		} else {
-			GinkgoWriter.Printf("cluster data kept in %s\n", dir)
-		}
-	})
-	DeferCleanup(c.Close)
-	hc, err := chaos.NewHealthClient(c.TLS().ClientCA)
-	Expect(err).NotTo(HaveOccurred())
-	return &Env{Cluster: c, Health: hc, Dir: dir}
-}
 
 func apiBases(env *Env) []string {
 	var out []string
