@@ -9,9 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/chaos/inproc"
 	"github.com/unibus/clusterkit/chaos/process"
+	"github.com/unibus/clusterkit/membershipd/identity"
+	"github.com/unibus/clusterkit/membershipd/store"
+	"github.com/unibus/clusterkit/membershipd/store/kv"
 )
 
 // QuorumTimeout bounds start-to-healthy (measured 0.2–5 s; margin for a
@@ -72,4 +77,41 @@ func Healthy(tb testing.TB, c chaos.Cluster) *chaos.HealthClient {
 		tb.Fatal(err)
 	}
 	return hc
+}
+
+// AddUser registers a fresh member identity through the users KV with the
+// first node's internal identity and waits until every node admits it (each
+// node learns of it through its own watch, milliseconds after the commit).
+func AddUser(ctx context.Context, tb testing.TB, c chaos.Cluster, handle string) *identity.Identity {
+	tb.Helper()
+	user, err := identity.Generate()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	nc, err := chaos.DialInternal(c, c.Nodes()[0])
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := kv.NewUsers(js).AddUser(ctx, store.User{SignPub: user.SignPub(), Handle: handle, Role: identity.RoleMember}); err != nil {
+		tb.Fatal(err)
+	}
+	for _, n := range c.Nodes() {
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			unc, err := chaos.DialAs(c, n, user)
+			if err == nil {
+				unc.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				tb.Fatalf("%s never admitted the user: %v", n.Name(), err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return user
 }

@@ -18,13 +18,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/chaos/clustertest"
 	"github.com/unibus/clusterkit/chaos/process"
 	"github.com/unibus/clusterkit/clientcheck/probe"
 	"github.com/unibus/clusterkit/membershipd/api"
 	"github.com/unibus/clusterkit/membershipd/authn"
-	"github.com/unibus/clusterkit/membershipd/identity"
-	"github.com/unibus/clusterkit/membershipd/store"
-	"github.com/unibus/clusterkit/membershipd/store/kv"
 )
 
 // TestFailoverKill measures the receive-side failover gap under SIGKILL on
@@ -77,7 +75,7 @@ func TestFailoverKill(t *testing.T) {
 	if _, err := hc.WaitHealthy(ctx, c.Nodes()...); err != nil {
 		t.Fatal(err)
 	}
-	user := addProcessUser(ctx, t, c)
+	user := clustertest.AddUser(ctx, t, c, "probe")
 	tf := c.TLS()
 	base := probe.Config{CA: tf.ClientCA, Cert: tf.OperatorCert, Key: tf.OperatorKey,
 		Identity: user, Count: 1200, Rate: 300, Log: log, Drain: 20 * time.Second,
@@ -298,40 +296,4 @@ func waitCurrent(ctx context.Context, t *testing.T, c chaos.Cluster, stream stri
 		}
 	}
 	t.Fatalf("stream %s replicas not current after 30 s", stream)
-}
-
-// addProcessUser registers a member through the KV with node 0's internal
-// identity and waits until every node admits it.
-func addProcessUser(ctx context.Context, t *testing.T, c chaos.Cluster) *identity.Identity {
-	t.Helper()
-	user, err := identity.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := chaos.DialInternal(c, c.Nodes()[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kv.NewUsers(js).AddUser(ctx, store.User{SignPub: user.SignPub(), Handle: "probe", Role: identity.RoleMember}); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range c.Nodes() {
-		for deadline := time.Now().Add(10 * time.Second); ; {
-			unc, err := chaos.DialAs(c, n, user)
-			if err == nil {
-				unc.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s never admitted the user: %v", n.Name(), err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	return user
 }

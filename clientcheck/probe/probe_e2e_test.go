@@ -18,8 +18,6 @@ import (
 	"github.com/unibus/clusterkit/chaos/inproc"
 	"github.com/unibus/clusterkit/clientcheck/probe"
 	"github.com/unibus/clusterkit/membershipd/e2e"
-	"github.com/unibus/clusterkit/membershipd/identity"
-	"github.com/unibus/clusterkit/membershipd/store"
 	"github.com/unibus/clusterkit/membershipd/store/kv"
 )
 
@@ -38,7 +36,7 @@ func TestRunInproc(t *testing.T) {
 	c, hc := clustertest.Inproc(t, inproc.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	user := addUser(ctx, t, c)
+	user := clustertest.AddUser(ctx, t, c, "probe")
 
 	tlsFiles := c.TLS()
 	base := probe.Config{
@@ -263,40 +261,4 @@ func logReport(t *testing.T, rep probe.Report) {
 	var b strings.Builder
 	_ = rep.WriteText(&b)
 	t.Log("\n" + b.String())
-}
-
-// addUser registers a member through node 1 and waits until every node
-// admits it.
-func addUser(ctx context.Context, t *testing.T, c *inproc.Cluster) *identity.Identity {
-	t.Helper()
-	user, err := identity.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := chaos.DialInternal(c, c.Nodes()[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kv.NewUsers(js).AddUser(ctx, store.User{SignPub: user.SignPub(), Handle: "probe", Role: identity.RoleMember}); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range c.Nodes() {
-		for deadline := time.Now().Add(10 * time.Second); ; {
-			unc, err := chaos.DialAs(c, n, user)
-			if err == nil {
-				unc.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s never admitted the user: %v", n.Name(), err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	return user
 }
