@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 
 	"filippo.io/edwards25519"
 	"github.com/nats-io/nkeys"
@@ -108,6 +109,11 @@ func NKeyFromSignPub(pub ed25519.PublicKey) string {
 // SignPubFromNKey turns a user nkey back into the lower-case 64-hex sign key.
 // The input is never echoed: a seed ("SU...") passed by mistake is a secret.
 func SignPubFromNKey(nkey string) (string, error) {
+	// Go's base32 decoder skips CR and LF, so "U...\n..." would decode to
+	// the same key: accept only the 56 characters of the nkey alphabet.
+	if len(nkey) != 56 || strings.TrimLeft(nkey, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") != "" {
+		return "", errors.New("not a NATS user public nkey (want U followed by 55 base32 characters)")
+	}
 	raw, err := nkeys.Decode(nkeys.PrefixByteUser, []byte(nkey))
 	if err != nil || len(raw) != ed25519.PublicKeySize {
 		return "", errors.New("not a NATS user public nkey (want U followed by 55 base32 characters)")

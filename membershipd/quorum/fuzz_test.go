@@ -5,10 +5,14 @@ import (
 	"time"
 )
 
-// Decide's safety properties over arbitrary observations:
+// Decide's properties over arbitrary observations:
 //   - never in quorum without any successful put;
-//   - once our own put is stale (≥ WriteFresh), never in quorum with fewer
-//     reachable peers than a majority needs, nor past the grace.
+//   - never in quorum with fewer reachable peers than a majority of the
+//     cluster needs, however fresh our own put (a put proves a majority of
+//     one stream's replicas, not of the cluster);
+//   - never in quorum past the grace;
+//   - and the other side: a fresh own put with a majority answering is
+//     quorum.
 func FuzzDecide(f *testing.F) {
 	f.Add(uint8(3), int64(500), int64(200), int64(100), int64(3000), int64(50), int64(-1), int64(5000), int64(0))
 	f.Add(uint8(3), int64(0), int64(0), int64(0), int64(0), int64(0), int64(0), int64(0), int64(0))
@@ -37,17 +41,15 @@ func FuzzDecide(f *testing.F) {
 			return
 		}
 		own := now.Sub(lastPut)
-		if own < p.WriteFresh {
-			if !v.InQuorum {
-				t.Fatalf("fresh own put (%s) denied: %s", own, v.Reason)
-			}
-			return
-		}
-		if v.InQuorum && len(v.ReachablePeers) < p.Majority()-1 {
-			t.Fatalf("stale put (%s) with %d reachable peers (need %d) in quorum: %s", own, len(v.ReachablePeers), p.Majority()-1, v.Reason)
+		enough := len(v.ReachablePeers) >= p.Majority()-1
+		if v.InQuorum && !enough {
+			t.Fatalf("put %s old with %d reachable peers (need %d) in quorum: %s", own, len(v.ReachablePeers), p.Majority()-1, v.Reason)
 		}
 		if v.InQuorum && own >= p.Grace {
 			t.Fatalf("put %s old, past the grace %s, in quorum: %s", own, p.Grace, v.Reason)
+		}
+		if own >= 0 && own < p.WriteFresh && enough && !v.InQuorum {
+			t.Fatalf("fresh own put (%s) with %d of %d peers answering denied: %s", own, len(v.ReachablePeers), p.Majority()-1, v.Reason)
 		}
 	})
 }
