@@ -130,7 +130,8 @@ var _ = Describe("Chaos: the quorum gate", Ordered, func() {
 					id, err := identity.Generate()
 					Expect(err).NotTo(HaveOccurred())
 					at := time.Now()
-					r, err := env.Cluster.CLI(ctx, survivor, "user", "add", "--store", "kv", "--handle", "outage", "--role", "member", "--sign-pub", id.SignPub())
+					env.Tried(id) // revoked when the container ends if it got in
+					r, err := env.Cluster.CLI(ctx, survivor, "user", "add", "--store", "kv", "--handle", SpecHandle("outage"), "--role", "member", "--sign-pub", id.SignPub())
 					Expect(err).NotTo(HaveOccurred())
 					a := check.Attempt{Start: at, End: time.Now(), Refused: r.ExitCode == 1 && strings.Contains(r.Stderr, "no quorum"),
 						Detail: fmt.Sprintf("exit %d: %s%s", r.ExitCode, strings.TrimSpace(r.Stdout), strings.TrimSpace(r.Stderr))}

@@ -249,6 +249,7 @@ func tryUserAdd(ctx context.Context, env *Env, n chaos.Node, acked func(*identit
 	if err != nil {
 		return check.Attempt{Start: time.Now(), End: time.Now(), Detail: err.Error()}
 	}
+	env.Tried(id)
 	at := time.Now()
 	r, err := env.Cluster.CLI(ctx, n, "user", "add", "--store", "kv", "--handle", SpecHandle("fault"), "--role", "member", "--sign-pub", id.SignPub())
 	a := check.Attempt{Start: at, End: time.Now()}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -68,6 +69,46 @@ type Env struct {
 	Cluster chaos.Cluster
 	Health  *chaos.HealthClient
 	Dir     string
+
+	// tried are identities whose `user add` ran from a prober goroutine
+	// (where DeferCleanup cannot be called): any of them that ended up
+	// active is revoked when the container ends, refused or ambiguous adds
+	// included, so a live run leaves no spec user behind.
+	triedMu sync.Mutex
+	tried   []*identity.Identity
+}
+
+// Tried records an identity a prober tried to add (see Env.tried).
+func (e *Env) Tried(id *identity.Identity) {
+	e.triedMu.Lock()
+	defer e.triedMu.Unlock()
+	e.tried = append(e.tried, id)
+}
+
+// revokeTried revokes every tried identity that is active on the cluster.
+func (e *Env) revokeTried(ctx context.Context) {
+	e.triedMu.Lock()
+	tried := append([]*identity.Identity(nil), e.tried...)
+	e.triedMu.Unlock()
+	if len(tried) == 0 {
+		return
+	}
+	for _, n := range e.Cluster.Nodes() {
+		r, err := e.Cluster.CLI(ctx, n, "user", "list", "--store", "kv", "--json", "--all")
+		if err != nil || r.ExitCode != 0 {
+			continue
+		}
+		var users []store.User
+		if json.Unmarshal([]byte(r.Stdout), &users) != nil {
+			continue
+		}
+		for _, id := range tried {
+			if u, ok := FindUser(users, id.SignPub()); ok && u.Status == store.StatusActive {
+				_, _ = e.Cluster.CLI(ctx, n, "user", "revoke", "--store", "kv", id.SignPub())
+			}
+		}
+		return
+	}
 }
 
 // NewEnv makes a fresh cluster of the suite's target, registered for
@@ -141,7 +182,9 @@ func NewEnv(name string, spec chaos.ClusterSpec) *Env {
 	DeferCleanup(c.Close)
 	hc, err := chaos.NewHealthClient(c.TLS().ClientCA)
 	Expect(err).NotTo(HaveOccurred())
-	return &Env{Cluster: c, Health: hc, Dir: dir}
+	env := &Env{Cluster: c, Health: hc, Dir: dir}
+	DeferCleanup(env.revokeTried, NodeTimeout(2*time.Minute))
+	return env
 }
 
 // targetOptions are the suite's target settings.
