@@ -218,7 +218,7 @@ func isolationSpec(getEnv func() (*Env, *faultGuard), mode fault.Mode) func(Spec
 	}
 }
 
-var _ = Describe("Partition: an isolated running node fails closed (R3)", Ordered, ContinueOnFailure, Fault, Slow, Partition, func() {
+var _ = Describe("Partition: an isolated running node fails closed (R3)", Ordered, ContinueOnFailure, Fault, Slow, func() {
 	var (
 		env   *Env
 		guard faultGuard
@@ -236,7 +236,7 @@ var _ = Describe("Partition: an isolated running node fails closed (R3)", Ordere
 		Claim("claim:partition-fails-closed"), Disruptive, isolationSpec(get, fault.Drop))
 })
 
-var _ = Describe("Partition: an isolated running node fails closed (R1, the migration state)", Ordered, ContinueOnFailure, Fault, Slow, Partition, Wipe, func() {
+var _ = Describe("Partition: an isolated running node fails closed (R1, the migration state)", Ordered, ContinueOnFailure, Fault, Slow, Wipe, func() {
 	var (
 		env   *Env
 		guard faultGuard
@@ -254,7 +254,7 @@ var _ = Describe("Partition: an isolated running node fails closed (R1, the migr
 		Claim("claim:partition-fails-closed"), Disruptive, isolationSpec(get, fault.Drop))
 })
 
-var _ = Describe("Partition: links cut one way, or between two nodes only", Ordered, ContinueOnFailure, Fault, Slow, Partition, func() {
+var _ = Describe("Partition: links cut one way, or between two nodes only", Ordered, ContinueOnFailure, Fault, Slow, func() {
 	var (
 		env   *Env
 		guard faultGuard
