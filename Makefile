@@ -70,9 +70,11 @@ test: lint unit specs chaos
 
 # Every claim alone (--label-filter=claim:<id>): each must pass by itself,
 # as `ginkgo --label-filter=claim:<id>` is how one claim is run. CI runs it.
+# JOBS=2 runs two claims at a time (CI).
 .PHONY: specs-each
+JOBS ?= 1
 specs-each: build
-	specs/each-claim.sh
+	JOBS=$(JOBS) specs/each-claim.sh
 
 # One table, membershipd next to a plain nats-server cluster, both started
 # in this run: printed, and written to out/bench/bench.json + bench.svg.

@@ -27,9 +27,12 @@ const (
 	// listTimeout bounds one ListUsers attempt: a key watch plus one leader
 	// Get per user.
 	listTimeout = 15 * time.Second
-	// maxAttempts with attemptTimeout and the backoff spans ~15 s, longer
-	// than the 4-8 s write outage after a crash or a partition heals.
-	maxAttempts = 6
+	// retrySpan bounds the retries of one operation by time, not by count:
+	// longer than the 4-8 s write outage after a crash or a partition
+	// heals, and than the leaderless windows of a partial partition, whose
+	// elections answer at once (10008) and would use up a count in ~3 s.
+	// The caller's context usually ends it first (CLI 10 s, API 7 s).
+	retrySpan = 15 * time.Second
 )
 
 // Users is the users store on the replicated KV bucket. It binds the bucket
@@ -62,10 +65,12 @@ func (u *Users) Close() error { return nil }
 var errConflict = errors.New("concurrent update")
 
 // retry runs op with a freshly bound bucket and its own timeout, retrying
-// conflicts and transient failures until maxAttempts or ctx runs out.
+// conflicts and transient failures until retrySpan or ctx runs out.
 func (u *Users) retry(ctx context.Context, timeout time.Duration, op func(ctx context.Context, kv jetstream.KeyValue) error) error {
 	var err error
-	for attempt := range maxAttempts {
+	start := time.Now()
+	attempt := 0
+	for ; attempt == 0 || time.Since(start) < retrySpan; attempt++ {
 		if attempt > 0 && !errors.Is(err, errConflict) {
 			select {
 			case <-ctx.Done():
@@ -89,7 +94,7 @@ func (u *Users) retry(ctx context.Context, timeout time.Duration, op func(ctx co
 			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
 		}
 	}
-	return fmt.Errorf("gave up after %d attempts: %w", maxAttempts, err)
+	return fmt.Errorf("gave up after %d attempts in %s: %w", attempt, time.Since(start).Round(time.Millisecond), err)
 }
 
 func backoff(attempt int) time.Duration {
