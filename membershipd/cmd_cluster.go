@@ -107,6 +107,36 @@ func cmdClusterReplicas(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
+// cmdClusterStepDown asks a stream's leader to step down: the remedy for a
+// follower stuck catching up (its copy's last sequence in `cluster
+// replicas` stays behind the others').
+func cmdClusterStepDown(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("cluster stepdown", stderr)
+	c := connFlags(fs)
+	stream := fs.String("stream", "", "stream name (e.g. KV_UNIBUS_users or KV_UNIBUS_heartbeats)")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if *stream == "" {
+		fmt.Fprintln(stderr, "membershipd cluster stepdown: --stream is required")
+		return exitBadArgs
+	}
+	nc, err := c.Dial()
+	if err != nil {
+		fmt.Fprintf(stderr, "membershipd cluster stepdown: %v\n", err)
+		return exitFailed
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := admin.StepDown(ctx, nc, *stream); err != nil {
+		fmt.Fprintf(stderr, "membershipd cluster stepdown: %v\n", err)
+		return exitFailed
+	}
+	fmt.Fprintf(stdout, "%s: the leader stepped down; the replicas elect a new one\n", *stream)
+	return exitOK
+}
+
 func cmdKVScale(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("kv scale", stderr)
 	c := connFlags(fs)

@@ -8,9 +8,11 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/unibus/clusterkit/chaos/clustertest"
 	"github.com/unibus/clusterkit/chaos/inproc"
+	"github.com/unibus/clusterkit/membershipd/clusterinfo"
 	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/store"
 )
@@ -128,13 +130,48 @@ func TestUserListHidesRevokedSpecUsers(t *testing.T) {
 	if len(got) != 4 || got["spec-old"] != "revoked" {
 		t.Fatalf("user list --all = %v, want all four", got)
 	}
+
+	// On the same cluster: `cluster stepdown` hands the users stream's
+	// leadership to another replica, as `cluster report` then shows.
+	cconn := conn[2:] // the cluster commands take no --store
+	leader := func() string {
+		t.Helper()
+		_, out, errs := membershipd(append([]string{"cluster", "report", "--json"}, cconn...)...)
+		var r clusterinfo.Report
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("cluster report: %v: %s%s", err, out, errs)
+		}
+		for _, b := range r.Buckets {
+			if b.Bucket == "UNIBUS_users" {
+				return b.Leader
+			}
+		}
+		return ""
+	}
+	before := leader()
+	if code, out, errs := membershipd(append([]string{"cluster", "stepdown", "--stream", "KV_UNIBUS_users"}, cconn...)...); code != 0 || !strings.Contains(out, "stepped down") {
+		t.Fatalf("cluster stepdown: exit %d %s%s", code, out, errs)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for now := leader(); now == "" || now == before; now = leader() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the users stream is still led by %q (was %q) 20 s after the step-down", now, before)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if code, _, errs := membershipd(append([]string{"cluster", "stepdown", "--stream", "KV_NOPE"}, cconn...)...); code != 1 || !strings.Contains(errs, "KV_NOPE") {
+		t.Fatalf("cluster stepdown of an unknown stream: exit %d %q, want 1 naming it", code, errs)
+	}
+	if code, _, errs := membershipd("cluster", "stepdown"); code != 2 || !strings.Contains(errs, "--stream is required") {
+		t.Fatalf("cluster stepdown without --stream: exit %d %q, want 2", code, errs)
+	}
 }
 
 // Go's flag package takes a `quoted` word in a usage string as the flag's
 // argument name; every -h shows one-word names.
 func TestUsageNamesNotMangled(t *testing.T) {
 	flagLine := regexp.MustCompile(`^  -[A-Za-z][\w-]*( [a-z]+)?$`)
-	for _, cmd := range [][]string{{"serve"}, {"version"}, {"cluster", "report"}, {"kv", "scale"}, {"user", "add"}, {"user", "list"}, {"user", "revoke"}, {"migrate-to-kv"}, {"key", "new"}} {
+	for _, cmd := range [][]string{{"serve"}, {"version"}, {"cluster", "report"}, {"cluster", "stepdown"}, {"kv", "scale"}, {"user", "add"}, {"user", "list"}, {"user", "revoke"}, {"migrate-to-kv"}, {"key", "new"}} {
 		code, stdout, stderr := membershipd(append(cmd, "-h")...)
 		if code != 0 {
 			t.Fatalf("%v -h: exit %d", cmd, code)

@@ -38,7 +38,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if len(args) > 1 && args[1] == "replicas" {
 			return cmdClusterReplicas(args[2:], stdout, stderr)
 		}
-		fmt.Fprintln(stderr, "membershipd cluster: want `cluster report` or `cluster replicas --stream NAME`")
+		if len(args) > 1 && args[1] == "stepdown" {
+			return cmdClusterStepDown(args[2:], stdout, stderr)
+		}
+		fmt.Fprintln(stderr, "membershipd cluster: want `cluster report`, `cluster replicas --stream NAME` or `cluster stepdown --stream NAME`")
 		return exitBadArgs
 	case "kv":
 		if len(args) > 1 && args[1] == "scale" {
@@ -73,6 +76,8 @@ Usage:
   membershipd cluster report [flags]     servers, routes, meta leader, bucket replication
   membershipd cluster replicas --stream NAME [--json]
                                          every server's own copy of a stream (per-replica state)
+  membershipd cluster stepdown --stream NAME
+                                         hand a stream's leadership to another replica
   membershipd kv scale --replicas N      raise or lower every control-plane bucket in place
   membershipd user add --store kv --handle H --role admin|member --sign-pub HEX
   membershipd user list --store kv [--all] (or --db FILE; --all also shows revoked spec-* users)

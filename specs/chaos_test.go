@@ -35,6 +35,7 @@ var _ = Describe("Chaos: the quorum gate", Ordered, func() {
 			if !ok || !p.CanPartition() {
 				Skip("target " + env.Cluster.Target() + " cannot cut routes here (the ssh target can on the simulated hosts: --sim-dir)")
 			}
+			waitWhole(ctx, env)
 			rep := env.Report(ctx, env.Cluster.Nodes()[0])
 			leaderName := ""
 			for _, b := range rep.Buckets {

@@ -175,6 +175,7 @@ var _ = Describe("Crash: SIGKILL and SIGSTOP mid-stream", Ordered, ContinueOnFai
 	kill9 := func(ctx context.Context, what, room string, pick func(server string) chaos.Node) {
 		GinkgoHelper()
 		guard.need("kill")
+		waitWhole(ctx, env)
 		r := faultRunner(env)
 		signal, done := stream(ctx, room, killCount, killRate, killCount/3)
 		victim := pick(waitSignal(signal, done))
@@ -216,6 +217,7 @@ var _ = Describe("Crash: SIGKILL and SIGSTOP mid-stream", Ordered, ContinueOnFai
 	It("SIGSTOP of the room stream's leader for 10 s mid-stream: no acked loss, no duplicate; the majority takes writes within election time; the resumed node serves nothing stale",
 		Claim("claim:pause-zero-loss"), Disruptive, Slow, func(ctx SpecContext) {
 			guard.need("pause")
+			waitWhole(ctx, env)
 			r := faultRunner(env)
 			room := createRoom(ctx, "spec-pause")
 			// Users changed on the majority during the pause: the resumed

@@ -79,6 +79,7 @@ func isolationSpec(getEnv func() (*Env, *faultGuard), mode fault.Mode) func(Spec
 	return func(ctx SpecContext) {
 		env, guard := getEnv()
 		guard.need("partition")
+		waitWhole(ctx, env)
 		r := faultRunner(env)
 		replicas := 3
 		if p := env.Health.Get(ctx, env.Cluster.Nodes()[0].HealthzURL()); p.Health.KVReplicas != 0 {
@@ -278,6 +279,7 @@ var _ = Describe("Partition: links cut one way, or between two nodes only", Orde
 	// every node's healthz watched.
 	oneWay := func(ctx SpecContext, out bool) {
 		guard.need("one-way")
+		waitWhole(ctx, env)
 		r := faultRunner(env)
 		x := streamLeaderNode(ctx, env, kv.UsersBucket)
 		others := Others(env.Cluster, x)
@@ -388,6 +390,7 @@ var _ = Describe("Partition: links cut one way, or between two nodes only", Orde
 	It("a node cut off only from the users leader refuses a user revoked through the third node within 2 s, or fails closed",
 		Claim("claim:revoke-under-partition"), Disruptive, func(ctx SpecContext) {
 			guard.need("partition")
+			waitWhole(ctx, env)
 			r := faultRunner(env)
 			leader := streamLeaderNode(ctx, env, kv.UsersBucket)
 			rest := Others(env.Cluster, leader)
