@@ -336,23 +336,24 @@ const heartbeatSlack = 64
 // claim is about one fault on a whole cluster, and a follower the previous
 // fault left catching up would turn it into a two-node fault (seen on the
 // simulated hosts: nats-server 2.15.2 looped "Expected first catchup entry
-// to be a snapshot and peerstate, will retry" for ~50 s, until the leader
-// changed, and the gate spec's one-node cut then stalled the heartbeats
-// on the majority). A replica still behind after 15 s gets its stream's
-// leader stepped down once, the operator's remedy (`membershipd cluster
-// stepdown`), recorded in the report; one still behind after
-// convergeBudget more fails the spec, naming it.
+// to be a snapshot and peerstate, will retry" on the heartbeat stream until
+// its leadership moved, and the gate spec's one-node cut then stalled the
+// heartbeats on the majority). A replica still behind after 15 s gets the
+// operator's remedies in turn, each recorded in the report: its stream's
+// leader steps down (`membershipd cluster stepdown`), then its node is
+// restarted; one still behind after that fails the spec, naming it.
 func waitWhole(ctx context.Context, env *Env) {
 	GinkgoHelper()
 	streams := []string{kv.StreamName(kv.HeartbeatsBucket), kv.StreamName(kv.UsersBucket)}
-	behind := func() (string, string) {
+	type lag struct{ stream, node, why string }
+	behind := func() lag {
 		for _, s := range streams {
 			rs, err := Replicas(ctx, env.Cluster, env.Cluster.Nodes()[0], s)
 			if err != nil {
-				return s, err.Error()
+				return lag{s, "", err.Error()}
 			}
 			if s == kv.StreamName(kv.HeartbeatsBucket) && len(rs) != len(env.Cluster.Nodes()) {
-				return s, fmt.Sprintf("%d of %d replicas answered: %+v", len(rs), len(env.Cluster.Nodes()), rs)
+				return lag{s, "", fmt.Sprintf("%d of %d replicas answered: %+v", len(rs), len(env.Cluster.Nodes()), rs)}
 			}
 			var top uint64
 			for _, r := range rs {
@@ -364,32 +365,39 @@ func waitWhole(ctx context.Context, env *Env) {
 			}
 			for _, r := range rs {
 				if r.LastSeq+slack < top {
-					return s, fmt.Sprintf("%s's copy is at %d, the others' at %d", r.Node, r.LastSeq, top)
+					return lag{s, r.Node, fmt.Sprintf("%s's copy is at %d, the others' at %d", r.Node, r.LastSeq, top)}
 				}
 			}
 		}
-		return "", ""
+		return lag{}
 	}
-	wait := func(budget time.Duration) (string, string) {
-		var s, why string
+	wait := func(budget time.Duration) lag {
 		deadline := time.Now().Add(budget)
 		for {
-			if s, why = behind(); s == "" || time.Now().After(deadline) || ctx.Err() != nil {
-				return s, why
+			if l := behind(); l.stream == "" || time.Now().After(deadline) || ctx.Err() != nil {
+				return l
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
 	}
 	start := time.Now()
-	s, why := wait(15 * time.Second)
-	if s == "" {
+	l := wait(15 * time.Second)
+	if l.stream == "" {
 		return
 	}
-	AddReportEntry("before the fault: a replica stuck behind; its leader stepped down", fmt.Sprintf("%s: %s", s, why))
-	GinkgoWriter.Printf("before the fault: %s behind after %s (%s); stepping its leader down\n", s, time.Since(start).Round(time.Millisecond), why)
-	Expect(stepDown(ctx, env, s)).To(Succeed())
-	s, why = wait(convergeBudget)
-	Expect(s).To(BeEmpty(), "the cluster is not whole before the fault: %s: %s", s, why)
+	AddReportEntry("before the fault: a replica stuck behind; its stream's leader stepped down", fmt.Sprintf("%s: %s (after %s)", l.stream, l.why, time.Since(start).Round(time.Millisecond)))
+	Expect(stepDown(ctx, env, l.stream)).To(Succeed())
+	if l = wait(15 * time.Second); l.stream == "" {
+		return
+	}
+	if n := env.Cluster.Node(l.node); n != nil {
+		AddReportEntry("before the fault: still stuck after the step-down; its node restarted", fmt.Sprintf("%s: %s", l.stream, l.why))
+		Expect(n.Stop(ctx)).To(Succeed())
+		Expect(n.Start(ctx)).To(Succeed())
+		env.WaitHealthy(ctx, restartBudget, env.Cluster.Nodes()...)
+	}
+	l = wait(convergeBudget)
+	Expect(l.stream).To(BeEmpty(), "the cluster is not whole before the fault: %s: %s", l.stream, l.why)
 }
 
 // stepDown asks the leader of stream to step down, directly where the
