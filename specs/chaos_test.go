@@ -17,6 +17,11 @@ import (
 	"github.com/unibus/clusterkit/membershipd/store/kv"
 )
 
+// allowlistBlink: how long in all a majority node may answer "allowlist
+// stale" through a leader's cut and heal (seen: 200 ms on the simulated
+// hosts, as the users leader stepped down after the heal).
+const allowlistBlink = 3 * time.Second
+
 // Runbook section "Chaos test": one node lost keeps serving, two lost fail
 // closed. These specs show the quorum gate's two sides from outside:
 // NATS's own health and reads fail open for ~15 s on a minority, so
@@ -29,7 +34,7 @@ var _ = Describe("Chaos: the quorum gate", Ordered, func() {
 		env.StartAll(ctx)
 	})
 
-	It("keeps the healthy majority serving when the KV leader's routes are cut, through the heal's step-down storm",
+	It("keeps the quorum gate open on the healthy majority when the KV leader's routes are cut, through the heal's step-down storm (the allowlist rule may blink it ≤ 3 s in all)",
 		Disruptive, Slow, Partition, func(ctx SpecContext) {
 			p, ok := env.Cluster.(chaos.Partitioner)
 			if !ok || !p.CanPartition() {
@@ -62,8 +67,13 @@ var _ = Describe("Chaos: the quorum gate", Ordered, func() {
 			tl := w.Stop()
 			Evidence("healthz-timelines", tl)
 
+			// The quorum gate holds on the majority throughout. The allowlist
+			// rule may blink a majority node while the users leader changes
+			// in the storm (it must deny a node the users leader has not
+			// answered for 1 s while a peer's has: the 2 s revocation
+			// deadline), for at most allowlistBlink in all.
 			for _, n := range majority {
-				ExpectPass(check.AlwaysHealthy(chaos.Of(tl, n.Name()), 30*time.Second))
+				ExpectPass(check.KeepsQuorum(chaos.Of(tl, n.Name()), 30*time.Second, allowlistBlink))
 			}
 			res, took := check.FailsClosedWithin(chaos.Of(tl, leader.Name()), cutAt, healAt, denyDeadline)
 			ExpectPass(res)

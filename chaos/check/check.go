@@ -77,6 +77,51 @@ func AlwaysHealthy(tl chaos.Timeline, span time.Duration) Result {
 	return Result{Check: name, OK: true, Reasons: []string{fmt.Sprintf("%d probes over %s", len(tl.Probes), span)}}
 }
 
+// KeepsQuorum: the node never denied for want of quorum over at least
+// span, and its other denials were all the allowlist freshness rule ("allowlist
+// stale: ..."), for at most allowlistBudget in total. That rule denies a
+// node that has not heard from the users stream leader for 1 s while a peer
+// has (the 2 s revocation deadline rests on it), so a majority node can
+// blink while the users leader changes in a step-down storm; the quorum
+// gate itself must hold throughout.
+func KeepsQuorum(tl chaos.Timeline, span, allowlistBudget time.Duration) Result {
+	name := "keeps-quorum(" + tl.Node + ")"
+	if r, ok := enough(name, tl, span, MaxProbeGap); !ok {
+		return r
+	}
+	var denied time.Duration
+	first := ""
+	for i, p := range tl.Probes {
+		if p.OK() {
+			continue
+		}
+		if p.Err != nil || p.Code != 503 || !allowlistOnly(p.Health.Reason) {
+			return fail(name, "at %s: %s", p.At.Format("15:04:05.000"), p)
+		}
+		if first == "" {
+			first = fmt.Sprintf("first at %s: %s", p.At.Format("15:04:05.000"), p)
+		}
+		if i+1 < len(tl.Probes) {
+			denied += tl.Probes[i+1].At.Sub(p.At)
+		}
+	}
+	if denied > allowlistBudget {
+		return fail(name, "allowlist-stale denials for %s in total, over the %s budget; %s", denied.Round(time.Millisecond), allowlistBudget, first)
+	}
+	why := fmt.Sprintf("%d probes over %s, never denied for quorum", len(tl.Probes), span)
+	if denied > 0 {
+		why += fmt.Sprintf("; allowlist-stale for %s (%s)", denied.Round(time.Millisecond), first)
+	}
+	return Result{Check: name, OK: true, Reasons: []string{why}}
+}
+
+// allowlistOnly: the allowlist freshness rule is the only reason given
+// (the quorum and heartbeat reasons come first in a /healthz reason, the
+// buckets-not-open one after it).
+func allowlistOnly(reason string) bool {
+	return strings.HasPrefix(reason, "allowlist stale") && !strings.Contains(reason, "buckets not open")
+}
+
 // NeverServes: every probe was a 503 whose reason mentions want (a refused
 // or failed request is not accepted as "denied": the node must answer).
 func NeverServes(tl chaos.Timeline, span time.Duration, want string) Result {

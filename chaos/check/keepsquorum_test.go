@@ -1,0 +1,61 @@
+package check
+
+import (
+	"testing"
+	"time"
+
+	"github.com/unibus/clusterkit/chaos"
+	"github.com/unibus/clusterkit/membershipd/node"
+)
+
+// KeepsQuorum passes allowlist blinks within the budget and fails any
+// quorum denial, a failed probe, or blinks past the budget.
+func TestKeepsQuorum(t *testing.T) {
+	base := time.Date(2026, 12, 6, 13, 0, 0, 0, time.UTC)
+	tl := func(bad map[int]string) chaos.Timeline {
+		out := chaos.Timeline{Node: "a"}
+		for i := range 101 { // 10 s at 100 ms
+			p := chaos.Probe{At: base.Add(time.Duration(i) * 100 * time.Millisecond), Code: 200, Health: node.Health{Status: "ok"}}
+			if r, ok := bad[i]; ok {
+				p.Code, p.Health = 503, node.Health{Status: "unavailable", Reason: r}
+			}
+			out.Probes = append(out.Probes, p)
+		}
+		return out
+	}
+	stale := "allowlist stale: nodes [b] reached the users stream leader while this node has not for 1.3s"
+	for _, c := range []struct {
+		name string
+		bad  map[int]string
+		ok   bool
+	}{
+		{"all 200", nil, true},
+		{"two allowlist blinks", map[int]string{40: stale, 41: stale}, true},
+		{"allowlist blinks past the budget", func() map[int]string {
+			m := map[int]string{}
+			for i := 10; i < 40; i++ {
+				m[i] = stale
+			}
+			return m
+		}(), false},
+		{"one quorum denial", map[int]string{50: "no quorum: last replicated write 12.1s ago exceeds the 12s election grace"}, false},
+		{"quorum and allowlist together", map[int]string{50: "no quorum: 0 of 2 peers reachable (need 1); " + stale}, false},
+		{"buckets not open", map[int]string{50: "control-plane buckets not open yet"}, false},
+	} {
+		r := KeepsQuorum(tl(c.bad), 9*time.Second, 2*time.Second)
+		if r.OK != c.ok {
+			t.Errorf("%s: OK = %v, want %v (%v)", c.name, r.OK, c.ok, r.Reasons)
+		}
+	}
+	failed := tl(nil)
+	failed.Probes[20].Code, failed.Probes[20].Err = 0, errTest
+	if r := KeepsQuorum(failed, 9*time.Second, 2*time.Second); r.OK {
+		t.Errorf("a failed probe passed: %v", r.Reasons)
+	}
+}
+
+var errTest = testErr("connection refused")
+
+type testErr string
+
+func (e testErr) Error() string { return string(e) }
