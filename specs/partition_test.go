@@ -243,13 +243,6 @@ var _ = Describe("Partition: an isolated running node fails closed (R1, the migr
 		guard faultGuard
 	)
 	BeforeAll(func(ctx SpecContext) {
-		if *flagTarget == "ssh" {
-			// Known gap: on the simulated hosts the observer never sees the
-			// R1 split (a majority node's /healthz and CLI stop answering
-			// within its 15 s); not yet understood. The R1 case is proven on
-			// the process and in-process targets, the R3 case on ssh too.
-			Skip("R1 isolation is not proven on the ssh target yet: the split is never observed there (open finding)")
-		}
 		env = NewEnv("isolate-r1", chaos.ClusterSpec{KVReplicas: 1})
 		if guard.check(env, "partition") {
 			env.StartAll(ctx)
