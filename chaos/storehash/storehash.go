@@ -13,8 +13,8 @@
 // num_replicas 3 and single-server mode refuses that
 // (JSStreamReplicasNotSupportedErr, logged, the stream skipped). So the
 // copy is made standalone: the raft state and the consumers are left out,
-// each stream's meta.inf is rewritten to one replica and its meta.sum
-// recomputed (HighwayHash-64 keyed with SHA-256 of the stream name, as the
+// each stream's meta.inf is rewritten to one replica (and no age limit)
+// and its meta.sum recomputed (HighwayHash-64 keyed with SHA-256 of the stream name, as the
 // server does). The message blocks are copied untouched: what is read is
 // this replica's own data. The nodes must be stopped: a live store is not
 // a consistent copy.
@@ -230,8 +230,8 @@ func copyStreams(src, dst string, skip func(string) bool) error {
 	return nil
 }
 
-// standalone rewrites a stream dir's meta.inf to one replica and its
-// meta.sum to match.
+// standalone rewrites a stream dir's meta.inf to one replica and no age
+// limit, and its meta.sum to match.
 func standalone(dir, name string) error {
 	meta := filepath.Join(dir, "meta.inf")
 	b, err := os.ReadFile(meta)
@@ -243,6 +243,9 @@ func standalone(dir, name string) error {
 		return fmt.Errorf("meta.inf: %w", err)
 	}
 	cfg["num_replicas"] = json.RawMessage("1")
+	// No expiry in the copy: the nodes are read one after another, and
+	// an age limit passing between two reads would look like divergence.
+	cfg["max_age"] = json.RawMessage("0")
 	if b, err = json.Marshal(cfg); err != nil {
 		return err
 	}
