@@ -141,7 +141,9 @@ func readStream(ctx context.Context, js jetstream.JetStream, name string) (Strea
 	}
 	var got uint64
 	for got < info.Msgs {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
+		// Ask for exactly what is left: a fetch for more than the stream
+		// holds waits out its whole MaxWait.
+		batch, err := cons.Fetch(int(min(1000, info.Msgs-got)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			return st, fmt.Errorf("stream %s: fetch: %w", name, err)
 		}
