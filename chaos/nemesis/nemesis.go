@@ -231,7 +231,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			case err != nil:
 				fmt.Fprintf(cfg.Out, "nemesis: users the run added are still active: %v (%v); revoke them: membershipd user revoke --store kv KEY\n", left, err)
 			default:
-				fmt.Fprintf(cfg.Out, "nemesis: every user the run added is revoked (%d keys checked)\n", len(ids.keys()))
+				fmt.Fprintf(cfg.Out, "nemesis: every user the run added is revoked (%d keys checked, none active after)\n", len(ids.keys()))
 			}
 		}()
 	}

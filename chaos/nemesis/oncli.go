@@ -172,8 +172,9 @@ func userStatus(users []store.User, key string) string {
 // revokeActive revokes, through the CLI, every key of keys that is active
 // on the cluster: what a live run leaves behind of the users it added is
 // revoked rows only (rows are never deleted; `user list` hides revoked
-// spec-* ones). It tries each node in turn until one lists the users, and
-// returns the keys it could not revoke.
+// spec-* ones). It works through the first node that lists the users,
+// lists them again to confirm, and returns the keys still active (all of
+// them when no node listed the users).
 func revokeActive(ctx context.Context, c chaos.Cluster, keys []string) ([]string, error) {
 	var errs []error
 	for _, n := range c.Nodes() {
@@ -182,20 +183,29 @@ func revokeActive(ctx context.Context, c chaos.Cluster, keys []string) ([]string
 			errs = append(errs, err)
 			continue
 		}
-		var left []string
-		for _, k := range keys {
-			if userStatus(users, k) != string(store.StatusActive) {
-				continue
-			}
+		for _, k := range activeOf(users, keys) {
 			if err := cliRevokeUser(ctx, c, n, k); err != nil {
 				errs = append(errs, err)
-				left = append(left, k)
 			}
 		}
-		if len(left) == 0 {
-			return nil, nil
+		if users, err = cliListUsers(ctx, c, n); err != nil {
+			return keys, errors.Join(append(errs, fmt.Errorf("confirm the revokes: %w", err))...)
 		}
-		return left, errors.Join(errs...)
+		if left := activeOf(users, keys); len(left) > 0 {
+			return left, errors.Join(append(errs, fmt.Errorf("%d still active after revoke", len(left)))...)
+		}
+		return nil, nil
 	}
 	return keys, errors.Join(errs...)
+}
+
+// activeOf: the keys of keys that users lists as active.
+func activeOf(users []store.User, keys []string) []string {
+	var out []string
+	for _, k := range keys {
+		if userStatus(users, k) == string(store.StatusActive) {
+			out = append(out, k)
+		}
+	}
+	return out
 }

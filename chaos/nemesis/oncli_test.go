@@ -80,6 +80,9 @@ func TestParseCLIOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got := activeOf(users, []string{"aa11", "bb22", "cc33"}); len(got) != 1 || got[0] != "aa11" {
+		t.Errorf("active of aa11, bb22, cc33: %v", got)
+	}
 	for key, want := range map[string]string{"aa11": "active", "bb22": "revoked", "cc33": ""} {
 		if got := userStatus(users, key); got != want {
 			t.Errorf("status of %s = %q, want %q", key, got, want)
