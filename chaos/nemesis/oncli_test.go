@@ -2,6 +2,7 @@ package nemesis
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -192,5 +193,28 @@ func TestDivergenceSeesContent(t *testing.T) {
 	hashes["n2"] = hashes["n1"]
 	if res := validate.Divergence(streamReplicas(applyHashes(Replicas{Replicas: reps.Replicas}, hashes)), 3); res.Status() != "PASS" {
 		t.Errorf("equal stores judged %+v", res)
+	}
+}
+
+// The ssh target needs the opt-in, a nodes.env, and no local-only
+// settings; every refusal is bad input (exit 2) and says what to give.
+func TestSSHTargetNeedsOptIn(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Target: "ssh", SSH: SSHTarget{NodesFile: "nodes.env"}}, "--allow-disruptive"},
+		{Config{Target: "ssh", AllowDisruptive: true}, "--nodes"},
+		{Config{Target: "ssh", AllowDisruptive: true, SSH: SSHTarget{NodesFile: "nodes.env"}, Sync: "default"}, "--sync"},
+		{Config{Target: "inproc"}, "TARGET=ssh"},
+	} {
+		err := tc.cfg.defaults()
+		if !errors.Is(err, ErrBadInput) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want bad input naming %s", tc.cfg, err, tc.want)
+		}
+	}
+	ok := Config{Target: "ssh", AllowDisruptive: true, SSH: SSHTarget{NodesFile: "nodes.env"}}
+	if err := ok.defaults(); err != nil {
+		t.Errorf("opted in, no local binary needed: %v", err)
 	}
 }
