@@ -38,15 +38,16 @@ type storeDirs interface {
 // withContent stops every node and fills each replica's Hash from its own
 // store (chaos/storehash: a copy opened by an embedded standalone server),
 // so replicas that agree on sequences, count and bytes but hold other
-// messages diverge. A replica whose store cannot be read, or lacks the
-// stream, gets a Hash saying so, which differs from every real hash.
+// messages diverge. A stream the JSZ listed on a node but missing from
+// its store, or whose config there is unreadable, gets a Hash saying so.
+// When a node's store cannot be read at all, no replica gets a hash (the
+// comparison stays on JSZ) and the Note says why.
 func withContent(ctx context.Context, reps Replicas, c chaos.Cluster, sd storeDirs) Replicas {
 	sctx, cancel := context.WithTimeout(ctx, time.Minute)
 	err := chaos.StopNodes(sctx, c.Nodes()...)
 	cancel()
 	if err != nil {
-		reps.Diverged = append(reps.Diverged, fmt.Sprintf("stop the cluster to read the stores: %v", err))
-		reps.Converged = false
+		reps.Note += fmt.Sprintf("; no content hash: stopping the cluster failed: %v", err)
 		return reps
 	}
 	hashes := map[string]map[string]string{} // node -> stream -> hash
@@ -58,10 +59,15 @@ func withContent(ctx context.Context, reps Replicas, c chaos.Cluster, sd storeDi
 			streams, err = storehash.ReadCopy(ctx, dir, func(s string) bool { return s == movingStream })
 		}
 		if err != nil {
-			reps.Diverged = append(reps.Diverged, fmt.Sprintf("read %s's store: %v", n.Name(), err))
+			reps.Note += fmt.Sprintf("; no content hash: %s's store could not be read: %v", n.Name(), err)
+			return reps
 		}
 		for _, st := range streams {
-			hashes[n.Name()][st.Name] = st.Hash
+			h := st.Hash
+			if st.Unreadable != "" {
+				h = "unreadable: " + st.Unreadable
+			}
+			hashes[n.Name()][st.Name] = h
 		}
 	}
 	return applyHashes(reps, hashes)
@@ -76,7 +82,7 @@ func applyHashes(reps Replicas, hashes map[string]map[string]string) Replicas {
 		}
 		h, ok := hashes[r.Node][r.Stream]
 		if !ok {
-			h = "unread: not in " + r.Node + "'s store copy"
+			h = "absent from the store"
 		}
 		reps.Replicas[i].Hash = h
 	}

@@ -54,6 +54,10 @@ type Stream struct {
 	// each length-prefixed. Equal hashes: the same messages at the same
 	// sequences.
 	Hash string `json:"hash"`
+	// Unreadable: the stream's dir is in the store but its meta.inf is
+	// not a stream config (a power loss can leave it empty): nats-server
+	// would not recover it either. Nothing else is set then.
+	Unreadable string `json:"unreadable,omitempty"`
 }
 
 // ReadCopy copies the streams of a store dir (a node's --nats-store,
@@ -67,10 +71,14 @@ func ReadCopy(ctx context.Context, storeDir string, skip func(stream string) boo
 		return nil, err
 	}
 	defer func() { _ = os.RemoveAll(tmp) }()
-	if err := copyStreams(storeDir, tmp, skip); err != nil {
+	bad, err := copyStreams(storeDir, tmp, skip)
+	if err != nil {
 		return nil, fmt.Errorf("copy store %s: %w", storeDir, err)
 	}
-	return read(ctx, tmp, skip)
+	out, err := read(ctx, tmp, skip)
+	out = append(out, bad...)
+	slices.SortFunc(out, func(a, b Stream) int { return strings.Compare(a.Name, b.Name) })
+	return out, err
 }
 
 // read opens storeDir with an embedded standalone JetStream server (no
@@ -203,16 +211,18 @@ func hashMsg(h hash.Hash, seq uint64, subject string, hdr nats.Header, data []by
 
 // copyStreams copies every stream dir of src's global account ($G: the
 // daemon has no other) into dst without its consumers, and makes each an
-// R1 stream (see the package comment).
-func copyStreams(src, dst string, skip func(string) bool) error {
+// R1 stream (see the package comment). A stream whose meta.inf is not a
+// config is left out and returned as Unreadable.
+func copyStreams(src, dst string, skip func(string) bool) ([]Stream, error) {
 	rel := filepath.Join("jetstream", "$G", "streams")
 	ents, err := os.ReadDir(filepath.Join(src, rel))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(dst, rel), 0o700); err != nil {
-		return err
+		return nil, err
 	}
+	var bad []Stream
 	for _, e := range ents {
 		name := e.Name()
 		if !e.IsDir() || strings.HasPrefix(name, ".") || skip != nil && skip(name) {
@@ -220,16 +230,23 @@ func copyStreams(src, dst string, skip func(string) bool) error {
 		}
 		from, to := filepath.Join(src, rel, name), filepath.Join(dst, rel, name)
 		if err := copyTree(from, to, "obs"); err != nil {
-			return err
+			return nil, err
 		}
 		if err := os.MkdirAll(filepath.Join(to, "obs"), 0o700); err != nil {
-			return err
+			return nil, err
 		}
 		if err := standalone(to, name); err != nil {
-			return fmt.Errorf("stream %s: %w", name, err)
+			var se *json.SyntaxError
+			if !errors.As(err, &se) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("stream %s: %w", name, err)
+			}
+			bad = append(bad, Stream{Name: name, Unreadable: err.Error()})
+			if err := os.RemoveAll(to); err != nil {
+				return nil, err
+			}
 		}
 	}
-	return nil
+	return bad, nil
 }
 
 // standalone rewrites a stream dir's meta.inf to one replica and no age

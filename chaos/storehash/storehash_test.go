@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -164,5 +165,50 @@ func TestHashSeesContent(t *testing.T) {
 	}
 	if sum(1, "a", nats.Header{"K": {"v"}, "J": {"x"}}, "d") != sum(1, "a", nats.Header{"J": {"x"}, "K": {"v"}}, "d") {
 		t.Error("header order changed the hash")
+	}
+}
+
+// TestUnreadableStreamConfig: a stream whose meta.inf a power loss left
+// empty is reported as unreadable; the store's other streams are read.
+func TestUnreadableStreamConfig(t *testing.T) {
+	dir := t.TempDir()
+	s, err := server.NewServer(&server.Options{ServerName: "w", DontListen: true, JetStream: true, StoreDir: dir, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, name := range []string{"A", "B"} {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{name}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.Publish(ctx, name, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc.Close()
+	s.Shutdown()
+	s.WaitForShutdown()
+	if err := os.Truncate(filepath.Join(dir, "jetstream", "$G", "streams", "B", "meta.inf"), 0); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadCopy(context.Background(), dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Name != "A" || got[0].Msgs != 1 || got[0].Hash == "" || got[1].Name != "B" || got[1].Unreadable == "" || got[1].Hash != "" {
+		t.Fatalf("streams %+v: want A read, B unreadable", got)
 	}
 }
