@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/chaos/storehash"
 	"github.com/unibus/clusterkit/chaos/validate"
 )
@@ -216,5 +218,78 @@ func TestSSHTargetNeedsOptIn(t *testing.T) {
 	ok := Config{Target: "ssh", AllowDisruptive: true, SSH: SSHTarget{NodesFile: "nodes.env"}}
 	if err := ok.defaults(); err != nil {
 		t.Errorf("opted in, no local binary needed: %v", err)
+	}
+}
+
+// fakeNode and fakeCLI: a cluster whose CLI keeps a users table, as
+// `user list --json --all` and `user revoke` on a node see it.
+type fakeNode struct{ name string }
+
+func (n fakeNode) Name() string              { return n.name }
+func (fakeNode) Start(context.Context) error { return nil }
+func (fakeNode) Stop(context.Context) error  { return nil }
+func (fakeNode) Running() bool               { return true }
+func (fakeNode) ClientURL() string           { return "" }
+func (fakeNode) HealthzURL() string          { return "" }
+func (fakeNode) RouteAddr() string           { return "" }
+
+type fakeCLI struct {
+	nodes   []chaos.Node
+	users   map[string]string // key -> status
+	down    string            // a node whose CLI fails
+	revokes []string
+}
+
+func (c *fakeCLI) Target() string              { return "ssh" }
+func (c *fakeCLI) Nodes() []chaos.Node         { return c.nodes }
+func (c *fakeCLI) Node(name string) chaos.Node { return nil }
+func (c *fakeCLI) TLS() chaos.TLSFiles         { return chaos.TLSFiles{} }
+func (c *fakeCLI) Close() error                { return nil }
+func (c *fakeCLI) CLI(_ context.Context, n chaos.Node, args ...string) (chaos.CLIResult, error) {
+	if n.Name() == c.down {
+		return chaos.CLIResult{Stderr: "no quorum", ExitCode: 1}, nil
+	}
+	switch strings.Join(args[:2], " ") {
+	case "user list":
+		var b strings.Builder
+		b.WriteString("[")
+		i := 0
+		for k, st := range c.users {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, `{"sign_pub":%q,"handle":"h","role":"member","status":%q,"added_at":"2026-12-06T12:00:00Z"}`, k, st)
+			i++
+		}
+		b.WriteString("]")
+		return chaos.CLIResult{Stdout: b.String()}, nil
+	case "user revoke":
+		key := args[len(args)-1]
+		c.revokes = append(c.revokes, key)
+		c.users[key] = "revoked"
+		return chaos.CLIResult{Stdout: "revoked"}, nil
+	}
+	return chaos.CLIResult{ExitCode: 2}, nil
+}
+
+// TestRevokeActive: the end-of-run cleanup revokes exactly the run's keys
+// that are active (not the operator's users, not what is revoked or was
+// never added), through the first node whose CLI answers, and confirms.
+func TestRevokeActive(t *testing.T) {
+	c := &fakeCLI{nodes: []chaos.Node{fakeNode{"a"}, fakeNode{"b"}}, down: "a",
+		users: map[string]string{"op": "active", "k1": "active", "k2": "revoked", "k3": "active"}}
+	left, err := revokeActive(context.Background(), c, []string{"k1", "k2", "k3", "k4"})
+	if err != nil || len(left) != 0 {
+		t.Fatalf("left %v, err %v", left, err)
+	}
+	slices.Sort(c.revokes)
+	if !slices.Equal(c.revokes, []string{"k1", "k3"}) || c.users["op"] != "active" {
+		t.Errorf("revoked %v, users now %v", c.revokes, c.users)
+	}
+	c.down = "b"
+	c.users["k1"] = "active"
+	left, err = revokeActive(context.Background(), &fakeCLI{nodes: []chaos.Node{fakeNode{"b"}}, down: "b", users: c.users}, []string{"k1"})
+	if err == nil || len(left) != 1 {
+		t.Errorf("no node answers: left %v, err %v; want k1 reported", left, err)
 	}
 }
