@@ -298,7 +298,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	hctx, hcancel := context.WithTimeout(ctx, 3*time.Minute)
 	_, herr := hc.WaitHealthy(hctx, c.Nodes()...)
 	hcancel()
-	if herr != nil {
+	switch {
+	case ctx.Err() != nil:
+		// Interrupted (Ctrl-C, SIGTERM): the faults were healed, the rest
+		// is cut short, so the run is not judged green or red.
+		nm.invalid = append(nm.invalid, fmt.Sprintf("interrupted at %d ms: %v", e.hist.MS(time.Now()), context.Cause(ctx)))
+	case herr != nil:
 		nm.red = append(nm.red, fmt.Sprintf("cluster not healthy 3 min after the final heal: %v", herr))
 	}
 	close(pw.stop)
