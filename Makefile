@@ -28,7 +28,7 @@ ginkgo_flags = readarray -t gflags < <(printf '%s\n' "$$SPECFLAGS" \
   | sed -E 's/[[:space:]]+-/\n-/g' \
   | sed -E "s/^[[:space:]]+//; s/[[:space:]]+$$//; s/^(-[^=]*=)'(.*)'$$/\1\2/; s/^(-[^=]*=)\"(.*)\"$$/\1\2/; /^$$/d")
 
-.PHONY: all build lint unit specs chaos test bench bench-micro fuzz cluster clean vps-sim-up vps-sim-down test-vps specs-live nemesis
+.PHONY: all build lint unit specs chaos test bench bench-micro fuzz cluster clean vps-sim-up vps-sim-down test-vps specs-live nemesis nemesis-vps
 
 all: build
 
@@ -207,12 +207,19 @@ test-vps: build
 	exit $$rc
 
 # --- nemesis ------------------------------------------------------------------
-# A seeded random fault schedule against a local process cluster while
-# workloads record history.jsonl; writes out/nemesis/<timestamp>-<seed>/.
+# A seeded random fault schedule against a cluster while workloads record
+# history.jsonl; writes out/nemesis/<timestamp>-<seed>/.
 # Every variable is optional: SEED (random, printed), DURATION (5m),
-# FAULTS (every fault the target can take), TARGET (process),
+# FAULTS (every fault the target can take), TARGET (process or ssh),
 # REPLAY=out/nemesis/<run>/schedule.json, SYNC (serve --sync: default is the
 # negative control). Exit 0 green, 1 red, 2 bad input, 3 invalid run.
+# TARGET=ssh runs it against the deployed cluster, with the live run's
+# variables: NODES, CERTS, SSH_CONFIG and LIVEFLAGS, which must hold
+# --allow-disruptive (the opt-in; every fault carries a lease and heals
+# itself if the controller vanishes; every user the run added is revoked
+# at the end), e.g.
+#   make nemesis TARGET=ssh NODES=runbook/nodes.env CERTS=out/certs \
+#                SSH_CONFIG=~/.ssh/config LIVEFLAGS=--allow-disruptive DURATION=60s
 SEED     ?=
 DURATION ?= 5m
 FAULTS   ?=
@@ -223,4 +230,25 @@ nemesis:
 	$(GO) build -o bin/membershipd ./membershipd
 	$(GO) build -o bin/nemesis ./chaos/nemesis/cmd/nemesis
 	bin/nemesis --membershipd=bin/membershipd --out=$(OUT)/nemesis --duration=$(DURATION) --target=$(TARGET) \
-	  $(if $(SEED),--seed=$(SEED)) $(if $(FAULTS),--faults=$(FAULTS)) $(if $(REPLAY),--replay=$(REPLAY)) $(if $(SYNC),--sync=$(SYNC))
+	  $(if $(SEED),--seed=$(SEED)) $(if $(FAULTS),--faults=$(FAULTS)) $(if $(REPLAY),--replay=$(REPLAY)) $(if $(SYNC),--sync=$(SYNC)) \
+	  $(if $(filter ssh,$(TARGET)),--nodes=$(call absfile,$(NODES)) --certs=$(call absfile,$(CERTS)) \
+	    $(if $(SSH_CONFIG),--ssh-config=$(call absfile,$(SSH_CONFIG))) $(LIVEFLAGS))
+
+# A short nemesis on the simulated hosts (root; machine-wide: one user at a
+# time): the sim up, the runbook's deploy/start/verify as test-vps does
+# them, `make nemesis TARGET=ssh` with --allow-disruptive and the sim's
+# --sim-dir (DURATION 60s and SEED 1 unless given), the sim down again, also
+# on failure or Ctrl-C. Wipes out/vps; the run goes to out/nemesis.
+nemesis-vps: build
+	-bin/runbook vps-sim down --dir $(SIMDIR) >/dev/null 2>&1
+	rm -rf $(SIMOUT)
+	@trap 'bin/runbook vps-sim down --dir $(SIMDIR)' EXIT; trap 'exit 130' INT TERM; \
+	set -x; \
+	$(MAKE) --no-print-directory vps-sim-up && \
+	bin/runbook certs --nodes $(SIM_NODES) --dir $(SIM_CERTS) && \
+	bin/runbook deploy --yes $(SIMFLAGS) && \
+	bin/runbook start $(SIMFLAGS) && \
+	bin/runbook verify $(SIMFLAGS) || exit 1; \
+	$(MAKE) --no-print-directory nemesis TARGET=ssh NODES=$(SIM_NODES) CERTS=$(SIM_CERTS) SSH_CONFIG=$(SIM_SSH_CONFIG) \
+	  LIVEFLAGS='--allow-disruptive --sim-dir=$(SIMDIR)' DURATION=$(if $(filter command line,$(origin DURATION)),$(DURATION),60s) \
+	  SEED=$(or $(SEED),1)

@@ -19,6 +19,10 @@ type env struct {
 	hist  *history.Recorder
 	seed  uint64
 	log   *slog.Logger
+	// cli: the controller has no internal connection (ssh); the users
+	// workload, the setup and the final gathering go through the
+	// operator CLI on a node (oncli.go).
+	cli bool
 }
 
 // rng is a workload's own generator: stream k of the seed, so workloads

@@ -35,6 +35,10 @@ type Replica struct {
 	// LostMsgs: the server's own count of messages it found lost on
 	// recovery (a torn or truncated block after a crash).
 	LostMsgs int `json:"lost_msgs,omitempty"`
+	// Hash: the content hash of this node's own copy (chaos/storehash,
+	// read from its store after the cluster stopped); "" where the
+	// target's stores cannot be read (ssh).
+	Hash string `json:"hash,omitempty"`
 }
 
 // Replicas is replicas.json.
@@ -131,8 +135,8 @@ func diverged(rs []Replica) []string {
 	for s, list := range by {
 		for _, r := range list[1:] {
 			f := list[0]
-			if r.Msgs != f.Msgs || r.LastSeq != f.LastSeq || r.FirstSeq != f.FirstSeq || r.Bytes != f.Bytes {
-				out = append(out, fmt.Sprintf("%s: %s has %d msgs last %d, %s has %d msgs last %d", s, f.Node, f.Msgs, f.LastSeq, r.Node, r.Msgs, r.LastSeq))
+			if r.Msgs != f.Msgs || r.LastSeq != f.LastSeq || r.FirstSeq != f.FirstSeq || r.Bytes != f.Bytes || r.Hash != f.Hash {
+				out = append(out, fmt.Sprintf("%s: %s has %d msgs last %d hash %.12s, %s has %d msgs last %d hash %.12s", s, f.Node, f.Msgs, f.LastSeq, f.Hash, r.Node, r.Msgs, r.LastSeq, r.Hash))
 				break
 			}
 		}
@@ -142,15 +146,30 @@ func diverged(rs []Replica) []string {
 }
 
 // gatherReplicas polls the replica summaries until every stream's
-// replicas agree or wait passes.
-func gatherReplicas(ctx context.Context, e *env, wait time.Duration) Replicas {
+// replicas agree or wait passes. With an internal connection every server
+// reports every stream it holds; through the CLI (env.cli) the streams
+// are named: the control-plane buckets' and the probes' rooms.
+func gatherReplicas(ctx context.Context, e *env, rooms []string, wait time.Duration) Replicas {
 	deadline := time.Now().Add(wait)
 	var last Replicas
+	streams := append(controlStreams(), rooms...)
+	slices.Sort(streams)
 	for i := 0; ; i++ {
 		n := e.nodes[i%len(e.nodes)]
-		rs, answered, err := replicaSummaries(ctx, e.c, n)
+		var (
+			rs       []Replica
+			answered []string
+			err      error
+		)
+		note := "per-server stream state from $SYS.REQ.SERVER.PING.JSZ (messages, bytes, first/last sequence)"
+		if e.cli {
+			rs, answered, err = cliReplicas(ctx, e.c, n, streams, len(e.nodes))
+			note = "per-server stream state from `membershipd cluster replicas --stream S --json` on a node (its JSZ: messages, bytes, first/last sequence) for the control-plane buckets and the probes' rooms; no content hash on this target (the stores of a deployed cluster are not copied off its hosts)"
+		} else {
+			rs, answered, err = replicaSummaries(ctx, e.c, n)
+		}
 		last = Replicas{AtMS: e.hist.MS(time.Now()), Answered: answered, Replicas: rs,
-			Note: "per-server stream state from $SYS.REQ.SERVER.PING.JSZ (messages, bytes, first/last sequence); no per-replica content hash: the final read of each room stream (final_read.json) checks content; ` + movingStream + ` is not compared (every node writes it every second)"}
+			Note: note + "; " + movingStream + " is not compared (every node writes it every second)"}
 		if err != nil {
 			last.Diverged = []string{err.Error()}
 		} else {
@@ -310,6 +329,19 @@ func gatherAllowlists(ctx context.Context, e *env, wait time.Duration) Allowlist
 }
 
 func (a *Allowlists) sample(ctx context.Context, e *env, n chaos.Node) error {
+	if e.cli {
+		users, err := cliListUsers(ctx, e.c, n)
+		if err != nil {
+			return err
+		}
+		a.kv(users)
+		sts, err := cliStatuses(ctx, e.c, n, len(e.nodes))
+		if err != nil {
+			return fmt.Errorf("node statuses via %s: %w", n.Name(), err)
+		}
+		a.compare(sts, len(e.nodes))
+		return nil
+	}
 	nc, err := chaos.DialInternal(e.c, n)
 	if err != nil {
 		return err
@@ -325,6 +357,19 @@ func (a *Allowlists) sample(ctx context.Context, e *env, n chaos.Node) error {
 	if err != nil {
 		return fmt.Errorf("list the users bucket via %s: %w", n.Name(), err)
 	}
+	a.kv(users)
+	sctx, cancel := context.WithTimeout(ctx, clusterinfo.Deadline)
+	sts, err := clusterinfo.CollectStatuses(sctx, nc, len(e.nodes))
+	cancel()
+	if err != nil && len(sts) == 0 {
+		return fmt.Errorf("node statuses via %s: %w", n.Name(), err)
+	}
+	a.compare(sts, len(e.nodes))
+	return nil
+}
+
+// kv sets the users bucket's side of the comparison.
+func (a *Allowlists) kv(users []store.User) {
 	status := map[string]string{}
 	for _, u := range users {
 		status[u.SignPub] = string(u.Status)
@@ -333,13 +378,11 @@ func (a *Allowlists) sample(ctx context.Context, e *env, n chaos.Node) error {
 		}
 	}
 	a.KV.Users, a.KV.Hash = len(status), clusterinfo.AllowlistHash(status)
-	sctx, cancel := context.WithTimeout(ctx, clusterinfo.Deadline)
-	sts, err := clusterinfo.CollectStatuses(sctx, nc, len(e.nodes))
-	cancel()
-	if err != nil && len(sts) == 0 {
-		return fmt.Errorf("node statuses via %s: %w", n.Name(), err)
-	}
-	ok := len(sts) == len(e.nodes)
+}
+
+// compare sets every node's side from the statuses they reported.
+func (a *Allowlists) compare(sts []clusterinfo.Status, size int) {
+	ok := len(sts) == size
 	for _, st := range sts {
 		na := NodeAllowlist{Node: st.Node}
 		if st.Allowlist != nil {
@@ -356,5 +399,4 @@ func (a *Allowlists) sample(ctx context.Context, e *env, n chaos.Node) error {
 		return 1
 	})
 	a.Converged = ok
-	return nil
 }

@@ -33,7 +33,6 @@ import (
 	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/chaos/fault"
 	"github.com/unibus/clusterkit/chaos/history"
-	"github.com/unibus/clusterkit/chaos/process"
 	"github.com/unibus/clusterkit/chaos/report"
 	"github.com/unibus/clusterkit/chaos/validate"
 	"github.com/unibus/clusterkit/membershipd/identity"
@@ -47,8 +46,12 @@ type Config struct {
 	Duration time.Duration
 	// Faults to draw from; empty: every fault the target can take.
 	Faults []string
-	Target string // "process" (default)
+	Target string // "process" (default) or "ssh"
 	Sync   string // serve --sync for every node ("" keeps the default, always)
+	// SSH is the deployed cluster of the ssh target; AllowDisruptive must
+	// be set for it (the nemesis stops, kills and cuts off its nodes).
+	SSH             SSHTarget
+	AllowDisruptive bool
 	// Replay, when set, is the schedule to inject instead of drawing one.
 	Replay     *Schedule
 	ReplayPath string
@@ -62,6 +65,14 @@ type Config struct {
 	Out       io.Writer // progress lines for the operator
 }
 
+// SSHTarget is what the ssh target needs, as the specs' live run takes it.
+type SSHTarget struct {
+	NodesFile string // nodes.env
+	CertsDir  string // `runbook certs` output
+	SSHConfig string // ssh_config the aliases resolve through ("" ~/.ssh/config)
+	SimDir    string // the simulated hosts' state dir, if they are the hosts
+}
+
 // ErrBadInput wraps every configuration error (exit 2).
 var ErrBadInput = errors.New("bad input")
 
@@ -73,8 +84,23 @@ func (c *Config) defaults() error {
 	if c.Target == "" {
 		c.Target = "process"
 	}
-	if c.Target != "process" {
-		return bad("target %q: the nemesis runs on the process target only (TARGET=process); ssh is not wired yet (its fault claims run with --allow-disruptive), inproc cannot kill or pause one node", c.Target)
+	switch c.Target {
+	case "process":
+	case "ssh":
+		if !c.AllowDisruptive {
+			return bad("target ssh: the nemesis kills, pauses, stops and cuts off nodes of the deployed cluster; opt in with --allow-disruptive (make nemesis TARGET=ssh LIVEFLAGS=--allow-disruptive)")
+		}
+		if c.SSH.NodesFile == "" {
+			return bad("target ssh: needs --nodes FILE (the cluster's nodes.env; make nemesis NODES=FILE)")
+		}
+		if c.Sync != "" {
+			return bad("target ssh: --sync %q sets how local nodes are started; a deployed cluster runs with its own unit's settings", c.Sync)
+		}
+		if c.Replay != nil && c.Replay.Target != "" && c.Replay.Target != c.Target {
+			return bad("replay of a %s run on target ssh: the nodes differ", c.Replay.Target)
+		}
+	default:
+		return bad("target %q: the nemesis runs on the process target (TARGET=process) or a deployed cluster over SSH (TARGET=ssh); inproc cannot kill or pause one node", c.Target)
 	}
 	if c.Duration == 0 {
 		c.Duration = 5 * time.Minute
@@ -82,11 +108,14 @@ func (c *Config) defaults() error {
 	if c.Duration < 20*time.Second {
 		return bad("duration %s: want at least 20s (a quiet period and one fault)", c.Duration)
 	}
-	if c.Binary == "" {
-		return bad("no membershipd binary (build it: go build -o bin/membershipd ./membershipd)")
-	}
-	if _, err := os.Stat(c.Binary); err != nil {
-		return bad("membershipd binary: %v (build it: go build -o bin/membershipd ./membershipd)", err)
+	if c.Target == "process" {
+		// The ssh target runs the binary deployed on the hosts.
+		if c.Binary == "" {
+			return bad("no membershipd binary (build it: go build -o bin/membershipd ./membershipd)")
+		}
+		if _, err := os.Stat(c.Binary); err != nil {
+			return bad("membershipd binary: %v (build it: go build -o bin/membershipd ./membershipd)", err)
+		}
 	}
 	if c.OutRoot == "" {
 		c.OutRoot = filepath.Join("out", "nemesis")
@@ -140,15 +169,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return res, err
 	}
-	popts := process.Options{Size: cfg.Size, Dir: filepath.Join(dir, "cluster"), Binary: cfg.Binary, Sync: cfg.Sync,
-		ClusterName: "unibus-nemesis", Log: cfg.Log.With("component", "cluster")}
-	powerLossOptions(&popts, cfg)
-	c, err := process.New(popts)
+	c, err := newCluster(cfg, dir)
 	if err != nil {
 		return res, err
 	}
 	defer func() { _ = c.Close() }()
-	nodeNames := make([]string, 0, cfg.Size)
+	nodeNames := make([]string, 0, len(c.Nodes()))
 	for _, n := range c.Nodes() {
 		nodeNames = append(nodeNames, n.Name())
 	}
@@ -163,8 +189,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if err := chaos.StartNodes(sctx, c.Nodes()...); err != nil {
-		return res, fmt.Errorf("start the cluster: %w", err)
+	if c.Target() != "ssh" {
+		// A deployed cluster is running already (its units start it).
+		if err := chaos.StartNodes(sctx, c.Nodes()...); err != nil {
+			return res, fmt.Errorf("start the cluster: %w", err)
+		}
 	}
 	hc, err := chaos.NewHealthClient(c.TLS().ClientCA)
 	if err != nil {
@@ -173,9 +202,40 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if _, err := hc.WaitHealthy(sctx, c.Nodes()...); err != nil {
 		return res, fmt.Errorf("cluster never healthy: %w", err)
 	}
-	e := &env{c: c, nodes: c.Nodes(), tls: c.TLS(), seed: cfg.Seed, log: cfg.Log}
-	ids, err := setupIdentities(sctx, e, cfg.Probes)
+	e := &env{c: c, nodes: c.Nodes(), tls: c.TLS(), seed: cfg.Seed, log: cfg.Log, cli: !internalReachable(c, c.Nodes()[0])}
+	// Workloads: the probes stop publishing on stop and drain; the rest
+	// end with their context.
+	var pwg, wwg sync.WaitGroup
+	wctx, stopWorkloads := context.WithCancel(ctx)
+	defer stopWorkloads()
+	pctx, stopProbes := context.WithCancel(ctx)
+	defer stopProbes()
+	ids, err := generateIdentities(cfg.Probes)
 	if err != nil {
+		return res, err
+	}
+	if c.Target() == "ssh" {
+		// A live run leaves the cluster's users as it found them: every
+		// user the run may have added is revoked at the end, after a
+		// failure or an interrupt too (deferred: it runs before the
+		// cluster's Close, once the workloads stopped).
+		defer func() {
+			stopWorkloads()
+			stopProbes()
+			waitTimeout(&wwg, time.Minute)
+			waitTimeout(&pwg, time.Minute)
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
+			defer cancel()
+			left, err := revokeActive(cctx, c, ids.keys())
+			switch {
+			case err != nil:
+				fmt.Fprintf(cfg.Out, "nemesis: users the run added are still active: %v (%v); revoke them: membershipd user revoke --store kv KEY\n", left, err)
+			default:
+				fmt.Fprintf(cfg.Out, "nemesis: every user the run added is revoked (%d keys checked, none active after)\n", len(ids.keys()))
+			}
+		}()
+	}
+	if err := setupIdentities(sctx, e, ids); err != nil {
 		return res, fmt.Errorf("set up identities: %w", err)
 	}
 
@@ -184,13 +244,6 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	frec := fault.NewRecorder(base)
 	runner := fault.NewRunner(c, frec)
 
-	// Workloads: the probes stop publishing on stop and drain; the rest
-	// end with their context.
-	var pwg, wwg sync.WaitGroup
-	wctx, stopWorkloads := context.WithCancel(ctx)
-	defer stopWorkloads()
-	pctx, stopProbes := context.WithCancel(ctx)
-	defer stopProbes()
 	pw := &probeWorkload{e: e, ids: ids.probes, rate: cfg.ProbeRate, count: int(cfg.ProbeRate*cfg.Duration.Seconds()*1.5) + 100, stop: make(chan struct{})}
 	pw.start(pctx, &pwg)
 	if err := healthWorkload(wctx, e, &wwg); err != nil {
@@ -245,7 +298,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	hctx, hcancel := context.WithTimeout(ctx, 3*time.Minute)
 	_, herr := hc.WaitHealthy(hctx, c.Nodes()...)
 	hcancel()
-	if herr != nil {
+	switch {
+	case ctx.Err() != nil:
+		// Interrupted (Ctrl-C, SIGTERM): the faults were healed, the rest
+		// is cut short, so the run is not judged green or red.
+		nm.invalid = append(nm.invalid, fmt.Sprintf("interrupted at %d ms: %v", e.hist.MS(time.Now()), context.Cause(ctx)))
+	case herr != nil:
 		nm.red = append(nm.red, fmt.Sprintf("cluster not healthy 3 min after the final heal: %v", herr))
 	}
 	close(pw.stop)
@@ -266,15 +324,28 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	pwg.Wait()
 	endMS := e.hist.MS(time.Now())
 
-	reps := gatherReplicas(gctx, e, 20*time.Second)
+	reps := gatherReplicas(gctx, e, pw.roomStreams(), 20*time.Second)
 	var reads []FinalRead
-	for _, s := range pw.roomStreams() {
-		t0 := time.Now()
-		fr := finalRead(gctx, c, e.nodes[0], s)
-		fr.StartMS, fr.EndMS = e.hist.MS(t0), e.hist.MS(time.Now())
-		reads = append(reads, fr)
+	if !e.cli {
+		// Without an internal connection nothing may read a room stream
+		// whole (members read only through their own consumer): the queue
+		// checker judges the ssh target's rooms by the probes' deliveries.
+		for _, s := range pw.roomStreams() {
+			t0 := time.Now()
+			fr := finalRead(gctx, c, e.nodes[0], s)
+			fr.StartMS, fr.EndMS = e.hist.MS(t0), e.hist.MS(time.Now())
+			reads = append(reads, fr)
+		}
 	}
 	slices.SortFunc(reads, func(a, b FinalRead) int { return strings.Compare(a.Stream, b.Stream) })
+	if sd, ok := c.(storeDirs); ok {
+		// Each replica's own messages: stop the cluster and read every
+		// node's store (a copy) standalone.
+		fmt.Fprintf(cfg.Out, "nemesis: stopping the cluster to hash every replica's store\n")
+		t0 := time.Now()
+		reps = withContent(gctx, reps, c, sd)
+		fmt.Fprintf(cfg.Out, "nemesis: stores hashed in %s\n", time.Since(t0).Round(time.Millisecond))
+	}
 
 	// The workloads' history, then the final reads as drain ops.
 	work := e.hist.Ops()
@@ -335,7 +406,7 @@ func writeReport(dir string, cfg Config, base time.Time, nodes []string, ops []h
 			cfg.Seed, cfg.Duration, cfg.Target, strings.Join(sched.Faults, ", "), sync, filepath.Join(dir, "schedule.json")),
 		"A replay reproduces " + sched.Reproduces + ".",
 		"A replay cannot reproduce " + sched.CannotReproduce + ".",
-		"Replica divergence compares each server's first/last sequence, message count and bytes (JSZ gives no per-replica content hash); the content of each room stream is checked by its final read (drain ops in history.jsonl).",
+		divergenceNote(cfg.Target),
 		fmt.Sprintf("%d ops (%.1f ops/s; %.1f ops/s before the first fault); checked in %s.", v.Stats.Ops, v.Stats.OpsPerSecond, v.Stats.PreFaultOpsPerSecond, v.Report.Elapsed.Round(time.Millisecond)),
 	}
 	if cfg.Replay != nil {
@@ -352,6 +423,14 @@ func writeReport(dir string, cfg Config, base time.Time, nodes []string, ops []h
 		Base: base, Nodes: nodes, Notes: notes, Validation: &rep, Ops: ops, Faults: faults,
 	}))
 	return errors.Join(errs...)
+}
+
+// divergenceNote says what the replica-divergence checker compared.
+func divergenceNote(target string) string {
+	if target == "ssh" {
+		return "Replica divergence compares each server's first/last sequence, message count and bytes (`membershipd cluster replicas --json` on a node); no content hash on this target: the stores of a deployed cluster are not copied off its hosts, and without an internal connection no stream is read back whole, so the rooms are judged by the probes' deliveries."
+	}
+	return "Replica divergence compares each server's first/last sequence, message count and bytes (JSZ) and a content hash of each node's own copy (every message's sequence, subject, headers and data, read from its store after the cluster stopped: chaos/storehash); the content of each room stream is also checked by its final read (drain ops in history.jsonl)."
 }
 
 // chooseFaults checks the requested faults against the target, or lists
@@ -405,10 +484,8 @@ type identities struct {
 // key overlap.
 const churnKeys = 8
 
-// setupIdentities registers the probes' and the registered identity,
-// registers and revokes the revoked one, and waits until every node admits
-// the registered ones and refuses the revoked one.
-func setupIdentities(ctx context.Context, e *env, probes int) (identities, error) {
+// generateIdentities makes the run's identities (none registered yet).
+func generateIdentities(probes int) (identities, error) {
 	var ids identities
 	gen := func() (*identity.Identity, error) { return identity.Generate() }
 	var err error
@@ -435,23 +512,52 @@ func setupIdentities(ctx context.Context, e *env, probes int) (identities, error
 		}
 		ids.churn = append(ids.churn, id)
 	}
-	nc, err := chaos.DialInternal(e.c, e.nodes[0])
-	if err != nil {
-		return ids, err
+	return ids, nil
+}
+
+// keys are the sign keys the run may register: all but the unregistered.
+func (ids identities) keys() []string {
+	var out []string
+	for _, id := range append(append(append([]*identity.Identity{}, ids.probes...), ids.registered, ids.revoked), ids.churn...) {
+		out = append(out, id.SignPub())
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return ids, err
-	}
-	users := kv.NewUsers(js)
-	for i, id := range append(append([]*identity.Identity{}, ids.probes...), ids.registered, ids.revoked) {
-		if _, err := users.AddUser(ctx, store.User{SignPub: id.SignPub(), Handle: fmt.Sprintf("nemesis-%d", i), Role: identity.RoleMember}); err != nil {
-			return ids, fmt.Errorf("add user: %w", err)
+	return out
+}
+
+// setupIdentities registers the probes' and the registered identity,
+// registers and revokes the revoked one, and waits until every node admits
+// the registered ones and refuses the revoked one.
+func setupIdentities(ctx context.Context, e *env, ids identities) error {
+	setup := append(append([]*identity.Identity{}, ids.probes...), ids.registered, ids.revoked)
+	if e.cli {
+		n := e.nodes[0]
+		for i, id := range setup {
+			if err := cliAddUser(ctx, e.c, n, id.SignPub(), fmt.Sprintf("spec-nemesis-%d", i)); err != nil {
+				return fmt.Errorf("add user: %w", err)
+			}
 		}
-	}
-	if _, err := users.RevokeUser(ctx, ids.revoked.SignPub()); err != nil {
-		return ids, fmt.Errorf("revoke user: %w", err)
+		if err := cliRevokeUser(ctx, e.c, n, ids.revoked.SignPub()); err != nil {
+			return fmt.Errorf("revoke user: %w", err)
+		}
+	} else {
+		nc, err := chaos.DialInternal(e.c, e.nodes[0])
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return err
+		}
+		users := kv.NewUsers(js)
+		for i, id := range setup {
+			if _, err := users.AddUser(ctx, store.User{SignPub: id.SignPub(), Handle: fmt.Sprintf("spec-nemesis-%d", i), Role: identity.RoleMember}); err != nil {
+				return fmt.Errorf("add user: %w", err)
+			}
+		}
+		if _, err := users.RevokeUser(ctx, ids.revoked.SignPub()); err != nil {
+			return fmt.Errorf("revoke user: %w", err)
+		}
 	}
 	for _, n := range e.nodes {
 		for _, want := range []struct {
@@ -467,12 +573,12 @@ func setupIdentities(ctx context.Context, e *env, probes int) (identities, error
 					break
 				}
 				if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
-					return ids, fmt.Errorf("%s never settled (admit %v): %w", n.Name(), want.admit, err)
+					return fmt.Errorf("%s never settled (admit %v): %w", n.Name(), want.admit, err)
 				}
 			}
 		}
 	}
-	return ids, nil
+	return nil
 }
 
 // nemesisLoop injects the schedule: drawn from the planner, or replayed.

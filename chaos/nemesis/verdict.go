@@ -71,18 +71,19 @@ func judge(in judgeInput) Verdict {
 	return Verdict{Status: rep.Verdict, Stats: stats(in.ops, in.firstFault, in.durationMS), Report: rep}
 }
 
-// streamReplicas maps replicas.json to the divergence checker's input. JSZ
-// gives no content hash per replica, so Hash is empty: replicas compare by
-// first/last sequence, count and bytes, and the content of each room
-// stream is checked by its final read (drain ops). The heartbeats stream
-// is left out (every node writes it every second).
+// streamReplicas maps replicas.json to the divergence checker's input:
+// first/last sequence, count, bytes (each server's JSZ) and, where the
+// target's stores could be read (process), the content hash of each
+// node's own copy; on ssh Hash is empty and the content of each room is
+// checked by the probes' deliveries. The heartbeats stream is left out
+// (every node writes it every second).
 func streamReplicas(r Replicas) []validate.StreamReplica {
 	out := make([]validate.StreamReplica, 0, len(r.Replicas))
 	for _, x := range r.Replicas {
 		if x.Stream == movingStream {
 			continue
 		}
-		out = append(out, validate.StreamReplica{Node: x.Node, Stream: x.Stream, FirstSeq: x.FirstSeq, LastSeq: x.LastSeq, Msgs: x.Msgs, Bytes: x.Bytes})
+		out = append(out, validate.StreamReplica{Node: x.Node, Stream: x.Stream, FirstSeq: x.FirstSeq, LastSeq: x.LastSeq, Msgs: x.Msgs, Bytes: x.Bytes, Hash: x.Hash})
 	}
 	return out
 }

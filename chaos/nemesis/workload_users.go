@@ -22,7 +22,8 @@ import (
 // (so operations on one key overlap: what the linearizability checker
 // needs), through the operator CLI (`membershipd user add|revoke`, a
 // subprocess on the node) and through the KV library the CLI uses, on a
-// random node each time.
+// random node each time. Without an internal connection (env.cli) every
+// operation goes through the CLI: writes as above, gets as `user list`.
 type usersWorkload struct {
 	e       *env
 	keys    []*identity.Identity
@@ -50,7 +51,7 @@ func (w *usersWorkload) start(ctx context.Context, wg *sync.WaitGroup) {
 				id := w.keys[rng.IntN(len(w.keys))]
 				n := w.e.nodes[rng.IntN(len(w.e.nodes))]
 				r := rng.Float64()
-				viaCLI := rng.Float64() < w.cliFrac
+				viaCLI := rng.Float64() < w.cliFrac || w.e.cli
 				var op history.Op
 				t0 := time.Now()
 				switch {
@@ -59,7 +60,7 @@ func (w *usersWorkload) start(ctx context.Context, wg *sync.WaitGroup) {
 				case r < 0.6:
 					op = w.write(ctx, conns, n, history.UserRevoke, id.SignPub(), viaCLI)
 				default:
-					op = w.get(ctx, conns, n, id.SignPub())
+					op = w.get(ctx, conns, n, id.SignPub(), w.e.cli)
 				}
 				if ctx.Err() != nil {
 					return
@@ -99,7 +100,7 @@ func (w *usersWorkload) write(ctx context.Context, conns map[string]*nats.Conn, 
 		op.Value = "cli"
 		args := []string{"user", "revoke", key}
 		if kind == history.UserAdd {
-			args = []string{"user", "add", "--sign-pub", key, "--handle", "nemesis", "--role", "member"}
+			args = []string{"user", "add", "--sign-pub", key, "--handle", churnHandle, "--role", "member"}
 		}
 		cctx, cancel := context.WithTimeout(ctx, 3*opTimeout)
 		res, err := w.e.c.CLI(cctx, n, args...)
@@ -125,7 +126,7 @@ func (w *usersWorkload) write(ctx context.Context, conns map[string]*nats.Conn, 
 	cctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	if kind == history.UserAdd {
-		_, err = u.AddUser(cctx, store.User{SignPub: key, Handle: "nemesis", Role: identity.RoleMember})
+		_, err = u.AddUser(cctx, store.User{SignPub: key, Handle: churnHandle, Role: identity.RoleMember})
 	} else {
 		_, err = u.RevokeUser(cctx, key)
 	}
@@ -133,10 +134,27 @@ func (w *usersWorkload) write(ctx context.Context, conns map[string]*nats.Conn, 
 	return op
 }
 
+// churnHandle is the handle of the users workload's keys: spec- so that
+// `user list` hides them once revoked, like every spec user a live run
+// leaves behind.
+const churnHandle = "spec-nemesis"
+
 // get reads a key's status through the KV (Value: active, revoked or ""
-// for absent).
-func (w *usersWorkload) get(ctx context.Context, conns map[string]*nats.Conn, n chaos.Node, key string) history.Op {
+// for absent); viaCLI, as `user list` on the node (the CLI has no get; the
+// list reads each key from the stream leader, as a get does).
+func (w *usersWorkload) get(ctx context.Context, conns map[string]*nats.Conn, n chaos.Node, key string, viaCLI bool) history.Op {
 	op := history.Op{Kind: history.UserGet}
+	if viaCLI {
+		cctx, cancel := context.WithTimeout(ctx, 3*opTimeout)
+		users, err := cliListUsers(cctx, w.e.c, n)
+		cancel()
+		if err != nil {
+			op.Outcome, op.Error = history.Failed, errText(err) // a failed read changes nothing
+			return op
+		}
+		op.Outcome, op.Value = history.OK, userStatus(users, key)
+		return op
+	}
 	u, err := w.users(conns, n)
 	if err != nil {
 		op.Outcome, op.Error = history.Failed, errText(err)

@@ -273,6 +273,17 @@ func (c *Cluster) StreamDirs(n chaos.Node) ([]string, error) {
 	return out, nil
 }
 
+// StoreDir is node n's --nats-store on this machine (a FUSE mount while the
+// cluster is open, when Options.PowerLossFS is set): the nemesis reads each
+// replica's own messages from it once the nodes are stopped.
+func (c *Cluster) StoreDir(n chaos.Node) (string, error) {
+	i, err := c.index(n)
+	if err != nil {
+		return "", err
+	}
+	return c.nodes[i].storeDir(), nil
+}
+
 // Name implements chaos.Node.
 func (n *Node) Name() string { return n.name }
 

@@ -2,6 +2,7 @@
 // while workloads record a history, then judges it (see chaos/nemesis).
 //
 //	go run ./chaos/nemesis/cmd/nemesis --seed 7 --duration 60s --faults kill,pause
+//	bin/nemesis --target=ssh --allow-disruptive --nodes nodes.env --certs out/certs --ssh-config FILE
 //
 // Exit status: 0 green, 1 red (an anomaly), 2 bad input, 3 invalid run.
 package main
@@ -40,7 +41,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	seedS := fs.String("seed", "", "seed (unsigned integer; empty: random, printed)")
 	dur := fs.Duration("duration", 5*time.Minute, "how long the nemesis runs faults")
 	faults := fs.String("faults", "", "comma-separated faults to draw from (empty: every fault the target can take)")
-	target := fs.String("target", "process", "cluster target (process)")
+	target := fs.String("target", "process", "cluster target: process (local membershipd processes) or ssh (the deployed cluster of --nodes; needs --allow-disruptive)")
+	var st nemesis.SSHTarget
+	fs.StringVar(&st.NodesFile, "nodes", "", "ssh target: nodes.env")
+	fs.StringVar(&st.CertsDir, "certs", "out/certs", "ssh target: the controller's certificates (runbook certs)")
+	fs.StringVar(&st.SSHConfig, "ssh-config", "", "ssh target: ssh_config file (default ~/.ssh/config)")
+	fs.StringVar(&st.SimDir, "sim-dir", "", "ssh target: the simulated hosts' state dir, when they are the hosts")
+	disrupt := fs.Bool("allow-disruptive", false, "ssh target: opt in to faults on the deployed cluster (every fault carries a lease: it heals itself if this controller disappears)")
 	replay := fs.String("replay", "", "schedule.json of an earlier run to replay (its seed, duration and faults)")
 	sync := fs.String("sync", "", "serve --sync for every node (always, default, or a duration; empty: the binary's default)")
 	binary := fs.String("membershipd", "bin/membershipd", "membershipd binary")
@@ -55,7 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "nemesis: unexpected argument %q (flags only)\n", fs.Arg(0))
 		return exitBad
 	}
-	cfg := nemesis.Config{Duration: *dur, Target: *target, Sync: *sync, Binary: *binary, OutRoot: *out, Probes: *probes, ProbeRate: *rate, Out: stdout}
+	cfg := nemesis.Config{Duration: *dur, Target: *target, SSH: st, AllowDisruptive: *disrupt, Sync: *sync, Binary: *binary, OutRoot: *out, Probes: *probes, ProbeRate: *rate, Out: stdout}
 	switch *seedS {
 	case "":
 		cfg.Seed = rand.Uint64() % 1_000_000
