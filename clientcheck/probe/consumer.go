@@ -30,9 +30,9 @@ import (
 // deliveries in flight: the consumer counts them as delivered and would
 // redeliver them only after its AckWait (5 s). They are still pending at
 // the consumer's leader, which survived, so the reader NAKs them itself
-// (see nakMissing): a delivery that arrives past a missing sequence, a
-// reconnect and a stall each NAK the sequences not yet received, and the
-// leader redelivers them at once. That needs no control plane: a reset is
+// (see nakMissing): a delivery that arrives past a missing sequence and a
+// reconnect each NAK the sequences not yet received, and the leader
+// redelivers them at once. That needs no control plane: a reset is
 // a signed request, which writes a nonce and reads the room, so it waits
 // out those buckets' elections when the dead node led them (and the
 // AckWait redelivered first: a 5 s gap). Only when NAKs do not fill the
@@ -277,9 +277,6 @@ func (rd *reader) supervise(ctx context.Context) {
 		case kicked:
 			rd.r.log.Debug("resetting the consumer", "from_seq", next)
 		case stalled:
-			if rd.nakMissing(ctx) {
-				continue
-			}
 			rd.r.log.Info("resetting the consumer", "quiet_for", time.Since(last).Round(time.Millisecond),
 				"waiting_for", rd.r.led.waiting(), "from_seq", next)
 		default:
