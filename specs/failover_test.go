@@ -79,7 +79,8 @@ var _ = Describe("Chaos: one node down mid-stream", Ordered, func() {
 		Expect(rep.Violations).To(BeEmpty())
 	}
 
-	// caughtUp: the restarted node's replica of the room stream is current.
+	// caughtUp: the restarted node's replica of the room stream, if it holds
+	// one, is current, as are all the others.
 	caughtUp := func(ctx context.Context, roomID string, victim chaos.Node) {
 		GinkgoHelper()
 		Expect(victim.Start(ctx)).To(Succeed())
@@ -100,7 +101,13 @@ var _ = Describe("Chaos: one node down mid-stream", Ordered, func() {
 				g.Expect(p.Current).To(BeTrue(), "replica %s", p.Name)
 				names = append(names, p.Name)
 			}
-			g.Expect(names).To(ContainElement(victim.Name()))
+			// An R3 stream spans every node at N=3; at N=5 the stopped
+			// node may hold no replica (a raft group lists its stopped
+			// peers too), and then every replica being current is all
+			// there is to catch up.
+			if len(env.Cluster.Nodes()) == len(names) {
+				g.Expect(names).To(ContainElement(victim.Name()))
+			}
 		}).WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(500 * time.Millisecond).Should(Succeed())
 	}
 

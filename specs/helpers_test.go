@@ -3,6 +3,7 @@ package specs
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -59,8 +60,9 @@ func bucketFollowers(ctx context.Context, env *Env, n chaos.Node) map[string]str
 	return out
 }
 
-// stopUsersFollower stops a node that does not lead the users bucket and
-// restarts it after the spec.
+// stopUsersFollower stops a node that holds a replica of the users bucket
+// but does not lead it, and restarts it after the spec. At N=3 every node
+// holds one; at N=5 the R3 bucket lives on three of the five.
 func stopUsersFollower(ctx context.Context, env *Env) chaos.Node {
 	GinkgoHelper()
 	leader := ""
@@ -68,16 +70,56 @@ func stopUsersFollower(ctx context.Context, env *Env) chaos.Node {
 		leader = usersLeader(ctx, env)
 		return leader
 	}).WithContext(ctx).WithTimeout(10 * time.Second).ShouldNot(BeEmpty())
+	replicas, known := bucketReplicas(ctx, env, kv.UsersBucket)
 	var follower chaos.Node
 	for _, n := range env.Cluster.Nodes() {
-		if n.Name() != leader {
+		if n.Name() != leader && (!known || slices.Contains(replicas, n.Name())) {
 			follower = n
 			break
 		}
 	}
+	Expect(follower).NotTo(BeNil(), "no follower of the users bucket (leader %s, replicas %v)", leader, replicas)
 	Expect(follower.Stop(ctx)).To(Succeed())
 	DeferCleanup(env.RestartStopped, NodeTimeout(restartBudget+30*time.Second))
 	return follower
+}
+
+// bucketReplicas names the nodes that hold a replica of bucket (leader and
+// followers), asked through the first running node with its internal
+// identity. known is false where the target does not expose that identity
+// or nobody answers; at N=3 every node holds every R3 bucket anyway.
+func bucketReplicas(ctx context.Context, env *Env, bucket string) (replicas []string, known bool) {
+	var via chaos.Node
+	for _, n := range env.Cluster.Nodes() {
+		if n.Running() {
+			via = n
+			break
+		}
+	}
+	if via == nil {
+		return nil, false
+	}
+	nc, err := chaos.DialInternal(env.Cluster, via)
+	if err != nil {
+		return nil, false
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, false
+	}
+	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := js.Stream(ictx, kv.StreamName(bucket))
+	if err != nil || st.CachedInfo().Cluster == nil || st.CachedInfo().Cluster.Leader == "" {
+		return nil, false
+	}
+	ci := st.CachedInfo().Cluster
+	replicas = append(replicas, ci.Leader)
+	for _, p := range ci.Replicas {
+		replicas = append(replicas, p.Name)
+	}
+	return replicas, true
 }
 
 // waitFollowers waits until node n reports want ("1/2") for every listed

@@ -2,6 +2,7 @@ package specs
 
 import (
 	"path/filepath"
+	"slices"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -25,54 +26,65 @@ var _ = Describe("Rollback and migration", Ordered, func() {
 
 	It("runs a node restarted without --store kv standalone on SQLite, keeping the KV buckets on disk for a retry",
 		Claim("claim:rollback-sqlite"), Disruptive, func(ctx SpecContext) {
-			n3, ok := env.Cluster.Nodes()[2].(*inproc.Node)
-			if !ok {
+			if _, ok := env.Cluster.Nodes()[0].(*inproc.Node); !ok {
 				Skip("only the in-process target can restart a node standalone")
 			}
 			si := env.Cluster.(chaos.StoreInspector)
 			kvUser := env.AddUser(ctx, env.Cluster.Nodes()[0], "kv-only", identity.RoleMember)
-			before, err := si.StreamDirs(n3)
-			Expect(err).NotTo(HaveOccurred())
-			Expect(before).To(ContainElement("KV_UNIBUS_users"))
+			// The node to roll back holds the users bucket on disk: at N=3
+			// every node does (the third is taken), at N=5 three of five.
+			var (
+				rolled *inproc.Node
+				before []string
+			)
+			for _, n := range slices.Backward(env.Cluster.Nodes()) {
+				dirs, err := si.StreamDirs(n)
+				Expect(err).NotTo(HaveOccurred())
+				if slices.Contains(dirs, "KV_UNIBUS_users") {
+					rolled, before = n.(*inproc.Node), dirs
+					break
+				}
+			}
+			Expect(rolled).NotTo(BeNil(), "no node holds KV_UNIBUS_users on disk")
 
-			db := filepath.Join(env.Dir, "n3-standalone.db")
+			db := filepath.Join(env.Dir, "standalone.db")
 			sq, err := identity.Generate()
 			Expect(err).NotTo(HaveOccurred())
-			r := env.CLI(ctx, n3, "user", "add", "--db", db, "--handle", "sq", "--role", "member", "--sign-pub", sq.SignPub())
+			r := env.CLI(ctx, rolled, "user", "add", "--db", db, "--handle", "sq", "--role", "member", "--sign-pub", sq.SignPub())
 			Expect(r.ExitCode).To(Equal(0), r.Stderr)
 			Expect(r.Stdout).To(ContainSubstring("sqlite"))
 
-			Expect(n3.Stop(ctx)).To(Succeed())
+			Expect(rolled.Stop(ctx)).To(Succeed())
 			DeferCleanup(func(ctx SpecContext) {
-				_ = n3.Stop(ctx)
+				_ = rolled.Stop(ctx)
 				env.RestartStopped(ctx)
 			}, NodeTimeout(restartBudget))
-			Expect(n3.StartStandalone(ctx, db)).To(Succeed())
+			Expect(rolled.StartStandalone(ctx, db)).To(Succeed())
 
-			p := env.Health.Get(ctx, n3.HealthzURL())
+			p := env.Health.Get(ctx, rolled.HealthzURL())
 			Expect(p.Code).To(Equal(200), p.String())
 			Expect(p.Health.Posture.Store).To(Equal("sqlite"))
 			Expect(p.Health.Posture.Cluster).To(BeFalse())
 			Expect(p.Health.Posture.BusAuth).To(Equal("enforce"))
 
 			By("serving the SQLite allowlist, not the KV one")
-			nc, err := chaos.DialAs(env.Cluster, n3, sq)
+			nc, err := chaos.DialAs(env.Cluster, rolled, sq)
 			Expect(err).NotTo(HaveOccurred(), "a SQLite user on the standalone node")
 			nc.Close()
-			_, err = chaos.DialAs(env.Cluster, n3, kvUser)
+			_, err = chaos.DialAs(env.Cluster, rolled, kvUser)
 			Expect(err).To(HaveOccurred(), "a KV-only user on the standalone node")
 
 			By("leaving the KV buckets on disk, and the other two nodes serving")
-			after, err := si.StreamDirs(n3)
+			after, err := si.StreamDirs(rolled)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(after).To(ConsistOf(before))
-			env.WaitHealthy(ctx, restartBudget, Others(env.Cluster, n3)...)
+			env.WaitHealthy(ctx, restartBudget, Others(env.Cluster, rolled)...)
 
 			By("rejoining with --store kv: the retry finds its buckets")
-			Expect(n3.Stop(ctx)).To(Succeed())
-			Expect(n3.Start(ctx)).To(Succeed())
+			Expect(rolled.Stop(ctx)).To(Succeed())
+			Expect(rolled.Start(ctx)).To(Succeed())
 			env.WaitHealthy(ctx, restartBudget, env.Cluster.Nodes()...)
-			_, ok = FindUser(env.ListUsers(ctx, n3), kvUser.SignPub())
+			_, ok := FindUser(env.ListUsers(ctx, rolled), kvUser.SignPub())
 			Expect(ok).To(BeTrue())
 		})
 

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,18 +28,24 @@ import (
 // client keeps fetching from the same consumer (nats.go re-issues its pull
 // requests) and nothing is re-created. What a dead connection may lose is
 // deliveries in flight: the consumer counts them as delivered and would
-// redeliver them only after its AckWait (5 s). So when a delivery arrives
-// past a missing sequence (the lost one), when the consumer's heartbeats
-// stop, and whenever acked messages stop arriving for stallAfter, the
-// reader asks the control plane to reset the consumer to the first stream
-// sequence it has not yet received, retrying every superviseEvery until it
-// succeeds, and then pulls afresh at once (pulls waiting at a dead
-// consumer leader are otherwise re-sent only after two missed
-// heartbeats). A reconnect alone asks for nothing. When the stream's
+// redeliver them only after its AckWait (5 s). They are still pending at
+// the consumer's leader, which survived, so the reader NAKs them itself
+// (see nakMissing): a delivery that arrives past a missing sequence and a
+// reconnect each NAK the sequences not yet received, and the leader
+// redelivers them at once. That needs no control plane: a reset is
+// a signed request, which writes a nonce and reads the room, so it waits
+// out those buckets' elections when the dead node led them (and the
+// AckWait redelivered first: a 5 s gap). Only when NAKs do not fill the
+// gap within nakWait, when the consumer's heartbeats stop, and whenever
+// acked messages stop arriving for stallAfter, the reader asks the control
+// plane to reset the consumer to the first stream sequence it has not yet
+// received, retrying every superviseEvery until it succeeds, and then
+// pulls afresh at once (pulls waiting at a dead consumer leader are
+// otherwise re-sent only after two missed heartbeats). When the stream's
 // leader dies, the consumer's leader dies with it; the control plane then
 // replaces the consumer as soon as the stream has elected a new leader,
-// instead of waiting for the consumer's
-// own raft election (4-9 s, independent of the stream's).
+// instead of waiting for the consumer's own raft election (4-9 s,
+// independent of the stream's).
 //
 // Delivery is at least once; the reader hands messages on in stream order
 // and exactly once per stream sequence: a sequence seen before (a
@@ -49,8 +57,9 @@ type reader struct {
 	js    jetstream.JetStream
 	first uint64 // the first stream sequence this run reads
 	// kick asks the supervisor for a reset now (the consumer's leader
-	// went silent); gap tells it a delivery skipped a sequence.
-	kick, gap chan struct{}
+	// went silent); gap tells it a delivery skipped a sequence; nak asks
+	// it to NAK what may have died with the old connection.
+	kick, gap, nak chan struct{}
 
 	mu       sync.Mutex
 	name     string // the consumer's name (from the control plane)
@@ -59,7 +68,10 @@ type reader struct {
 	next     uint64             // the next stream sequence to hand on
 	held     map[uint64]heldMsg // early arrivals, by stream sequence
 	lastRecv time.Time          // last new delivery, or the last reset
-	restarts int                // resets and restarts
+	// ackTmpl is the ack subject of the latest delivery: the template of
+	// a NAK for a sequence that never arrived (see nakMissing).
+	ackTmpl  string
+	restarts int // resets and restarts
 	// seen are the envelope ids handed on: an envelope stored again (a
 	// replay, whoever published it) is counted and dropped.
 	seen e2e.Replays
@@ -76,6 +88,13 @@ const (
 	stallAfter     = time.Second
 	superviseEvery = 250 * time.Millisecond
 	createTimeout  = 2 * time.Second
+	// nakWait: a gap that NAKs have not filled by then is left to a reset
+	// through the control plane. A live consumer leader redelivers a
+	// NAKed message in a round trip.
+	nakWait = 250 * time.Millisecond
+	// nakAfterReconnect: deliveries to the old connection die while the
+	// cluster notices it is gone; NAK after they have.
+	nakAfterReconnect = 100 * time.Millisecond
 	// skipAfter: a gap that resets cannot fill (a message deleted from
 	// the stream) is skipped after this long.
 	skipAfter = 15 * time.Second
@@ -83,7 +102,8 @@ const (
 )
 
 func newReader(r *runner) *reader {
-	return &reader{r: r, first: 1, kick: make(chan struct{}, 1), gap: make(chan struct{}, 1), held: map[uint64]heldMsg{}}
+	return &reader{r: r, first: 1, kick: make(chan struct{}, 1), gap: make(chan struct{}, 1), nak: make(chan struct{}, 1),
+		held: map[uint64]heldMsg{}}
 }
 
 // start asks the control plane for the consumer (starting at first) and
@@ -175,13 +195,21 @@ func (rd *reader) reset(ctx context.Context, stalled bool) error {
 	return nil
 }
 
-// reconnected is called after a reconnect. It asks for nothing: nats.go
-// pulls again on the new connection at once, and a delivery lost with the
-// old one shows as a gap (see onMsg), or, when nothing follows it, as a
-// stall. A reset after every reconnect would add a control-plane round
-// trip (a TLS handshake to a new node, a replicated nonce) to every
-// failover, lost delivery or not.
-func (rd *reader) reconnected() {}
+// reconnected is called after a reconnect. It asks the control plane for
+// nothing: nats.go pulls again on the new connection at once, and a reset
+// after every reconnect would add a control-plane round trip (a TLS
+// handshake to a new node, a replicated nonce) to every failover. It only
+// has the supervisor NAK the sequences not yet received: a delivery lost
+// with the old connection that nothing follows (a quiet room) would
+// otherwise wait for the AckWait or a stall; one that something follows
+// shows as a gap (see onMsg). The server ignores a NAK of a sequence the
+// consumer has not delivered.
+func (rd *reader) reconnected() {
+	select {
+	case rd.nak <- struct{}{}:
+	default:
+	}
+}
 
 // leaderLost asks for a reset now; it never blocks (it runs on nats.go's
 // goroutines).
@@ -217,10 +245,15 @@ func (rd *reader) supervise(ctx context.Context) {
 		case <-rd.kick:
 			kicked = true
 		case <-rd.gap:
-			// A lost delivery (its connection died): reset at once
-			// rather than wait for the consumer's AckWait.
+			// A lost delivery (its connection died): NAK it, so that the
+			// consumer's leader redelivers it now rather than after its
+			// AckWait, and reset only if that does not fill the gap.
 			time.Sleep(gapGrace)
-			kicked = rd.hasGap()
+			kicked = rd.hasGap() && !rd.nakMissing(ctx)
+		case <-rd.nak:
+			time.Sleep(nakAfterReconnect)
+			rd.nakMissing(ctx)
+			continue
 		case <-t.C:
 			kicked = retry
 		}
@@ -255,6 +288,81 @@ func (rd *reader) supervise(ctx context.Context) {
 			rd.r.log.Warn("consumer not reset yet", "err", err)
 		}
 	}
+}
+
+// nakMissing NAKs the stream sequences from the next one not yet handed
+// on up to the first held one (with none held: a batch's worth) on the
+// consumer's ack subject, and waits up to nakWait for deliveries to move
+// past the first. It reports whether they did. The member's ACL allows
+// acks to its own consumer; the leader redelivers a NAKed sequence at
+// once if it is still pending (delivered, unacked) and ignores the rest,
+// so a sequence never delivered costs nothing and one already on its way
+// at most a duplicate (dropped in onMsg).
+func (rd *reader) nakMissing(ctx context.Context) bool {
+	rd.mu.Lock()
+	from, to := rd.next, rd.next+pullBatch-1
+	for s := range rd.held {
+		to = min(to, s-1)
+	}
+	tmpl := rd.ackTmpl
+	rd.mu.Unlock()
+	if tmpl == "" || to < from {
+		return false
+	}
+	nc := rd.js.Conn()
+	for seq := from; seq <= to; seq++ {
+		subj, ok := nakSubject(tmpl, seq)
+		if !ok {
+			return false
+		}
+		if err := nc.Publish(subj, []byte("-NAK")); err != nil {
+			rd.r.log.Debug("nak", "seq", seq, "err", err)
+			return false
+		}
+	}
+	rd.r.log.Debug("nak sent", "from_seq", from, "to_seq", to)
+	deadline := time.Now().Add(nakWait)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		rd.mu.Lock()
+		moved := rd.next > from
+		rd.mu.Unlock()
+		if moved {
+			return true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return false
+}
+
+// nakSubject turns the ack subject of a delivery into that of stream
+// sequence seq. nats-server's ack subjects are
+// $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>
+// or, in the v2 form, with domain and account hash after ACK (and a token
+// more). The server honours a NAK when seq is pending and dseq lies above
+// the consumer's ack floor and at most its next delivery sequence: the
+// template's own dseq + 1 does (the ack floor lies below any unacked
+// delivery, and the template was delivered).
+func nakSubject(tmpl string, seq uint64) (string, bool) {
+	t := strings.Split(tmpl, ".")
+	off := 2
+	switch {
+	case len(t) == 9:
+	case len(t) >= 11:
+		off = 4
+	default:
+		return "", false
+	}
+	if t[0] != "$JS" || t[1] != "ACK" {
+		return "", false
+	}
+	dseq, err := strconv.ParseUint(t[off+4], 10, 64)
+	if err != nil {
+		return "", false
+	}
+	t[off+2] = "1"
+	t[off+3] = strconv.FormatUint(seq, 10)
+	t[off+4] = strconv.FormatUint(dseq+1, 10)
+	return strings.Join(t, "."), true
 }
 
 func isClosed(cc jetstream.ConsumeContext) bool {
@@ -319,6 +427,9 @@ func (rd *reader) onMsg(m jetstream.Msg) {
 	seq := md.Sequence.Stream
 	rd.mu.Lock()
 	defer rd.mu.Unlock()
+	if reply := m.Reply(); reply != "" {
+		rd.ackTmpl = reply
+	}
 	switch {
 	case seq < rd.next:
 		return // a redelivery of a message handed on already

@@ -2,6 +2,7 @@ package probe_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -23,6 +24,7 @@ import (
 	"github.com/unibus/clusterkit/clientcheck/probe"
 	"github.com/unibus/clusterkit/membershipd/api"
 	"github.com/unibus/clusterkit/membershipd/authn"
+	"github.com/unibus/clusterkit/membershipd/store/kv"
 )
 
 // TestFailoverKill measures the receive-side failover gap under SIGKILL on
@@ -33,6 +35,10 @@ import (
 // It asserts zero loss and, as the goals, the gap against its
 // deadline: 200 ms for the client's node, election + 500 ms for the leader
 // (FAILOVER_STRICT=0 only logs a miss: the machine may be loaded).
+// FAILOVER_BUCKET_LEADERS=victim first moves the leaders of the six
+// control-plane buckets to the node about to be killed: the worst case for
+// a client that needs the control plane to recover (every signed request
+// writes a nonce and reads the room, and waits out those elections).
 func TestFailoverKill(t *testing.T) {
 	if testing.Short() || os.Getenv("FAILOVER_KILL") == "" {
 		t.Skip("set FAILOVER_KILL=1: builds membershipd and runs three processes for minutes")
@@ -42,6 +48,7 @@ func TestFailoverKill(t *testing.T) {
 		runs = v
 	}
 	strict := os.Getenv("FAILOVER_STRICT") != "0"
+	bucketsOnVictim := os.Getenv("FAILOVER_BUCKET_LEADERS") == "victim"
 	lvl := slog.LevelWarn
 	if os.Getenv("PROBE_DEBUG") != "" {
 		lvl = slog.LevelDebug
@@ -95,6 +102,7 @@ func TestFailoverKill(t *testing.T) {
 	type result struct {
 		gap, election, consElection time.Duration
 		victim, consLeader          string
+		bucketsLed                  int // control-plane buckets the victim led at the kill
 	}
 	measure := func(t *testing.T, leaderCase bool) (result, bool) {
 		cfg := base
@@ -131,6 +139,9 @@ func TestFailoverKill(t *testing.T) {
 				}
 				go func() {
 					defer close(done)
+					if bucketsOnVictim {
+						res.bucketsLed = moveBucketLeaders(ctx, c, victim)
+					}
 					killed := time.Now()
 					if err := victim.(chaos.Killer).Kill(ctx, 0); err != nil {
 						t.Errorf("kill %s: %v", victim.Name(), err)
@@ -166,9 +177,9 @@ func TestFailoverKill(t *testing.T) {
 			}
 			waitCurrent(ctx, t, c, stream)
 		}
-		t.Logf("gap %s election %s consumer-leader %s (election %s) victim %s reconnects %d restarts %d",
+		t.Logf("gap %s election %s consumer-leader %s (election %s) victim %s (led %d buckets) reconnects %d restarts %d",
 			res.gap.Round(time.Millisecond), res.election.Round(time.Millisecond), res.consLeader,
-			res.consElection.Round(time.Millisecond), res.victim, len(rep.Reconnects), rep.ConsumerRestarts)
+			res.consElection.Round(time.Millisecond), res.victim, res.bucketsLed, len(rep.Reconnects), rep.ConsumerRestarts)
 		return res, !skip
 	}
 
@@ -231,6 +242,39 @@ func leaders(ctx context.Context, c chaos.Cluster, n chaos.Node, stream, consume
 		cons = ci.CachedInfo().Cluster.Leader
 	}
 	return st.CachedInfo().Cluster.Leader, cons
+}
+
+// moveBucketLeaders moves the leader of every control-plane bucket to node
+// to (a step-down with to preferred, until stream info names it, 3 s per
+// bucket at most) and returns how many it leads.
+func moveBucketLeaders(ctx context.Context, c chaos.Cluster, to chaos.Node) int {
+	nc, err := chaos.DialInternal(c, to)
+	if err != nil {
+		return 0
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0
+	}
+	req, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": to.Name()}})
+	led := 0
+	for _, b := range kv.Buckets {
+		stream := kv.StreamName(b.Name)
+		for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			ictx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			st, err := js.Stream(ictx, stream)
+			cancel()
+			if err == nil && st.CachedInfo().Cluster != nil && st.CachedInfo().Cluster.Leader == to.Name() {
+				led++
+				break
+			}
+			if err == nil {
+				_, _ = nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, req, time.Second)
+			}
+		}
+	}
+	return led
 }
 
 // electionTimes polls STREAM.INFO (and CONSUMER.INFO) through a survivor
