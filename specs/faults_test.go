@@ -22,6 +22,7 @@ import (
 	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/chaos/check"
 	"github.com/unibus/clusterkit/chaos/fault"
+	"github.com/unibus/clusterkit/chaos/storehash"
 	"github.com/unibus/clusterkit/membershipd/admin"
 	"github.com/unibus/clusterkit/membershipd/api"
 	"github.com/unibus/clusterkit/membershipd/identity"
@@ -185,7 +186,51 @@ func expectReplicasEqual(ctx context.Context, env *Env, stream string, replicas 
 		}
 	}).WithContext(ctx).WithTimeout(convergeBudget).WithPolling(500 * time.Millisecond).Should(Succeed())
 	Evidence("replicas-"+stream, last)
+	expectContentEqual(ctx, env, stream)
 	return time.Since(start), last
+}
+
+// storeReader: a target whose nodes' store dirs the controller can read
+// (process and in-process; not ssh, whose stores stay on the hosts).
+type storeReader interface {
+	StoreDir(n chaos.Node) (string, error)
+}
+
+// expectContentEqual compares what every replica of a quiet stream holds,
+// message by message: each node's own copy is read from a copy of its
+// store (chaos/storehash, an embedded standalone server) and hashed over
+// sequence, subject, headers and data. Equal counts and sequences do not
+// prove equal messages; equal hashes do. On ssh the comparison stays on
+// each server's own sequences, count and bytes (said in the report).
+func expectContentEqual(ctx context.Context, env *Env, stream string) {
+	GinkgoHelper()
+	sd, ok := env.Cluster.(storeReader)
+	if !ok {
+		AddReportEntry("replica content of "+stream, "not hashed on target "+env.Cluster.Target()+" (stores stay on the hosts): per-server sequences, count and bytes compared")
+		return
+	}
+	hashes := map[string]string{}
+	for _, n := range env.Cluster.Nodes() {
+		dir, err := sd.StoreDir(n)
+		Expect(err).NotTo(HaveOccurred())
+		streams, err := storehash.ReadCopy(ctx, dir, func(s string) bool { return s != stream })
+		Expect(err).NotTo(HaveOccurred(), "read %s's copy of %s", n.Name(), stream)
+		if len(streams) == 0 {
+			continue // no replica on this node (N > R)
+		}
+		Expect(streams[0].Unreadable).To(BeEmpty(), "%s's copy of %s", n.Name(), stream)
+		hashes[n.Name()] = streams[0].Hash
+	}
+	Evidence("replica-content-"+stream, hashes)
+	Expect(hashes).NotTo(BeEmpty())
+	var first string
+	for name, h := range hashes {
+		if first == "" {
+			first = name
+		}
+		Expect(h).To(Equal(hashes[first]), "%s and %s hold different messages in %s", name, first, stream)
+	}
+	AddReportEntry("replica content of "+stream, fmt.Sprintf("%d replicas hash equal (sha256 over seq, subject, headers, data)", len(hashes)))
 }
 
 // prober runs attempts in the background and keeps them, so a spec can

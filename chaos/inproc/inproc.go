@@ -258,6 +258,16 @@ func (c *Cluster) Close() error {
 // StoreDir is where node n keeps its JetStream data.
 func (n *Node) StoreDir() string { return n.cfg.StoreDir }
 
+// StoreDir is node n's store dir, as on the process target: the specs
+// read a copy of each replica's own messages from it (chaos/storehash).
+func (c *Cluster) StoreDir(n chaos.Node) (string, error) {
+	in, ok := c.Node(n.Name()).(*Node)
+	if !ok {
+		return "", fmt.Errorf("inproc: no node %s", n.Name())
+	}
+	return in.StoreDir(), nil
+}
+
 // Name implements chaos.Node.
 func (n *Node) Name() string { return n.cfg.Name }
 
