@@ -114,11 +114,14 @@ type Ping struct {
 // allowlist proof (contact with the users stream leader) and how long its
 // proofs have been continuous, -1 if none. Seq echoes the ping's.
 type Pong struct {
-	Node         string `json:"node"`
-	Seq          uint64 `json:"seq,omitempty"`
-	PutAgeMS     int64  `json:"put_age_ms"`
-	ListAgeMS    int64  `json:"list_age_ms"`
-	ListStreakMS int64  `json:"list_streak_ms"`
+	Node     string `json:"node"`
+	Seq      uint64 `json:"seq,omitempty"`
+	PutAgeMS int64  `json:"put_age_ms"`
+	// PutStreakMS is how long the peer's puts have been succeeding without
+	// a gap (the gate's cut-off rule weighs it), -1 if unknown.
+	PutStreakMS  int64 `json:"put_streak_ms"`
+	ListAgeMS    int64 `json:"list_age_ms"`
+	ListStreakMS int64 `json:"list_streak_ms"`
 	// HopAgeMS and HopStreakMS relay the freshest allowlist proof among the
 	// answering node's own peers (the pinger excluded), -1 if none.
 	HopAgeMS    int64 `json:"hop_age_ms"`

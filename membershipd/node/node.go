@@ -319,9 +319,12 @@ func (n *Node) subscribe() error {
 		now := time.Now()
 		var ping clusterinfo.Ping
 		_ = json.Unmarshal(m.Data, &ping) // an older pinger sends no body
-		pong := clusterinfo.Pong{Node: n.cfg.Name, Seq: ping.Seq, PutAgeMS: -1, ListAgeMS: -1, ListStreakMS: -1, HopAgeMS: -1, HopStreakMS: -1}
+		pong := clusterinfo.Pong{Node: n.cfg.Name, Seq: ping.Seq, PutAgeMS: -1, PutStreakMS: -1, ListAgeMS: -1, ListStreakMS: -1, HopAgeMS: -1, HopStreakMS: -1}
 		if t, ok := n.gate.LastPut(); ok {
 			pong.PutAgeMS = now.Sub(t).Milliseconds()
+			if st, ok := n.gate.PutStreak(now); ok {
+				pong.PutStreakMS = st.Milliseconds()
+			}
 		}
 		if al, ok := n.allow.(*kvAllowlist); ok {
 			if age, streak := al.proofAges(now); age >= 0 {
@@ -622,7 +625,7 @@ func (n *Node) pingLoop(ctx context.Context) {
 	inbox := clusterinfo.InboxPrefix + "." + nuid.Next()
 	sub, err := n.nc.Subscribe(inbox, func(m *nats.Msg) {
 		now := time.Now()
-		p := clusterinfo.Pong{ListAgeMS: -1, ListStreakMS: -1, HopAgeMS: -1, HopStreakMS: -1} // an older peer reports no allowlist
+		p := clusterinfo.Pong{PutStreakMS: -1, ListAgeMS: -1, ListStreakMS: -1, HopAgeMS: -1, HopStreakMS: -1} // an older peer reports none of these
 		if json.Unmarshal(m.Data, &p) != nil || p.Node == n.cfg.Name || p.Node == "" {
 			return
 		}
@@ -639,7 +642,7 @@ func (n *Node) pingLoop(ctx context.Context) {
 		}
 		n.gate.PeerReported(quorum.PeerReport{
 			Node: p.Node, AnsweredAt: now,
-			PutAge: msAge(p.PutAgeMS), ListAge: msAge(p.ListAgeMS), ListStreak: msAge(p.ListStreakMS),
+			PutAge: msAge(p.PutAgeMS), PutStreak: msAge(p.PutStreakMS), ListAge: msAge(p.ListAgeMS), ListStreak: msAge(p.ListStreakMS),
 			HopAge: msAge(p.HopAgeMS), HopStreak: msAge(p.HopStreakMS),
 		})
 	})

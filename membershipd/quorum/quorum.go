@@ -43,9 +43,10 @@ type Params struct {
 	// Grace bounds how long a reachable majority may go without any write
 	// (leader election, step-down storm) before it is denied anyway.
 	Grace time.Duration
-	// CutOff: how long our own writes must have been failing, while a
-	// reachable peer writes, before we call ourselves cut off from the
-	// leader. Shorter flaps the healthy majority during a leader change
+	// CutOff: how long a reachable peer must have been writing while our
+	// own writes failed before we call ourselves cut off from the leader
+	// (both our last write and the start of the peer's current write
+	// streak must be at least this old). Shorter flaps the healthy majority during a leader change
 	// (measured in the route-cut spec: a peer wrote ~0.5 s before this
 	// node's first put reached the new leader); it bounds the asymmetric-
 	// partition exposure to CutOff instead of Grace.
@@ -113,6 +114,10 @@ type PeerReport struct {
 	// PutAge is the peer's own last-successful-put age when it answered;
 	// negative means the peer has never put.
 	PutAge time.Duration
+	// PutStreak is how long the peer's puts had then been succeeding
+	// without a gap of WriteFresh or more. Negative: unknown (an older
+	// peer); the peer then counts as writing for as long as we have not.
+	PutStreak time.Duration
 	// ListAge is the age of the peer's last allowlist proof when it
 	// answered; ListStreak how long its proofs had then been continuous.
 	// Negative: none (or a peer that does not report them).
@@ -148,6 +153,13 @@ type Verdict struct {
 // < WriteFresh ago succeeded, OR (our last successful put < Grace ago AND no
 // reachable peer has been writing without us for CutOff)). lastPut is the
 // time the put was SENT: an ack that took long proves less.
+//
+// "Writing without us for CutOff" counts from the later of our last put and
+// the start of the peer's current write streak: after an election longer
+// than CutOff nobody has written for that long, and the first node whose
+// put reaches the new leader must not make its peers look cut off before
+// their own next put lands (seen in the pause spec: a majority node refused
+// a revoke).
 func Decide(now time.Time, lastPut time.Time, peers []PeerReport, p Params) Verdict {
 	v := Verdict{LastPutAge: -1}
 	if err := p.Validate(); err != nil {
@@ -183,7 +195,7 @@ func Decide(now time.Time, lastPut time.Time, peers []PeerReport, p Params) Verd
 		}
 		v.WritablePeers = append(v.WritablePeers, name)
 		// The peer's put landed at AnsweredAt-PutAge; compare it to ours.
-		if everPut && r.AnsweredAt.Add(-r.PutAge).Sub(lastPut) >= p.WriteLead() {
+		if everPut && r.AnsweredAt.Add(-r.PutAge).Sub(lastPut) >= p.WriteLead() && writingWithoutUs(now, lastPut, r) >= p.CutOff {
 			ahead = append(ahead, name)
 		}
 	}
@@ -205,7 +217,7 @@ func Decide(now time.Time, lastPut time.Time, peers []PeerReport, p Params) Verd
 	case ownAge < p.WriteFresh:
 		v.InQuorum = true
 		v.Reason = fmt.Sprintf("quorum: replicated write %s ago; %d of %d peers reachable", fmtDur(ownAge), len(v.ReachablePeers), others)
-	case len(ahead) > 0 && ownAge >= p.CutOff:
+	case len(ahead) > 0:
 		// Checked before the grace: it is the more specific diagnosis.
 		v.Reason = fmt.Sprintf("no quorum: peers %v can write but this node cannot (cut off from the stream leader); last replicated write %s ago",
 			ahead, fmtDur(ownAge))
@@ -218,6 +230,18 @@ func Decide(now time.Time, lastPut time.Time, peers []PeerReport, p Params) Verd
 			fmtDur(quietest), len(v.ReachablePeers), others)
 	}
 	return v
+}
+
+// writingWithoutUs is how long peer r has been writing while we have not:
+// since the later of our last put and the start of its write streak.
+func writingWithoutUs(now, lastPut time.Time, r PeerReport) time.Duration {
+	since := lastPut
+	if r.PutStreak >= 0 {
+		if start := r.AnsweredAt.Add(-r.PutStreak); start.After(since) {
+			since = start
+		}
+	}
+	return max(now.Sub(since), 0)
 }
 
 // addSat adds non-negative durations without wrapping: a peer may report
@@ -244,7 +268,10 @@ type Tracker struct {
 
 	mu      sync.Mutex
 	lastPut time.Time
-	peers   map[string]PeerReport
+	// streak is when the current run of puts began: the first success
+	// sent WriteFresh or more after the one before it.
+	streak time.Time
+	peers  map[string]PeerReport
 }
 
 // NewTracker returns a Tracker that has seen nothing (so it denies).
@@ -261,8 +288,22 @@ func (t *Tracker) PutSucceeded(at time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if at.After(t.lastPut) {
+		if t.lastPut.IsZero() || at.Sub(t.lastPut) >= t.p.WriteFresh {
+			t.streak = at
+		}
 		t.lastPut = at
 	}
+}
+
+// PutStreak is how long this node's puts have succeeded without a gap of
+// WriteFresh or more, at now (what a pong reports); false if never.
+func (t *Tracker) PutStreak(now time.Time) (time.Duration, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.lastPut.IsZero() {
+		return 0, false
+	}
+	return max(now.Sub(t.streak), 0), true
 }
 
 // PeerAnswered records a peer's ping reply carrying its own put age
@@ -270,7 +311,7 @@ func (t *Tracker) PutSucceeded(at time.Time) {
 // answer arrived. Answers older than the one held are dropped, so a late
 // reply cannot roll a peer's state back.
 func (t *Tracker) PeerAnswered(peer string, at time.Time, peerPutAge time.Duration) {
-	t.PeerReported(PeerReport{Node: peer, AnsweredAt: at, PutAge: peerPutAge, ListAge: -1, ListStreak: -1, HopAge: -1, HopStreak: -1})
+	t.PeerReported(PeerReport{Node: peer, AnsweredAt: at, PutAge: peerPutAge, PutStreak: -1, ListAge: -1, ListStreak: -1, HopAge: -1, HopStreak: -1})
 }
 
 // PeerReported records a full peer report (PeerAnswered plus the peer's

@@ -58,6 +58,9 @@ type event struct {
 	at     time.Duration
 	peer   string // "" = our own put succeeded
 	putAge time.Duration
+	// putStreak is the peer's reported write streak; -1 = an older peer
+	// that does not report one.
+	putStreak time.Duration
 	// sent: our own put is stamped sentAt (its send time), not at.
 	sent   bool
 	sentAt time.Duration
@@ -94,12 +97,19 @@ func simulate(self simNode, peers []simNode, end time.Duration) []event {
 				continue
 			}
 			ans := at + pingLatency
-			age := time.Duration(-1)
-			// Latest peer put completed by the time it answers.
+			age, streak := time.Duration(-1), time.Duration(-1)
+			// Latest peer put completed by the time it answers, and the
+			// first of its run without a WriteFresh gap (the Tracker's
+			// streak, with the put's completion for its send time).
 			if i, _ := slices.BinarySearch(puts, ans+1); i > 0 {
 				age = ans - puts[i-1]
+				j := i - 1
+				for j > 0 && puts[j]-puts[j-1] < time.Second {
+					j--
+				}
+				streak = ans - puts[j]
 			}
-			evs = append(evs, event{at: ans, peer: p.name, putAge: age})
+			evs = append(evs, event{at: ans, peer: p.name, putAge: age, putStreak: streak})
 		}
 	}
 	slices.SortStableFunc(evs, func(a, b event) int { return cmp.Compare(a.at, b.at) })
@@ -130,7 +140,8 @@ func replay(t *testing.T, p Params, evs []event, end time.Duration) run {
 			} else if e.peer == "" {
 				tr.PutSucceeded(t0.Add(e.at))
 			} else {
-				tr.PeerAnswered(e.peer, t0.Add(e.at), e.putAge)
+				tr.PeerReported(PeerReport{Node: e.peer, AnsweredAt: t0.Add(e.at), PutAge: e.putAge, PutStreak: e.putStreak,
+					ListAge: -1, ListStreak: -1, HopAge: -1, HopStreak: -1})
 			}
 		}
 		out = append(out, sample{at, tr.Verdict(t0.Add(at))})
@@ -141,6 +152,17 @@ func replay(t *testing.T, p Params, evs []event, end time.Duration) run {
 func scenario(t *testing.T, p Params, self simNode, peers []simNode, end time.Duration) run {
 	t.Helper()
 	return replay(t, p, simulate(self, peers, end), end)
+}
+
+// oldPeers is scenario with peers that report no write streak (a version
+// before the cut-off rule weighed it, during a rolling upgrade).
+func oldPeers(t *testing.T, p Params, self simNode, peers []simNode, end time.Duration) run {
+	t.Helper()
+	evs := simulate(self, peers, end)
+	for i := range evs {
+		evs[i].putStreak = -1
+	}
+	return replay(t, p, evs, end)
 }
 
 // neverDenied asserts InQuorum for every sample in [a, b).
@@ -361,8 +383,9 @@ func TestAsymmetricPartitionDenied(t *testing.T) {
 		end = cut + 25*time.Second
 	)
 	for _, ph := range phases {
-		for _, leaderAnswers := range []bool{false, true} {
-			t.Run(fmt.Sprintf("phase=%v/leaderAnswers=%v", ph, leaderAnswers), func(t *testing.T) {
+		for _, c := range []struct{ leaderAnswers, old bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+			leaderAnswers := c.leaderAnswers
+			t.Run(fmt.Sprintf("phase=%v/leaderAnswers=%v/oldPeers=%v", ph, leaderAnswers, c.old), func(t *testing.T) {
 				// We lost the link to leader c (our puts fail) but still
 				// reach b, which keeps writing through c. The grace must
 				// not keep us alive.
@@ -376,7 +399,11 @@ func TestAsymmetricPartitionDenied(t *testing.T) {
 					{name: "c", phase: tick - 1 - ph, writes: always, answers: cAnswers},
 				}
 				p := DefaultParams(3)
-				r := scenario(t, p, self, peers, end)
+				play := scenario
+				if c.old {
+					play = oldPeers
+				}
+				r := play(t, p, self, peers, end)
 				d := r.flipsWithin(cut, end, p.CutOff+maxFlip)
 				v := r.at(cut + 5*time.Second)
 				if !strings.Contains(v.Reason, "can write but this node cannot") || !slices.Contains(v.WritablePeers, "b") {
@@ -540,7 +567,8 @@ func TestWritablePeerRule(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			peers := []PeerReport{{Node: "b", AnsweredAt: now.Add(-c.since), PutAge: c.age}}
+			// b has been writing for long: the lead rule alone decides.
+			peers := []PeerReport{{Node: "b", AnsweredAt: now.Add(-c.since), PutAge: c.age, PutStreak: time.Hour}}
 			v := Decide(now, last, peers, p)
 			if got := slices.Contains(v.WritablePeers, "b"); got != c.writable {
 				t.Errorf("writable=%v want %v (%+v)", got, c.writable, v)
@@ -581,7 +609,7 @@ func TestReasonsReadable(t *testing.T) {
 	p := DefaultParams(3)
 	now := t0.Add(time.Minute)
 	b := func(since, age time.Duration) []PeerReport {
-		return []PeerReport{{Node: "b", AnsweredAt: now.Add(-since), PutAge: age}}
+		return []PeerReport{{Node: "b", AnsweredAt: now.Add(-since), PutAge: age, PutStreak: time.Hour}}
 	}
 	cases := []struct {
 		last  time.Duration // own put age; <0 = never
@@ -629,7 +657,7 @@ func TestEveryDenialReasonMentionsQuorum(t *testing.T) {
 					for n := 0; n <= 2; n++ {
 						var peers []PeerReport
 						for i := range n {
-							peers = append(peers, PeerReport{Node: string(rune('b' + i)), AnsweredAt: now.Add(-s), PutAge: pa})
+							peers = append(peers, PeerReport{Node: string(rune('b' + i)), AnsweredAt: now.Add(-s), PutAge: pa, PutStreak: -1})
 						}
 						v := Decide(now, last, peers, p)
 						if !v.InQuorum && !strings.Contains(v.Reason, "no quorum") {
@@ -757,5 +785,88 @@ func TestLeaderChangeoverPeerWritesFirstNotDenied(t *testing.T) {
 		if !v.InQuorum {
 			t.Errorf("own writes failing for %v while b writes: denied (%s)", own, v.Reason)
 		}
+	}
+}
+
+// Recorded in the pause spec (process target): the heartbeat stream's
+// leader c was SIGSTOPped for 10 s and its successor came ~8.5 s later,
+// longer than CutOff. Peer b's first put reached the new leader a few
+// hundred ms before ours. With the old rule (our last write ≥ CutOff old
+// and b ahead) we were denied until our own next put landed; b's write
+// streak is what says it had not been writing without us for long.
+func TestLongElectionFirstWriterDoesNotCutOffPeers(t *testing.T) {
+	const (
+		pause    = 10 * time.Second
+		election = 8500 * time.Millisecond
+		end      = 40 * time.Second
+	)
+	for _, ph := range phases {
+		for _, lag := range []time.Duration{0, 300 * time.Millisecond, 700 * time.Millisecond, 1500 * time.Millisecond} {
+			t.Run(fmt.Sprintf("phase=%v/ourLag=%v", ph, lag), func(t *testing.T) {
+				self := simNode{name: "a", writes: outside(pause, pause+election+lag)}
+				peers := []simNode{
+					{name: "b", phase: ph, writes: outside(pause, pause+election), answers: always},
+					// The paused leader: silent for the pause, then a follower.
+					{name: "c", phase: tick - 1 - ph, writes: outside(pause, pause+10*time.Second+election), answers: outside(pause, pause+10*time.Second)},
+				}
+				r := scenario(t, DefaultParams(3), self, peers, end)
+				r.neverDenied(putLatency, end)
+			})
+		}
+	}
+	// The same timeline judged with the old rule (peers without streaks)
+	// does deny: the test above is about the fix, not a gentler timeline.
+	self := simNode{name: "a", writes: outside(pause, pause+election+700*time.Millisecond)}
+	peers := []simNode{
+		{name: "b", phase: 60 * time.Millisecond, writes: outside(pause, pause+election), answers: always},
+		{name: "c", phase: 189 * time.Millisecond, writes: outside(pause, pause+10*time.Second+election), answers: outside(pause, pause+10*time.Second)},
+	}
+	r := oldPeers(t, DefaultParams(3), self, peers, end)
+	d := r.firstDenial(pause)
+	if !strings.Contains(d.v.Reason, "can write but this node cannot") {
+		t.Fatalf("old rule: first denial %v: %s", d.at, d.v.Reason)
+	}
+}
+
+// A peer that resumed writing after a long election and keeps writing
+// while we still cannot is the asymmetric case again: denied once it has
+// written without us for CutOff.
+func TestCutOffAfterElectionCountsFromPeerStreak(t *testing.T) {
+	const (
+		stop     = 10 * time.Second
+		election = 6 * time.Second
+		end      = 40 * time.Second
+	)
+	p := DefaultParams(3)
+	self := simNode{name: "a", writes: before(stop)} // never gets back
+	peers := []simNode{
+		{name: "b", phase: 100 * time.Millisecond, writes: outside(stop, stop+election), answers: always},
+		{name: "c", phase: 200 * time.Millisecond, writes: outside(stop, stop+election), answers: always},
+	}
+	r := scenario(t, p, self, peers, end)
+	r.neverDenied(putLatency, stop+election+p.CutOff-tick)
+	d := r.firstDenial(stop + election)
+	if late := d.at - (stop + election); late > p.CutOff+maxFlip || !strings.Contains(d.v.Reason, "cannot") {
+		t.Fatalf("denied %v after the peers resumed (want ≤ %v, cut-off): %s", late, p.CutOff+maxFlip, d.v.Reason)
+	}
+	r.deniedThroughout(d.at, end)
+}
+
+func TestTrackerPutStreak(t *testing.T) {
+	tr := NewTracker(DefaultParams(3))
+	if _, ok := tr.PutStreak(t0); ok {
+		t.Fatal("streak before any put")
+	}
+	for i := range 8 { // puts every 250 ms from t0
+		tr.PutSucceeded(t0.Add(time.Duration(i) * tick))
+	}
+	if st, _ := tr.PutStreak(t0.Add(2 * time.Second)); st != 2*time.Second {
+		t.Fatalf("streak = %v, want 2s", st)
+	}
+	tr.PutSucceeded(t0.Add(time.Second)) // a late, older result changes nothing
+	gap := t0.Add(7*tick + time.Second)  // a gap of exactly WriteFresh starts a new streak
+	tr.PutSucceeded(gap)
+	if st, _ := tr.PutStreak(gap.Add(300 * time.Millisecond)); st != 300*time.Millisecond {
+		t.Fatalf("streak after a gap = %v, want 300ms", st)
 	}
 }
