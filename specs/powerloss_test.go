@@ -199,8 +199,12 @@ func powerLossRun(ctx context.Context, syncMode string) powerLossResult {
 	slices.Sort(ids)
 
 	By("every acked write, on every node")
+	patience := 8 * time.Second
 	for _, n := range nodes {
-		got := powerReadAll(ctx, env, n)
+		got, gone := powerReadAll(ctx, env, n, patience)
+		if gone { // the meta layer has said so for 8 s: the next nodes need not wait as long
+			patience = 2 * time.Second
+		}
 		users := env.ListUsers(ctx, n)
 		res.LostMsgs[n.Name()], res.LostUsers[n.Name()] = []string{}, []string{}
 		for _, id := range ids {
@@ -271,8 +275,8 @@ func healPower(ctx context.Context, act *fault.Active) time.Duration {
 
 // powerReadAll reads every message of the stream over a connection whose
 // server is node n. A stream the cluster no longer knows (healthy, and
-// "not found" for 8 s: the meta layer lost it) reads as empty.
-func powerReadAll(ctx context.Context, env *Env, n chaos.Node) map[string]bool {
+// "not found" for patience: the meta layer lost it) reads as empty, gone.
+func powerReadAll(ctx context.Context, env *Env, n chaos.Node, patience time.Duration) (map[string]bool, bool) {
 	GinkgoHelper()
 	var nc *nats.Conn
 	Eventually(func() (err error) {
@@ -294,7 +298,7 @@ func powerReadAll(ctx context.Context, env *Env, n chaos.Node) map[string]bool {
 			if first404.IsZero() {
 				first404 = time.Now()
 			}
-			if time.Since(first404) > 8*time.Second {
+			if time.Since(first404) > patience {
 				return nil
 			}
 		} else {
@@ -305,7 +309,7 @@ func powerReadAll(ctx context.Context, env *Env, n chaos.Node) map[string]bool {
 	got := map[string]bool{}
 	if s == nil {
 		GinkgoWriter.Printf("via %s: stream %s gone after the power loss\n", n.Name(), powerStream)
-		return got
+		return got, true
 	}
 	info := s.CachedInfo()
 	for seq := info.State.FirstSeq; seq > 0 && seq <= info.State.LastSeq; seq++ {
@@ -323,5 +327,5 @@ func powerReadAll(ctx context.Context, env *Env, n chaos.Node) map[string]bool {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	return got
+	return got, false
 }
