@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -208,6 +209,14 @@ func (a *kvAllowlist) addMembership(member, room string, rev uint64) {
 		a.rooms[member] = map[string]bool{}
 	}
 	a.rooms[member][room] = true
+	a.roomsRev = max(a.roomsRev, rev)
+	a.mu.Unlock()
+}
+
+// advanceRooms marks every membership revision up to rev applied (entries
+// that add no membership: deletes, malformed keys).
+func (a *kvAllowlist) advanceRooms(rev uint64) {
+	a.mu.Lock()
 	a.roomsRev = max(a.roomsRev, rev)
 	a.mu.Unlock()
 }
@@ -448,25 +457,136 @@ func (n *Node) watchMemberships(ctx context.Context) {
 		return
 	}
 	for ctx.Err() == nil {
-		err := n.watchBucket(ctx, kv.RoomsByMemberBucket, func(key string, rev uint64) {
-			member, room, ok := strings.Cut(key, ".")
-			if !ok {
+		wctx, cancel := context.WithCancel(ctx)
+		n.mu.Lock()
+		n.roomsWatchCancel = cancel
+		n.mu.Unlock()
+		err := n.watchBucket(wctx, kv.RoomsByMemberBucket, func(key string, rev uint64) {
+			if stallRoomsWatch.Load() {
 				return
 			}
-			al.addMembership(member, room, rev)
-			go n.refreshConns(member, room)
+			n.applyMembership(al, key, rev)
 		}, func() {
 			al.markRoomsReady()
 			n.log.Info("memberships loaded")
 		})
+		stalled := wctx.Err() != nil
+		cancel()
 		if ctx.Err() != nil {
 			return
+		}
+		if stalled {
+			continue // roomsCheckLoop logged why; re-watch at once
 		}
 		n.log.Warn("memberships watch ended; restarting", "err", err)
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
 		}
+	}
+}
+
+// stallRoomsWatch makes the memberships watch deliver nothing after its
+// initial load, as a stalled watch does (set only by tests).
+var stallRoomsWatch atomic.Bool
+
+// applyMembership records a rooms_by_member put ("<member>.<room>") and
+// refreshes the member's live connections that lack the room.
+func (n *Node) applyMembership(al *kvAllowlist, key string, rev uint64) {
+	member, room, ok := strings.Cut(key, ".")
+	if !ok {
+		al.advanceRooms(rev)
+		return
+	}
+	al.addMembership(member, room, rev)
+	go n.refreshConns(member, room)
+}
+
+// roomsCheck is how often the node compares its memberships with the
+// rooms_by_member stream's leader.
+const roomsCheck = 500 * time.Millisecond
+
+// roomsCheckLoop keeps the memberships current when their watch lags or
+// has stalled. The watch has the users watch's failure mode (an ordered
+// consumer whose recreation times out stops delivering without closing
+// Updates()), and there a stalled watch fails closed but for good: a room
+// created afterwards is refused on this node ("Permissions Violation")
+// until a restart. Every roomsCheck the node asks the stream's leader for
+// its last sequence; behind on two checks in a row, it reads the missing
+// entries from the leader itself, and lagging that way for behindRestart
+// it restarts the watch.
+func (n *Node) roomsCheckLoop(ctx context.Context) {
+	al, ok := n.allow.(*kvAllowlist)
+	if !ok {
+		return
+	}
+	t := time.NewTicker(roomsCheck)
+	defer t.Stop()
+	var (
+		wasBehind bool
+		lagSince  time.Time // first check of a run that needed a catch-up
+		restarted time.Time
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !al.Ready() {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, proofTimeout)
+		last, _, err := kv.BucketLastSeq(cctx, n.js, kv.RoomsByMemberBucket)
+		behind := err == nil && al.RoomsRevision() < last
+		switch {
+		case behind && wasBehind:
+			n.catchUpRooms(cctx, al, last)
+			now := time.Now()
+			if lagSince.IsZero() {
+				lagSince = now
+			}
+			if now.Sub(lagSince) >= behindRestart && now.Sub(restarted) >= restartEvery {
+				restarted = now
+				n.mu.Lock()
+				stop := n.roomsWatchCancel
+				n.mu.Unlock()
+				if stop != nil {
+					n.log.Warn("memberships watch looks stalled; restarting it (entries read from the stream leader meanwhile)",
+						"lagging_for", now.Sub(lagSince).Round(time.Millisecond).String())
+					stop()
+				}
+			}
+		case err == nil && !behind:
+			lagSince = time.Time{}
+		}
+		wasBehind = behind
+		cancel()
+	}
+}
+
+// catchUpRooms applies, from the rooms_by_member stream's leader, every
+// entry after what the node holds up to last.
+func (n *Node) catchUpRooms(ctx context.Context, al *kvAllowlist, last uint64) {
+	for range catchUpBatch {
+		from := al.RoomsRevision() + 1
+		if from > last {
+			return
+		}
+		e, found, err := kv.LeaderNextEntry(ctx, n.nc, kv.RoomsByMemberBucket, from)
+		if err != nil {
+			return
+		}
+		if !found || e.Rev > last {
+			al.advanceRooms(last) // nothing left below last: deleted by history limits
+			return
+		}
+		if !e.Put { // memberships are never deleted by membershipd; an operator's delete is skipped, as the watch does
+			al.advanceRooms(e.Rev)
+			continue
+		}
+		n.log.Info("membership read from the stream leader (the watch lags)", "key", e.Key, "revision", e.Rev)
+		n.applyMembership(al, e.Key, e.Rev)
 	}
 }
 

@@ -84,8 +84,9 @@ type Node struct {
 
 	usersWatchCancel    context.CancelFunc // restarts the users watch
 	usersWatchRestarted time.Time
-	proveNow            chan struct{} // asks proofLoop for a check at once
-	putNow              chan struct{} // asks heartbeatLoop for a put at once
+	roomsWatchCancel    context.CancelFunc // restarts the memberships watch
+	proveNow            chan struct{}      // asks proofLoop for a check at once
+	putNow              chan struct{}      // asks heartbeatLoop for a put at once
 }
 
 // New validates cfg, loads (or creates) the internal identity and builds
@@ -436,6 +437,8 @@ func (n *Node) openBuckets(ctx context.Context) {
 			n.log.Info("control-plane buckets open", "attempts", attempt, "after", time.Since(n.started).Round(time.Millisecond).String())
 			n.wg.Add(1)
 			go func() { defer n.wg.Done(); n.watchMemberships(ctx) }()
+			n.wg.Add(1)
+			go func() { defer n.wg.Done(); n.roomsCheckLoop(ctx) }()
 			n.watchUsers(ctx)
 			return
 		}

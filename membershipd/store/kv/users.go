@@ -481,13 +481,33 @@ func entryUser(key string, put bool, val []byte) store.User {
 // entry at or after seq. It lets the allowlist catch up with the leader
 // whatever replica its watch is served from.
 func LeaderNext(ctx context.Context, nc *nats.Conn, seq uint64) (usr store.User, rev uint64, found bool, err error) {
+	e, found, err := LeaderNextEntry(ctx, nc, usersBucket, seq)
+	if err != nil || !found {
+		return store.User{}, 0, found, err
+	}
+	return entryUser(e.Key, e.Put, e.Value), e.Rev, true, nil
+}
+
+// Entry is one bucket entry read from its stream: a put of Value, or (Put
+// false) a delete or purge marker.
+type Entry struct {
+	Key   string
+	Rev   uint64
+	Put   bool
+	Value []byte
+}
+
+// LeaderNextEntry reads the first entry of bucket at or after seq from the
+// stream's leader (see LeaderNext). found is false when the leader holds
+// no entry at or after seq.
+func LeaderNextEntry(ctx context.Context, nc *nats.Conn, bucket string, seq uint64) (e Entry, found bool, err error) {
 	req, _ := json.Marshal(struct {
 		Seq     uint64 `json:"seq"`
 		NextFor string `json:"next_by_subj"`
-	}{seq, "$KV." + usersBucket + ".>"})
-	msg, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+StreamName(usersBucket), req)
+	}{seq, "$KV." + bucket + ".>"})
+	msg, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+StreamName(bucket), req)
 	if err != nil {
-		return store.User{}, 0, false, fmt.Errorf("users stream get from %d: %w", seq, err)
+		return Entry{}, false, fmt.Errorf("%s stream get from %d: %w", bucket, seq, err)
 	}
 	var resp struct {
 		Message *struct {
@@ -499,33 +519,33 @@ func LeaderNext(ctx context.Context, nc *nats.Conn, seq uint64) (usr store.User,
 		Error *jetstream.APIError `json:"error"`
 	}
 	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return store.User{}, 0, false, fmt.Errorf("users stream get: bad reply: %w", err)
+		return Entry{}, false, fmt.Errorf("%s stream get: bad reply: %w", bucket, err)
 	}
 	if resp.Error != nil {
 		if resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound {
-			return store.User{}, 0, false, nil
+			return Entry{}, false, nil
 		}
-		return store.User{}, 0, false, fmt.Errorf("users stream get from %d: %w", seq, resp.Error)
+		return Entry{}, false, fmt.Errorf("%s stream get from %d: %w", bucket, seq, resp.Error)
 	}
 	if resp.Message == nil {
-		return store.User{}, 0, false, errors.New("users stream get: reply without a message")
+		return Entry{}, false, fmt.Errorf("%s stream get: reply without a message", bucket)
 	}
 	m := resp.Message
-	key, ok := strings.CutPrefix(m.Subject, "$KV."+usersBucket+".")
+	key, ok := strings.CutPrefix(m.Subject, "$KV."+bucket+".")
 	if !ok {
-		return store.User{}, 0, false, fmt.Errorf("users stream get: unexpected subject %q", m.Subject)
+		return Entry{}, false, fmt.Errorf("%s stream get: unexpected subject %q", bucket, m.Subject)
 	}
-	put := true
+	e = Entry{Key: key, Rev: m.Seq, Put: true, Value: m.Data}
 	if len(m.Header) > 0 {
 		h, err := nats.DecodeHeadersMsg(m.Header)
 		if err != nil {
-			return store.User{}, 0, false, fmt.Errorf("users stream get: headers: %w", err)
+			return Entry{}, false, fmt.Errorf("%s stream get: headers: %w", bucket, err)
 		}
 		if op := h.Get("KV-Operation"); op != "" {
-			put = false // DEL or PURGE
+			e.Put, e.Value = false, nil // DEL or PURGE
 		}
 	}
-	return entryUser(key, put, m.Data), m.Seq, true, nil
+	return e, true, nil
 }
 
 // LeaderLastSeq asks the users stream for its last sequence. Only the
@@ -534,14 +554,19 @@ func LeaderNext(ctx context.Context, nc *nats.Conn, seq uint64) (usr store.User,
 // direct get, a reply proves contact with the leader at the time the
 // request was sent. leader names the answering leader.
 func LeaderLastSeq(ctx context.Context, js jetstream.JetStream) (last uint64, leader string, err error) {
-	st, err := js.Stream(ctx, StreamName(usersBucket))
+	return BucketLastSeq(ctx, js, usersBucket)
+}
+
+// BucketLastSeq is LeaderLastSeq for any bucket.
+func BucketLastSeq(ctx context.Context, js jetstream.JetStream, bucket string) (last uint64, leader string, err error) {
+	st, err := js.Stream(ctx, StreamName(bucket))
 	if err != nil {
-		return 0, "", fmt.Errorf("users stream info: %w", err)
+		return 0, "", fmt.Errorf("%s stream info: %w", bucket, err)
 	}
 	info := st.CachedInfo()
 	if info.Cluster != nil {
 		if info.Cluster.Leader == "" {
-			return 0, "", errors.New("users stream info answered without a leader")
+			return 0, "", fmt.Errorf("%s stream info answered without a leader", bucket)
 		}
 		leader = info.Cluster.Leader
 	}
