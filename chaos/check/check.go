@@ -4,7 +4,10 @@
 package check
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -75,6 +78,52 @@ func AlwaysHealthy(tl chaos.Timeline, span time.Duration) Result {
 		return fail(name, "%d of %d probes not ok, first %s", bad, len(tl.Probes), first)
 	}
 	return Result{Check: name, OK: true, Reasons: []string{fmt.Sprintf("%d probes over %s", len(tl.Probes), span)}}
+}
+
+// NeverDenied: every probe the node answered over at least span was 200
+// ok, and probes it did not answer in time (a timeout: the machine is
+// saturated, e.g. by a reconnect storm of hundreds of TLS handshakes) span
+// at most unanswered in total. A refused connection or any other error
+// fails: a serving node's HTTPS port does not go away. For claims about
+// the gate's answers under load, where a late answer is not a denial.
+func NeverDenied(tl chaos.Timeline, span, unanswered time.Duration) Result {
+	name := "never-denied(" + tl.Node + ")"
+	if r, ok := enough(name, tl, span, MaxProbeGap); !ok {
+		return r
+	}
+	var late time.Duration
+	timeouts := 0
+	first := ""
+	for i, p := range tl.Probes {
+		if p.OK() {
+			continue
+		}
+		if p.Err == nil || !isTimeout(p.Err) {
+			return fail(name, "at %s: %s", p.At.Format("15:04:05.000"), p)
+		}
+		timeouts++
+		if first == "" {
+			first = fmt.Sprintf("first at %s: %s", p.At.Format("15:04:05.000"), p)
+		}
+		if i+1 < len(tl.Probes) {
+			late += tl.Probes[i+1].At.Sub(p.At)
+		}
+	}
+	if late > unanswered {
+		return fail(name, "unanswered probes for %s in total, over the %s budget; %s", late.Round(time.Millisecond), unanswered, first)
+	}
+	why := fmt.Sprintf("%d probes over %s, never denied", len(tl.Probes), span)
+	if timeouts > 0 {
+		why += fmt.Sprintf("; %d probes timed out, %s in all (%s)", timeouts, late.Round(time.Millisecond), first)
+	}
+	return Result{Check: name, OK: true, Reasons: []string{why}}
+}
+
+// isTimeout: the probe's request timed out (no answer in time), as opposed
+// to refused or failed.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // KeepsQuorum: the node never denied for want of quorum over at least

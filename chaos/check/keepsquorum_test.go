@@ -1,6 +1,8 @@
 package check
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -59,3 +61,47 @@ var errTest = testErr("connection refused")
 type testErr string
 
 func (e testErr) Error() string { return string(e) }
+
+// NeverDenied passes probe timeouts within the budget and fails any
+// answered denial, a refused connection, or timeouts past the budget.
+func TestNeverDenied(t *testing.T) {
+	base := time.Date(2026, 12, 6, 13, 0, 0, 0, time.UTC)
+	tl := func(bad map[int]chaos.Probe) chaos.Timeline {
+		out := chaos.Timeline{Node: "a"}
+		for i := range 101 { // 10 s at 100 ms
+			p := chaos.Probe{Code: 200, Health: node.Health{Status: "ok"}}
+			if b, ok := bad[i]; ok {
+				p = b
+			}
+			p.At = base.Add(time.Duration(i) * 100 * time.Millisecond)
+			out.Probes = append(out.Probes, p)
+		}
+		return out
+	}
+	timeout := chaos.Probe{Err: fmt.Errorf("get healthz: %w", context.DeadlineExceeded)}
+	denied := chaos.Probe{Code: 503, Health: node.Health{Status: "unavailable", Reason: "no quorum: 0 of 2 peers reachable (need 1)"}}
+	refused := chaos.Probe{Err: errTest}
+	run := func(from, to int, p chaos.Probe) map[int]chaos.Probe {
+		m := map[int]chaos.Probe{}
+		for i := from; i < to; i++ {
+			m[i] = p
+		}
+		return m
+	}
+	for _, c := range []struct {
+		name string
+		bad  map[int]chaos.Probe
+		ok   bool
+	}{
+		{"all 200", nil, true},
+		{"1.2 s of timeouts", run(30, 42, timeout), true},
+		{"timeouts past the budget", run(10, 50, timeout), false},
+		{"one 503", map[int]chaos.Probe{50: denied}, false},
+		{"one refused connection", map[int]chaos.Probe{50: refused}, false},
+	} {
+		r := NeverDenied(tl(c.bad), 9*time.Second, 3*time.Second)
+		if r.OK != c.ok {
+			t.Errorf("%s: OK = %v, want %v (%v)", c.name, r.OK, c.ok, r.Reasons)
+		}
+	}
+}
