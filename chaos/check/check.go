@@ -91,32 +91,40 @@ func NeverDenied(tl chaos.Timeline, span, unanswered time.Duration) Result {
 	if r, ok := enough(name, tl, span, MaxProbeGap); !ok {
 		return r
 	}
-	var late time.Duration
-	timeouts := 0
-	first := ""
-	for i, p := range tl.Probes {
-		if p.OK() {
-			continue
-		}
-		if p.Err == nil || !isTimeout(p.Err) {
-			return fail(name, "at %s: %s", p.At.Format("15:04:05.000"), p)
-		}
-		timeouts++
-		if first == "" {
-			first = fmt.Sprintf("first at %s: %s", p.At.Format("15:04:05.000"), p)
-		}
-		if i+1 < len(tl.Probes) {
-			late += tl.Probes[i+1].At.Sub(p.At)
-		}
+	late, n, first, bad := tolerated(tl, func(p chaos.Probe) bool { return p.Err != nil && isTimeout(p.Err) })
+	if bad != nil {
+		return fail(name, "at %s: %s", bad.At.Format("15:04:05.000"), *bad)
 	}
 	if late > unanswered {
 		return fail(name, "unanswered probes for %s in total, over the %s budget; %s", late.Round(time.Millisecond), unanswered, first)
 	}
 	why := fmt.Sprintf("%d probes over %s, never denied", len(tl.Probes), span)
-	if timeouts > 0 {
-		why += fmt.Sprintf("; %d probes timed out, %s in all (%s)", timeouts, late.Round(time.Millisecond), first)
+	if n > 0 {
+		why += fmt.Sprintf("; %d probes timed out, %s in all (%s)", n, late.Round(time.Millisecond), first)
 	}
 	return Result{Check: name, OK: true, Reasons: []string{why}}
+}
+
+// tolerated walks the probes that were not ok: the first that ok does not
+// tolerate is returned as bad; for the others it sums the time until the
+// next probe (total), counts them and describes the first.
+func tolerated(tl chaos.Timeline, ok func(chaos.Probe) bool) (total time.Duration, n int, first string, bad *chaos.Probe) {
+	for i, p := range tl.Probes {
+		if p.OK() {
+			continue
+		}
+		if !ok(p) {
+			return total, n, first, &tl.Probes[i]
+		}
+		n++
+		if first == "" {
+			first = fmt.Sprintf("first at %s: %s", p.At.Format("15:04:05.000"), p)
+		}
+		if i+1 < len(tl.Probes) {
+			total += tl.Probes[i+1].At.Sub(p.At)
+		}
+	}
+	return total, n, first, nil
 }
 
 // isTimeout: the probe's request timed out (no answer in time), as opposed
@@ -138,21 +146,11 @@ func KeepsQuorum(tl chaos.Timeline, span, allowlistBudget time.Duration) Result 
 	if r, ok := enough(name, tl, span, MaxProbeGap); !ok {
 		return r
 	}
-	var denied time.Duration
-	first := ""
-	for i, p := range tl.Probes {
-		if p.OK() {
-			continue
-		}
-		if p.Err != nil || p.Code != 503 || !allowlistOnly(p.Health.Reason) {
-			return fail(name, "at %s: %s", p.At.Format("15:04:05.000"), p)
-		}
-		if first == "" {
-			first = fmt.Sprintf("first at %s: %s", p.At.Format("15:04:05.000"), p)
-		}
-		if i+1 < len(tl.Probes) {
-			denied += tl.Probes[i+1].At.Sub(p.At)
-		}
+	denied, _, first, bad := tolerated(tl, func(p chaos.Probe) bool {
+		return p.Err == nil && p.Code == 503 && allowlistOnly(p.Health.Reason)
+	})
+	if bad != nil {
+		return fail(name, "at %s: %s", bad.At.Format("15:04:05.000"), *bad)
 	}
 	if denied > allowlistBudget {
 		return fail(name, "allowlist-stale denials for %s in total, over the %s budget; %s", denied.Round(time.Millisecond), allowlistBudget, first)
