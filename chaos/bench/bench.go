@@ -39,6 +39,10 @@ type Options struct {
 	// Run calls it around each cluster's pub-recv and throughput
 	// workloads with names cpu-membershipd.pprof and cpu-plain.pprof.
 	Profile func(name string) (stop func())
+	// Rows, if set, limits the run to the workloads behind these row
+	// names (e.g. just quorum-s while tuning bring-up); the other rows
+	// stay null. Unknown names are an error.
+	Rows []string
 }
 
 // Sizes of the workloads.
@@ -68,24 +72,55 @@ type Result struct {
 	Gaps map[fault]map[string]time.Duration
 }
 
+// Workload groups: each row is measured by one of them, and Options.Rows
+// runs only the groups its rows need.
+const (
+	groupSteady = "steady" // in-process clusters: connects, latency, throughput, control plane
+	groupQuorum = "quorum" // fresh in-process clusters, start to quorum
+	groupFaults = "faults" // process clusters: failover, storm, fail-closed
+)
+
 // Row names, in table order.
-var rowOrder = []struct{ name, unit string }{
-	{"connect-seq-per-s", "1/s"},
-	{"connect-conc16-per-s", "1/s"},
-	{"pub-recv-p50-ms", "ms"},
-	{"pub-recv-p99-ms", "ms"},
-	{"throughput-msgs-per-s", "1/s"},
-	{"control-plane-p50-ms", "ms"},
-	{"control-plane-p99-ms", "ms"},
-	{"user-add-p50-ms", "ms"},
-	{"user-add-p99-ms", "ms"},
-	{"quorum-s", "s"},
-	{"failover-stop-gap-ms", "ms"},
-	{"failover-kill-gap-ms", "ms"},
-	{"failover-leader-kill-gap-ms", "ms"},
-	{"fail-closed-s", "s"},
-	{"reconnect-storm-s", "s"},
-	{"reconnect-storm-lost", "clients"},
+var rowOrder = []struct{ name, unit, group string }{
+	{"connect-seq-per-s", "1/s", groupSteady},
+	{"connect-conc16-per-s", "1/s", groupSteady},
+	{"pub-recv-p50-ms", "ms", groupSteady},
+	{"pub-recv-p99-ms", "ms", groupSteady},
+	{"throughput-msgs-per-s", "1/s", groupSteady},
+	{"control-plane-p50-ms", "ms", groupSteady},
+	{"control-plane-p99-ms", "ms", groupSteady},
+	{"user-add-p50-ms", "ms", groupSteady},
+	{"user-add-p99-ms", "ms", groupSteady},
+	{"quorum-s", "s", groupQuorum},
+	{"failover-stop-gap-ms", "ms", groupFaults},
+	{"failover-kill-gap-ms", "ms", groupFaults},
+	{"failover-leader-kill-gap-ms", "ms", groupFaults},
+	{"fail-closed-s", "s", groupFaults},
+	{"reconnect-storm-s", "s", groupFaults},
+	{"reconnect-storm-lost", "clients", groupFaults},
+}
+
+// groups is the set of workload groups rows need (every group when rows
+// is empty).
+func groups(rows []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, want := range rows {
+		found := false
+		for _, r := range rowOrder {
+			if r.name == want {
+				out[r.group], found = true, true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("unknown row %q (rows: %v)", want, RowNames())
+		}
+	}
+	if len(rows) == 0 {
+		for _, r := range rowOrder {
+			out[r.group] = true
+		}
+	}
+	return out, nil
 }
 
 // RowNames are the table's row names in order.
@@ -139,15 +174,28 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	r := &run{o: o, sz: o.sizes(), log: o.Log, vals: map[string][2]*float64{},
 		res: Result{Latency: map[string][]time.Duration{}, Gaps: map[fault]map[string]time.Duration{}}}
+	want, err := groups(o.Rows)
+	if err != nil {
+		return Result{}, err
+	}
 	if o.Quick {
 		r.note("quick mode: small workloads, numbers are a smoke check only")
 	}
-	if err := r.steady(ctx); err != nil {
-		return Result{}, err
+	if len(o.Rows) > 0 {
+		r.note("only the workloads for rows %v were run; the other rows are null", o.Rows)
 	}
-	r.quorum(ctx)
-	if err := r.faults(ctx); err != nil {
-		return Result{}, err
+	if want[groupSteady] {
+		if err := r.steady(ctx); err != nil {
+			return Result{}, err
+		}
+	}
+	if want[groupQuorum] {
+		r.quorum(ctx)
+	}
+	if want[groupFaults] {
+		if err := r.faults(ctx); err != nil {
+			return Result{}, err
+		}
 	}
 	for _, row := range rowOrder {
 		v := r.vals[row.name]
