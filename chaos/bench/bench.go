@@ -1,6 +1,7 @@
 // Package bench is `make bench`: one run that starts a membershipd cluster
-// and a plain three-node nats-server cluster (TLS, static nkey user, R3
-// SyncAlways stream) side by side, measures the same workloads on both and
+// and a plain three-node nats-server cluster (client TLS, mutual TLS
+// routes with their own route CA, static nkey user, R3 SyncAlways stream)
+// side by side, measures the same workloads on both and
 // returns one table (membershipd, plain, ratio). It never asserts: the
 // table is the output. Numbers depend on the machine's load; every row
 // says what it measured in the notes.
@@ -242,8 +243,12 @@ func (r *run) steady(ctx context.Context) error {
 		return err
 	}
 	t := c.TLS()
+	rt, err := mintPlainRoutes(filepath.Join(dir, "plain"))
+	if err != nil {
+		return err
+	}
 	var p *inprocPlain
-	pprof.Do(sctx, pprof.Labels("cluster", "plain"), func(context.Context) { p, err = startInprocPlain(filepath.Join(dir, "plain"), t, m.id) })
+	pprof.Do(sctx, pprof.Labels("cluster", "plain"), func(context.Context) { p, err = startInprocPlain(filepath.Join(dir, "plain"), t, rt, m.id) })
 	if err != nil {
 		return err
 	}
@@ -447,10 +452,14 @@ func pQuorum(ctx context.Context, dir string, r *run) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
+	rt, err := mintPlainRoutes(dir)
+	if err != nil {
+		return 0, err
+	}
 	qctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	t0 := time.Now()
-	p, err := startInprocPlain(dir, t, id)
+	p, err := startInprocPlain(dir, t, rt, id)
 	if err != nil {
 		return 0, err
 	}
