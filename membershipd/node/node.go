@@ -607,7 +607,7 @@ func (n *Node) pollLocal(ctx context.Context, d time.Duration, done func() bool)
 }
 
 var (
-	errNoMetaLeader = errors.New("no JetStream meta leader known to this node")
+	errNoMetaLeader = errors.New("no JetStream meta leader known to this node, or it has not taken up the role yet")
 	errHeartbeats   = errors.New("heartbeat bucket not at R=N")
 )
 
