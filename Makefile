@@ -81,6 +81,8 @@ specs-each: build
 # `make bench BENCHTIME=short` is a smoke check with small workloads;
 # BENCHFLAGS=-cpuprofile also writes CPU profiles (cpu-membershipd.pprof,
 # cpu-plain.pprof: each cluster's pub-recv + throughput workloads) into out/bench.
+# BENCHFLAGS='-rows quorum-s' runs only the workloads behind those rows
+# (comma-separated names); the other rows stay null.
 BENCHTIME  ?=
 BENCHFLAGS ?=
 bench:

@@ -1,6 +1,7 @@
 // Package bench is `make bench`: one run that starts a membershipd cluster
-// and a plain three-node nats-server cluster (TLS, static nkey user, R3
-// SyncAlways stream) side by side, measures the same workloads on both and
+// and a plain three-node nats-server cluster (client TLS, mutual TLS
+// routes with their own route CA, static nkey user, R3 SyncAlways stream)
+// side by side, measures the same workloads on both and
 // returns one table (membershipd, plain, ratio). It never asserts: the
 // table is the output. Numbers depend on the machine's load; every row
 // says what it measured in the notes.
@@ -39,6 +40,10 @@ type Options struct {
 	// Run calls it around each cluster's pub-recv and throughput
 	// workloads with names cpu-membershipd.pprof and cpu-plain.pprof.
 	Profile func(name string) (stop func())
+	// Rows, if set, limits the run to the workloads behind these row
+	// names (e.g. just quorum-s while tuning bring-up); the other rows
+	// stay null. Unknown names are an error.
+	Rows []string
 }
 
 // Sizes of the workloads.
@@ -68,24 +73,55 @@ type Result struct {
 	Gaps map[fault]map[string]time.Duration
 }
 
+// Workload groups: each row is measured by one of them, and Options.Rows
+// runs only the groups its rows need.
+const (
+	groupSteady = "steady" // in-process clusters: connects, latency, throughput, control plane
+	groupQuorum = "quorum" // fresh in-process clusters, start to quorum
+	groupFaults = "faults" // process clusters: failover, storm, fail-closed
+)
+
 // Row names, in table order.
-var rowOrder = []struct{ name, unit string }{
-	{"connect-seq-per-s", "1/s"},
-	{"connect-conc16-per-s", "1/s"},
-	{"pub-recv-p50-ms", "ms"},
-	{"pub-recv-p99-ms", "ms"},
-	{"throughput-msgs-per-s", "1/s"},
-	{"control-plane-p50-ms", "ms"},
-	{"control-plane-p99-ms", "ms"},
-	{"user-add-p50-ms", "ms"},
-	{"user-add-p99-ms", "ms"},
-	{"quorum-s", "s"},
-	{"failover-stop-gap-ms", "ms"},
-	{"failover-kill-gap-ms", "ms"},
-	{"failover-leader-kill-gap-ms", "ms"},
-	{"fail-closed-s", "s"},
-	{"reconnect-storm-s", "s"},
-	{"reconnect-storm-lost", "clients"},
+var rowOrder = []struct{ name, unit, group string }{
+	{"connect-seq-per-s", "1/s", groupSteady},
+	{"connect-conc16-per-s", "1/s", groupSteady},
+	{"pub-recv-p50-ms", "ms", groupSteady},
+	{"pub-recv-p99-ms", "ms", groupSteady},
+	{"throughput-msgs-per-s", "1/s", groupSteady},
+	{"control-plane-p50-ms", "ms", groupSteady},
+	{"control-plane-p99-ms", "ms", groupSteady},
+	{"user-add-p50-ms", "ms", groupSteady},
+	{"user-add-p99-ms", "ms", groupSteady},
+	{"quorum-s", "s", groupQuorum},
+	{"failover-stop-gap-ms", "ms", groupFaults},
+	{"failover-kill-gap-ms", "ms", groupFaults},
+	{"failover-leader-kill-gap-ms", "ms", groupFaults},
+	{"fail-closed-s", "s", groupFaults},
+	{"reconnect-storm-s", "s", groupFaults},
+	{"reconnect-storm-lost", "clients", groupFaults},
+}
+
+// groups is the set of workload groups rows need (every group when rows
+// is empty).
+func groups(rows []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, want := range rows {
+		found := false
+		for _, r := range rowOrder {
+			if r.name == want {
+				out[r.group], found = true, true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("unknown row %q (rows: %v)", want, RowNames())
+		}
+	}
+	if len(rows) == 0 {
+		for _, r := range rowOrder {
+			out[r.group] = true
+		}
+	}
+	return out, nil
 }
 
 // RowNames are the table's row names in order.
@@ -139,15 +175,28 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	r := &run{o: o, sz: o.sizes(), log: o.Log, vals: map[string][2]*float64{},
 		res: Result{Latency: map[string][]time.Duration{}, Gaps: map[fault]map[string]time.Duration{}}}
+	want, err := groups(o.Rows)
+	if err != nil {
+		return Result{}, err
+	}
 	if o.Quick {
 		r.note("quick mode: small workloads, numbers are a smoke check only")
 	}
-	if err := r.steady(ctx); err != nil {
-		return Result{}, err
+	if len(o.Rows) > 0 {
+		r.note("only the workloads for rows %v were run; the other rows are null", o.Rows)
 	}
-	r.quorum(ctx)
-	if err := r.faults(ctx); err != nil {
-		return Result{}, err
+	if want[groupSteady] {
+		if err := r.steady(ctx); err != nil {
+			return Result{}, err
+		}
+	}
+	if want[groupQuorum] {
+		r.quorum(ctx)
+	}
+	if want[groupFaults] {
+		if err := r.faults(ctx); err != nil {
+			return Result{}, err
+		}
 	}
 	for _, row := range rowOrder {
 		v := r.vals[row.name]
@@ -194,8 +243,12 @@ func (r *run) steady(ctx context.Context) error {
 		return err
 	}
 	t := c.TLS()
+	rt, err := mintPlainRoutes(filepath.Join(dir, "plain"))
+	if err != nil {
+		return err
+	}
 	var p *inprocPlain
-	pprof.Do(sctx, pprof.Labels("cluster", "plain"), func(context.Context) { p, err = startInprocPlain(filepath.Join(dir, "plain"), t, m.id) })
+	pprof.Do(sctx, pprof.Labels("cluster", "plain"), func(context.Context) { p, err = startInprocPlain(filepath.Join(dir, "plain"), t, rt, m.id) })
 	if err != nil {
 		return err
 	}
@@ -399,10 +452,14 @@ func pQuorum(ctx context.Context, dir string, r *run) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
+	rt, err := mintPlainRoutes(dir)
+	if err != nil {
+		return 0, err
+	}
 	qctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	t0 := time.Now()
-	p, err := startInprocPlain(dir, t, id)
+	p, err := startInprocPlain(dir, t, rt, id)
 	if err != nil {
 		return 0, err
 	}

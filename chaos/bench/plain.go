@@ -24,12 +24,48 @@ import (
 
 // The plain cluster is what membershipd is compared with: three stock
 // nats-servers routed over loopback, TLS with verified client certificates
-// on the client port, one static nkey user, JetStream with SyncAlways.
-// The same certificates (the membershipd cluster's n1 server certificate,
-// valid for 127.0.0.1) and the same user identity are used.
+// on the client port, one static nkey user, JetStream with SyncAlways, and
+// mutual TLS on the routes with a route CA of its own (as membershipd's
+// routes have, and as an operator's plain cluster between hosts would).
+// The client side uses the membershipd cluster's certificates (its n1
+// server certificate, valid for 127.0.0.1) and the same user identity.
 
 // plainNames are the plain servers' names.
 var plainNames = []string{"p1", "p2", "p3"}
+
+// plainRoutes is the plain cluster's route TLS material: its own route CA
+// and one route certificate per server (ServerAuth and ClientAuth: each
+// server both accepts and solicits routes), valid for 127.0.0.1.
+type plainRoutes struct {
+	CA        string
+	Cert, Key []string // by server index
+}
+
+// mintPlainRoutes writes a fresh route CA and the servers' route
+// certificates under dir/route-tls. Callers mint before they time a start.
+func mintPlainRoutes(dir string) (plainRoutes, error) {
+	d := filepath.Join(dir, "route-tls")
+	ca, err := pki.NewCA("plain route CA", 24*time.Hour)
+	if err != nil {
+		return plainRoutes{}, fmt.Errorf("plain route CA: %w", err)
+	}
+	var r plainRoutes
+	if r.CA, _, err = pki.WriteFiles(d, "route-ca", ca.CertPEM, ca.KeyPEM); err != nil {
+		return plainRoutes{}, fmt.Errorf("plain route CA: %w", err)
+	}
+	for _, name := range plainNames {
+		leaf, err := ca.IssueRoute(name, []string{"127.0.0.1"}, 24*time.Hour)
+		if err != nil {
+			return plainRoutes{}, fmt.Errorf("plain route certificate %s: %w", name, err)
+		}
+		cert, key, err := pki.WriteFiles(d, name+"-route", leaf.CertPEM, leaf.KeyPEM)
+		if err != nil {
+			return plainRoutes{}, fmt.Errorf("plain route certificate %s: %w", name, err)
+		}
+		r.Cert, r.Key = append(r.Cert, cert), append(r.Key, key)
+	}
+	return r, nil
+}
 
 // inprocPlain is a plain cluster inside this process: the counterpart of
 // the in-process membershipd cluster for the steady-state rows.
@@ -57,7 +93,7 @@ func routeMesh(routeBase int) (*netproxy.Mesh, error) {
 	return m, nil
 }
 
-func startInprocPlain(dir string, t chaos.TLSFiles, user *identity.Identity) (*inprocPlain, error) {
+func startInprocPlain(dir string, t chaos.TLSFiles, rt plainRoutes, user *identity.Identity) (*inprocPlain, error) {
 	base, err := chaos.PortBlock(6)
 	if err != nil {
 		return nil, err
@@ -78,13 +114,20 @@ func startInprocPlain(dir string, t chaos.TLSFiles, user *identity.Identity) (*i
 			p.close()
 			return nil, err
 		}
+		// Mutual TLS on the routes, as membershipd's (node/options.go).
+		routeTLS, err := pki.ServerTLSConfig(rt.Cert[i], rt.Key[i], rt.CA, true)
+		if err != nil {
+			p.close()
+			return nil, err
+		}
 		s, err := server.NewServer(&server.Options{
 			ServerName: name, Host: "127.0.0.1", Port: base + i, NoSigs: true, NoLog: true,
 			TLSConfig: tlsCfg, TLSVerify: true, TLSTimeout: 2,
 			Nkeys:     []*server.NkeyUser{{Nkey: user.NKey()}},
 			JetStream: true, StoreDir: filepath.Join(dir, name), SyncAlways: true,
-			Cluster: server.ClusterOpts{Name: "plain", Host: "127.0.0.1", Port: base + 3 + i, PoolSize: -1, Advertise: mesh.AdvertiseFor(i)},
-			Routes:  routes,
+			Cluster: server.ClusterOpts{Name: "plain", Host: "127.0.0.1", Port: base + 3 + i, PoolSize: -1, Advertise: mesh.AdvertiseFor(i),
+				TLSConfig: routeTLS, TLSTimeout: 2},
+			Routes: routes,
 		})
 		if err != nil {
 			p.close()
@@ -169,6 +212,10 @@ type procPlain struct {
 }
 
 func newProcPlain(bin, dir string, t chaos.TLSFiles, user *identity.Identity, log *slog.Logger) (*procPlain, error) {
+	rt, err := mintPlainRoutes(dir)
+	if err != nil {
+		return nil, err
+	}
 	base, err := chaos.PortBlock(6)
 	if err != nil {
 		return nil, err
@@ -192,8 +239,12 @@ listen: "127.0.0.1:%d"
 tls { cert_file: %q, key_file: %q, ca_file: %q, verify: true, timeout: 2 }
 authorization { users = [ { nkey: %q } ] }
 jetstream { store_dir: %q, sync_interval: "always" }
-cluster { name: "plain", listen: "127.0.0.1:%d", advertise: %q, pool_size: -1, routes: [ %s ] }
-`, name, base+i, t.ServerCert["n1"], t.ServerKey["n1"], t.ClientCA, user.NKey(), sd, base+3+i, mesh.AdvertiseFor(i), strings.Join(routes, ", "))
+cluster {
+  name: "plain", listen: "127.0.0.1:%d", advertise: %q, pool_size: -1, routes: [ %s ]
+  tls { cert_file: %q, key_file: %q, ca_file: %q, verify: true, timeout: 2 }
+}
+`, name, base+i, t.ServerCert["n1"], t.ServerKey["n1"], t.ClientCA, user.NKey(), sd, base+3+i, mesh.AdvertiseFor(i), strings.Join(routes, ", "),
+			rt.Cert[i], rt.Key[i], rt.CA)
 		f := filepath.Join(dir, name+".conf")
 		if err := os.WriteFile(f, []byte(conf), 0o600); err != nil {
 			return nil, err

@@ -426,9 +426,16 @@ func (n *Node) proofLoop(ctx context.Context) {
 		// Before the initial load no answer counts (leaderSaid drops it),
 		// and a check sent before the users stream has a leader waits out
 		// proofTimeout, delaying the first proof that bring-up waits for.
+		first := false // the loaded allowlist still awaits its first proof
 		if al.usersLoaded() {
+			timeout := proofTimeout
+			if age, _ := al.proofAges(time.Now()); age < 0 {
+				// A check that is not answered at once was sent before the
+				// users stream's first leader; the next one will be.
+				first, timeout = true, firstProofTimeout
+			}
 			sent := time.Now()
-			pctx, cancel := context.WithTimeout(ctx, proofTimeout)
+			pctx, cancel := context.WithTimeout(ctx, timeout)
 			last, _, err := kv.LeaderLastSeq(pctx, n.js)
 			if err == nil {
 				n.catchUp(pctx, al, last)
@@ -437,14 +444,32 @@ func (n *Node) proofLoop(ctx context.Context) {
 			cancel()
 		}
 		n.maybeRestartUsersWatch(al, time.Now())
+		// Bring-up waits for the first proof: until then, retry soon
+		// rather than at the next tick (a few cheap requests, once).
+		var soon <-chan time.Time
+		if first {
+			if age, _ := al.proofAges(time.Now()); age < 0 && time.Since(n.started) < firstProofFor {
+				soon = time.After(firstProofRetry)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-soon:
 		case <-n.proveNow:
 		}
 	}
 }
+
+// The first allowlist proof after the initial load: bring-up's last step.
+const (
+	firstProofTimeout = 150 * time.Millisecond
+	firstProofRetry   = 20 * time.Millisecond
+	// firstProofFor: fast retries only while the node is young; a node
+	// whose users stream stays leaderless checks at the tick like any.
+	firstProofFor = 30 * time.Second
+)
 
 // watchMemberships keeps the member -> rooms map current from the
 // rooms_by_member bucket (keys "<member>.<room>"). A new membership must

@@ -368,6 +368,13 @@ func (n *Node) subscribe() error {
 
 // openBuckets retries until every bucket is open or the bootstrap budget is
 // spent. A lone node sits here, not serving, until a quorum forms.
+//
+// Bring-up of a fresh cluster is a chain: meta leader, the meta leader's
+// node creates the heartbeat bucket and the six control-plane buckets at
+// once, each new stream elects its leader, then every node opens them.
+// Each link is awaited by polling local server state (cheap) rather than
+// by requests that the meta layer drops without a reply while it settles
+// (each drop costs a whole request timeout).
 func (n *Node) openBuckets(ctx context.Context) {
 	deadline := time.Now().Add(n.cfg.BootstrapBudget)
 	var metaSince time.Time // when this loop first saw a meta leader
@@ -380,7 +387,7 @@ func (n *Node) openBuckets(ctx context.Context) {
 		// without a reply; asking the local server costs nothing, so poll
 		// it briefly rather than sleeping a whole retry interval.
 		n.awaitMetaLeader(ctx, metaLeaderWait)
-		if n.metaLeader() == "" {
+		if !n.metaReady() {
 			err = errNoMetaLeader
 		} else {
 			if metaSince.IsZero() {
@@ -391,6 +398,18 @@ func (n *Node) openBuckets(ctx context.Context) {
 			// Only the meta leader's node creates (the others look): the
 			// meta leader drops replies to concurrent identical creates.
 			create := n.srv.JetStreamIsLeader()
+			if create {
+				// Placement needs every peer known to the meta leader
+				// with its first stats; a create before that fails at
+				// once with "no suitable peers" and costs a retry.
+				n.awaitPlacementPeers(ctx, metaLeaderWait)
+			} else if n.cfg.KVReplicas >= n.cfg.size() {
+				// Every bucket gets a replica here: watch them appear
+				// locally instead of asking (a look at a stream whose
+				// first leader is still being elected goes unanswered
+				// for the whole look timeout).
+				n.awaitLocalBuckets(ctx, metaLeaderWait)
+			}
 			// A look at a stream created a moment ago gets no answer if it
 			// arrives before the stream's first leader: keep looks short.
 			// A create answers once the new stream has elected its leader
@@ -400,10 +419,10 @@ func (n *Node) openBuckets(ctx context.Context) {
 			if create {
 				timeout = createTimeout
 			}
-			if o, ok := n.localBuckets(); ok && !create {
-				// Every bucket's stream is assigned here already: no
-				// request (a look at a stream whose first leader is still
-				// being elected goes unanswered).
+			if o, ok := n.localBuckets(); ok {
+				// Every bucket's stream (and the heartbeat bucket at R=N)
+				// is assigned here already and led: nothing to create, no
+				// request.
 				opened, err = o, nil
 			} else {
 				var hbErr error
@@ -481,15 +500,35 @@ const (
 	// fastRetryFor: for this long after the first meta leader, attempts
 	// retry after fastRetry, later ones after 500 ms.
 	fastRetryFor = 5 * time.Second
-	fastRetry    = 100 * time.Millisecond
+	fastRetry    = 50 * time.Millisecond
+	// localPoll: how often bring-up re-reads local server state (meta
+	// leader, placement peers, local bucket streams); a read is a lock
+	// and a map walk, no network.
+	localPoll = 10 * time.Millisecond
 )
 
 // localBuckets reports the buckets from this server's own stream
 // assignments when every control-plane bucket and the heartbeat bucket at
-// R=N are assigned here and have a leader (a node outside some bucket's replicas, e.g. at
-// N=5 with R3 buckets, asks the cluster instead). It marks the heartbeat
-// bucket as placed.
+// R=N are assigned here and have a leader (a node outside some bucket's
+// replicas, e.g. at N=5 with R3 buckets, asks the cluster instead). It
+// marks the heartbeat bucket as placed.
 func (n *Node) localBuckets() ([]kv.Opened, bool) {
+	out, ok := n.localBucketsState()
+	if !ok {
+		return nil, false
+	}
+	n.mu.Lock()
+	n.hbWhy = ""
+	n.mu.Unlock()
+	select {
+	case n.putNow <- struct{}{}:
+	default:
+	}
+	return out, true
+}
+
+// localBucketsState is localBuckets without side effects.
+func (n *Node) localBucketsState() ([]kv.Opened, bool) {
 	jsz, err := n.srv.Jsz(&server.JSzOptions{Accounts: true, Streams: true, Config: true})
 	if err != nil || jsz == nil {
 		return nil, false
@@ -514,31 +553,67 @@ func (n *Node) localBuckets() ([]kv.Opened, bool) {
 		}
 		out = append(out, kv.Opened{Bucket: b.Name, Replicas: r})
 	}
-	n.mu.Lock()
-	n.hbWhy = ""
-	n.mu.Unlock()
-	select {
-	case n.putNow <- struct{}{}:
-	default:
-	}
 	return out, true
 }
 
-// awaitMetaLeader polls the local server every 20 ms until the meta layer
-// has a leader, d passes or ctx ends.
+// awaitMetaLeader polls the local server until the meta layer has a leader
+// that answers (metaReady), d passes or ctx ends.
 func (n *Node) awaitMetaLeader(ctx context.Context, d time.Duration) {
+	n.pollLocal(ctx, d, n.metaReady)
+}
+
+// metaReady: a meta leader is known and, when it is this node, it has
+// taken up the role. A raft leader names itself before it has applied its
+// log and only then serves the JetStream API; until that moment this node
+// neither creates (JetStreamIsLeader is false) nor gets answers to looks
+// (no server answers them), so an attempt made in between only waits out
+// its timeouts.
+func (n *Node) metaReady() bool {
+	l := n.metaLeader()
+	if l == "" {
+		return false
+	}
+	return l != n.cfg.Name || n.srv.JetStreamIsLeader()
+}
+
+// awaitPlacementPeers polls, on the meta leader's node, until the meta
+// leader knows enough peers with JetStream to place the heartbeat bucket
+// at R=N (d passes, ctx ends, or the role moves on: then the attempt goes
+// ahead and reports what is missing).
+func (n *Node) awaitPlacementPeers(ctx context.Context, d time.Duration) {
+	need := max(n.cfg.size(), n.cfg.KVReplicas)
+	n.pollLocal(ctx, d, func() bool {
+		return !n.srv.JetStreamIsLeader() || len(n.srv.JetStreamClusterPeers()) >= need
+	})
+}
+
+// awaitLocalBuckets polls until every bucket is assigned here and led
+// (localBuckets), this node becomes the meta leader (and so the creator),
+// d passes or ctx ends.
+func (n *Node) awaitLocalBuckets(ctx context.Context, d time.Duration) {
+	n.pollLocal(ctx, d, func() bool {
+		if n.srv.JetStreamIsLeader() {
+			return true
+		}
+		_, ok := n.localBucketsState()
+		return ok
+	})
+}
+
+// pollLocal calls done every localPoll until it holds, d passes or ctx ends.
+func (n *Node) pollLocal(ctx context.Context, d time.Duration, done func() bool) {
 	deadline := time.Now().Add(d)
-	for n.metaLeader() == "" && time.Now().Before(deadline) {
+	for !done() && time.Now().Before(deadline) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(localPoll):
 		}
 	}
 }
 
 var (
-	errNoMetaLeader = errors.New("no JetStream meta leader known to this node")
+	errNoMetaLeader = errors.New("no JetStream meta leader known to this node, or it has not taken up the role yet")
 	errHeartbeats   = errors.New("heartbeat bucket not at R=N")
 )
 
@@ -621,8 +696,9 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 // dropped.
 func (n *Node) pingLoop(ctx context.Context) {
 	var (
-		mu   sync.Mutex
-		sent = map[uint64]time.Time{}
+		mu       sync.Mutex
+		sent     = map[uint64]time.Time{}
+		answered = map[string]bool{} // peers that ever answered
 	)
 	// Under the internal inbox prefix: peers answer only such pings (Guard).
 	inbox := clusterinfo.InboxPrefix + "." + nuid.Next()
@@ -643,6 +719,9 @@ func (n *Node) pingLoop(ctx context.Context) {
 				n.skew.observe(p.Node, at, now, p.NowMS)
 			}
 		}
+		mu.Lock()
+		answered[p.Node] = true
+		mu.Unlock()
 		n.gate.PeerReported(quorum.PeerReport{
 			Node: p.Node, AnsweredAt: now,
 			PutAge: msAge(p.PutAgeMS), PutStreak: msAge(p.PutStreakMS), ListAge: msAge(p.ListAgeMS), ListStreak: msAge(p.ListStreakMS),
@@ -668,13 +747,31 @@ func (n *Node) pingLoop(ctx context.Context) {
 		mu.Unlock()
 		b, _ := json.Marshal(clusterinfo.Ping{Node: n.cfg.Name, Seq: seq})
 		_ = n.nc.PublishRequest(clusterinfo.PingSubject, inbox, b)
+		// At start the first pings go out before the routes (or the
+		// peers' subscriptions) are up and are lost: ping again soon
+		// until every peer has answered once, not a whole tick later.
+		// The rule is unchanged: answers still count for PeerFresh.
+		var soon <-chan time.Time
+		mu.Lock()
+		young := len(answered) < n.cfg.size()-1 && time.Since(n.started) < startPingFor
+		mu.Unlock()
+		if young {
+			soon = time.After(startPing)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-soon:
 		}
 	}
 }
+
+// Ping pace at start (pingLoop).
+const (
+	startPing    = 50 * time.Millisecond
+	startPingFor = 10 * time.Second
+)
 
 // msAge turns a reported millisecond age into a duration; negative = none.
 func msAge(ms int64) time.Duration {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/unibus/clusterkit/chaos/bench"
@@ -28,6 +29,7 @@ func run() int {
 		nbin    = flag.String("nats-server", "bin/nats-server", "nats-server binary for the plain process rows")
 		cpuprof = flag.Bool("cpuprofile", false, "write CPU profiles of each cluster's pub-recv + throughput workloads (cpu-membershipd.pprof, cpu-plain.pprof) into -out")
 		verbose = flag.Bool("v", false, "log progress to stderr")
+		rows    = flag.String("rows", "", "comma-separated row names: run only the workloads behind them (e.g. -rows quorum-s); the other rows stay null")
 	)
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -68,7 +70,11 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	start := time.Now()
-	res, err := bench.Run(ctx, bench.Options{Quick: *quick, Membershipd: *mbin, NatsServer: *nbin, Dir: dir, Log: log, Profile: profile})
+	var only []string
+	if *rows != "" {
+		only = strings.Split(*rows, ",")
+	}
+	res, err := bench.Run(ctx, bench.Options{Quick: *quick, Membershipd: *mbin, NatsServer: *nbin, Dir: dir, Log: log, Profile: profile, Rows: only})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		return 1
