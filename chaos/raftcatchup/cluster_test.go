@@ -59,6 +59,12 @@ func (l *nodeLog) Debugf(f string, v ...any) {
 }
 func (l *nodeLog) Tracef(string, ...any) {}
 
+// Write takes the healer's slog lines into the same file.
+func (l *nodeLog) Write(p []byte) (int, error) {
+	l.line("HEAL", "%s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
 // cluster is three plain JetStream servers whose routes run through a
 // netproxy mesh, so one node can be cut off while it keeps running.
 type cluster struct {
