@@ -19,7 +19,7 @@ import (
 
 // applyRemedy tries one remedy for the stuck replica on victim (the old
 // leader) and says what the server answered. API requests go through a
-// healthy node: the stuck one answers them with 10008.
+// healthy node.
 func applyRemedy(ctx context.Context, c *cluster, stream, remedy, victim string) string {
 	healthy := (c.index(victim) + 1) % len(c.names)
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -45,6 +45,18 @@ func applyRemedy(ctx context.Context, c *cluster, stream, remedy, victim string)
 		c.restart(c.index(victim))
 		return victim + " restarted"
 	case "stepdown":
+		// On the leader's server directly: through the API the stuck
+		// member, which sees the group leaderless, answers 10008 first.
+		for i, r := range c.replicas(stream) {
+			if r.RaftState == "LEADER" {
+				if err := c.servers[i].JetStreamStepdownStream("$G", stream); err != nil {
+					return r.Node + ": " + err.Error()
+				}
+				return r.Node + " stepped down"
+			}
+		}
+		return "no leader"
+	case "stepdown-api":
 		msg, err = c.connect(healthy).RequestWithContext(rctx, "$JS.API.STREAM.LEADER.STEPDOWN."+stream, nil)
 	case "removepeer":
 		msg, err = c.connect(healthy).RequestWithContext(rctx, "$JS.API.STREAM.PEER.REMOVE."+stream, []byte(`{"peer":"`+victim+`"}`))
@@ -199,8 +211,9 @@ func logDir(t *testing.T) string {
 //
 // Knobs: CATCHUP_AFTER (create → cut, default 500ms), CATCHUP_CUT (cut
 // length, 20s), CATCHUP_WATCH (after the heal, 40s), CATCHUP_MODE (drop or
-// rst), CATCHUP_REMEDY (snapshot, stepdown, removepeer, restart: applied once at
-// CATCHUP_REMEDY_AT, default heal+5s), CATCHUP_HEALER=1 (run membershipd's
+// rst), CATCHUP_REMEDY (snapshot, stepdown, stepdown-api, removepeer,
+// restart: applied once at CATCHUP_REMEDY_AT, default heal+5s; see
+// NOTES.md for what each did), CATCHUP_HEALER=1 (run membershipd's
 // replicaheal on every server), CATCHUP_OUT (directory for the node logs,
 // which include the raft debug lines; else a temp dir).
 func TestReproStuckFollower(t *testing.T) {
