@@ -8,13 +8,14 @@
 // the old leader's log diverges from the new leader's over that whole tail.
 // The server repairs it one entry per catchup round: the leader answers a
 // catchup request for index i with its entry i+1, whose previous term does
-// not match, the follower truncates one entry and cancels the catchup, and
-// the rest of the entries already streamed to it re-request on the leader's
-// progress inbox (lost) and log "Expected first catchup entry to be a
-// snapshot and peerstate, will retry". The next request goes out only when
-// the catchup stalls, 2 s later. A 20 s cut leaves ~70 entries: ~2.5 min
-// with the replica stuck, or until the leader compacts its log on its own
-// (every 2-3 min) past the follower's index.
+// not match, the follower truncates one entry and cancels the catchup. The
+// entries already streamed to it are still processed: every other one asks
+// for a catchup on the leader's progress inbox (ignored there), the others
+// log "Expected first catchup entry to be a snapshot and peerstate, will
+// retry". The next real request goes out only when the catchup stalls, 2 s
+// later. A 20 s cut left 72 entries, which took 100 s; it ends sooner only
+// when the leader compacts its log past the follower's index (on its own
+// every 2-3 min).
 //
 // The remedy: once the leader's log starts after the follower's index, the
 // leader answers with its snapshot, which the follower installs at once. So
