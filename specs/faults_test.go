@@ -376,6 +376,39 @@ func (e *Env) revoke(ctx context.Context, n chaos.Node, pub string) time.Time {
 // healthy replicas of that stream differ by the few messages in flight.
 const heartbeatSlack = 64
 
+// replicaLag names a replica of stream that trails the others (stream ""
+// when none does), and why.
+type replicaLag struct{ stream, node, why string }
+
+// replicaBehind finds a replica of one of streams that does not hold what
+// the others hold: the heartbeat stream must have a replica on every node
+// and may trail by heartbeatSlack (puts in flight), the others by nothing.
+func replicaBehind(ctx context.Context, env *Env, streams ...string) replicaLag {
+	for _, s := range streams {
+		rs, err := Replicas(ctx, env.Cluster, env.Cluster.Nodes()[0], s)
+		if err != nil {
+			return replicaLag{s, "", err.Error()}
+		}
+		if s == kv.StreamName(kv.HeartbeatsBucket) && len(rs) != len(env.Cluster.Nodes()) {
+			return replicaLag{s, "", fmt.Sprintf("%d of %d replicas answered: %+v", len(rs), len(env.Cluster.Nodes()), rs)}
+		}
+		var top uint64
+		for _, r := range rs {
+			top = max(top, r.LastSeq)
+		}
+		slack := uint64(0)
+		if s == kv.StreamName(kv.HeartbeatsBucket) {
+			slack = heartbeatSlack
+		}
+		for _, r := range rs {
+			if r.LastSeq+slack < top {
+				return replicaLag{s, r.Node, fmt.Sprintf("%s's copy is at %d, the others' at %d", r.Node, r.LastSeq, top)}
+			}
+		}
+	}
+	return replicaLag{}
+}
+
 // waitWhole waits, before a fault spec picks its victim, until every
 // replica of the heartbeat and users streams holds what the others hold: a
 // claim is about one fault on a whole cluster, and a follower the previous
@@ -390,36 +423,10 @@ const heartbeatSlack = 64
 func waitWhole(ctx context.Context, env *Env) {
 	GinkgoHelper()
 	streams := []string{kv.StreamName(kv.HeartbeatsBucket), kv.StreamName(kv.UsersBucket)}
-	type lag struct{ stream, node, why string }
-	behind := func() lag {
-		for _, s := range streams {
-			rs, err := Replicas(ctx, env.Cluster, env.Cluster.Nodes()[0], s)
-			if err != nil {
-				return lag{s, "", err.Error()}
-			}
-			if s == kv.StreamName(kv.HeartbeatsBucket) && len(rs) != len(env.Cluster.Nodes()) {
-				return lag{s, "", fmt.Sprintf("%d of %d replicas answered: %+v", len(rs), len(env.Cluster.Nodes()), rs)}
-			}
-			var top uint64
-			for _, r := range rs {
-				top = max(top, r.LastSeq)
-			}
-			slack := uint64(0)
-			if s == kv.StreamName(kv.HeartbeatsBucket) {
-				slack = heartbeatSlack
-			}
-			for _, r := range rs {
-				if r.LastSeq+slack < top {
-					return lag{s, r.Node, fmt.Sprintf("%s's copy is at %d, the others' at %d", r.Node, r.LastSeq, top)}
-				}
-			}
-		}
-		return lag{}
-	}
-	wait := func(budget time.Duration) lag {
+	wait := func(budget time.Duration) replicaLag {
 		deadline := time.Now().Add(budget)
 		for {
-			if l := behind(); l.stream == "" || time.Now().After(deadline) || ctx.Err() != nil {
+			if l := replicaBehind(ctx, env, streams...); l.stream == "" || time.Now().After(deadline) || ctx.Err() != nil {
 				return l
 			}
 			time.Sleep(500 * time.Millisecond)

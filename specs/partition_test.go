@@ -12,6 +12,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/chaos/check"
@@ -63,6 +64,32 @@ func statusAt(tl chaos.Timeline, t time.Time) (chaos.Probe, bool) {
 	return last, found
 }
 
+// heartbeatLeader names the heartbeat stream's leader where the controller
+// holds the internal identity (local targets), else "" (it is not in the
+// cluster report that streamLeaderNode reads).
+func heartbeatLeader(ctx context.Context, env *Env) string {
+	via := env.Cluster.Nodes()[0]
+	if _, ok := env.Cluster.TLS().InternalID[via.Name()]; !ok {
+		return ""
+	}
+	nc, err := chaos.DialInternal(env.Cluster, via)
+	if err != nil {
+		return ""
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return ""
+	}
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := js.Stream(sctx, kv.StreamName(kv.HeartbeatsBucket))
+	if err != nil || st.CachedInfo().Cluster == nil {
+		return ""
+	}
+	return st.CachedInfo().Cluster.Leader
+}
+
 // admits reports whether node n lets id connect now.
 func admits(env *Env, n chaos.Node, id *identity.Identity) bool {
 	nc, err := chaos.DialAs(env.Cluster, n, id)
@@ -108,7 +135,9 @@ func isolationSpec(getEnv func() (*Env, *faultGuard), mode fault.Mode) func(Spec
 		// committing" is its heartbeats (healthz 200) only.
 		usersWritable := replicas > 1 || usersLeader.Name() != victim.Name()
 		label := fmt.Sprintf("partition %s R%d", mode, replicas)
-		GinkgoWriter.Printf("%s: isolating %s (users leader %s, users writable on the majority: %v)\n", label, victim.Name(), usersLeader.Name(), usersWritable)
+		hbLeader := heartbeatLeader(ctx, env)
+		GinkgoWriter.Printf("%s: isolating %s (users leader %s, users writable on the majority: %v, heartbeat leader %q)\n", label, victim.Name(), usersLeader.Name(), usersWritable, hbLeader)
+		measure(env, label, "heartbeat stream leader when cut (\"\" unknown)", hbLeader)
 
 		reg := env.AddUser(ctx, majority[0], "part-reg", identity.RoleMember)
 		var old *identity.Identity
@@ -216,6 +245,16 @@ func isolationSpec(getEnv func() (*Env, *faultGuard), mode fault.Mode) func(Spec
 			converged = time.Since(healAt)
 		}
 		measure(env, label, "heal to recovered / allowlist converged", fmt.Sprintf("%s / %s", recovered.Round(time.Millisecond), converged.Round(time.Millisecond)))
+
+		// When the victim led the heartbeat stream, it kept appending its
+		// own puts during the cut, and nats-server alone would leave its
+		// copy behind for minutes (NOTES.md); the nodes' replicaheal ends
+		// that within ~15 s.
+		By("after the heal every replica of the heartbeat stream caught up")
+		hb := kv.StreamName(kv.HeartbeatsBucket)
+		Eventually(func() string { return replicaBehind(ctx, env, hb).why }).WithContext(ctx).
+			WithTimeout(convergeBudget).WithPolling(500 * time.Millisecond).Should(BeEmpty())
+		measure(env, label, "heal to every heartbeat replica caught up", time.Since(healAt))
 	}
 }
 

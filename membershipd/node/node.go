@@ -238,7 +238,7 @@ func (n *Node) Start() error {
 			n.shutdown()
 			return err
 		}
-		loops = append(loops, n.openBuckets, n.heartbeatLoop, n.pingLoop, n.proofLoop, n.sweepConnsLoop, n.bringupTimeline)
+		loops = append(loops, n.openBuckets, n.heartbeatLoop, n.pingLoop, n.proofLoop, n.sweepConnsLoop, n.bringupTimeline, n.replicaHealLoop)
 	}
 	if err := n.startHTTP(); err != nil {
 		n.shutdown()
