@@ -25,7 +25,6 @@ import (
 	"crypto/sha512"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -263,7 +262,7 @@ func Seal(roomKey []byte, roomID string, sender *identity.Identity, plaintext []
 	}
 	ct := aead.Seal(nil, nonce, plaintext, msgAD(roomID, from, id))
 	sig := sender.Sign(sigInput(roomID, from, id, nonce, ct))
-	return json.Marshal(envelope{
+	return marshalEnvelope(envelope{
 		V:      msgVersion,
 		Room:   roomID,
 		Sender: from,
@@ -297,7 +296,7 @@ func OpenMessage(roomKey []byte, roomID string, data []byte) (Message, error) {
 		return Message{}, fmt.Errorf("open: %w", err)
 	}
 	var env envelope
-	if err := json.Unmarshal(data, &env); err != nil {
+	if err := unmarshalEnvelope(data, &env); err != nil {
 		return Message{}, errors.New("open: not a message envelope")
 	}
 	if env.V != msgVersion {
@@ -306,8 +305,8 @@ func OpenMessage(roomKey []byte, roomID string, data []byte) (Message, error) {
 	if env.Room != roomID {
 		return Message{}, errors.New("open: message is for another room")
 	}
-	pub, err := identity.ParseSignPub(env.Sender)
-	if err != nil || hex.EncodeToString(pub) != env.Sender {
+	pub, err := senderKey(env.Sender)
+	if err != nil {
 		return Message{}, errors.New("open: bad sender key")
 	}
 	id, err := base64.StdEncoding.DecodeString(env.ID)

@@ -32,6 +32,7 @@ func FuzzOpen(f *testing.F) {
 	f.Add([]byte("not json"), []byte{0, 1, 2}, uint16(3), byte(0xff))
 	f.Fuzz(func(t *testing.T, data, plaintext []byte, at uint16, xor byte) {
 		_, _, _ = Open(key, fuzzRoom, data) // must not panic
+		checkDecode(t, data)                // the envelope codec decodes as encoding/json does
 		env, err := Seal(key, fuzzRoom, sender, plaintext)
 		if err != nil {
 			t.Fatalf("seal: %v", err)
