@@ -211,8 +211,16 @@ func (a *API) AddMember(ctx context.Context, roomID, signPub string, key []byte)
 // room's stream: created if missing; with from > 0, delivery (re)starts at
 // stream sequence from.
 func (a *API) Consumer(ctx context.Context, roomID string, from uint64) (api.RoomConsumer, error) {
+	return a.ConsumerVia(ctx, roomID, from, 0)
+}
+
+// ConsumerVia is Consumer trying the URLs from the skip-th after the
+// preferred one. Concurrent attempts that each start at another node do not
+// all queue up behind the same slow one (a node whose request waits for an
+// election of the nonce bucket can take the server's whole budget).
+func (a *API) ConsumerVia(ctx context.Context, roomID string, from uint64, skip int) (api.RoomConsumer, error) {
 	var c api.RoomConsumer
-	err := a.do(ctx, http.MethodPost, roomPath(api.PathConsumer, roomID), api.ConsumerRequest{DeliverFromSeq: from}, &c)
+	err := a.doFrom(ctx, http.MethodPost, roomPath(api.PathConsumer, roomID), identity.NewIdempotencyKey(), api.ConsumerRequest{DeliverFromSeq: from}, &c, skip)
 	return c, err
 }
 
@@ -285,6 +293,11 @@ func (a *API) do(ctx context.Context, method, path string, in, out any) error {
 
 // doKey is do with the caller's idempotency key.
 func (a *API) doKey(ctx context.Context, method, path, idem string, in, out any) error {
+	return a.doFrom(ctx, method, path, idem, in, out, 0)
+}
+
+// doFrom is doKey starting skip URLs after the preferred one.
+func (a *API) doFrom(ctx context.Context, method, path, idem string, in, out any, skip int) error {
 	var body []byte
 	if in != nil {
 		var err error
@@ -297,7 +310,7 @@ func (a *API) doKey(ctx context.Context, method, path, idem string, in, out any)
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	a.mu.Lock()
-	start := a.next
+	start := a.next + skip%len(a.urls)
 	a.mu.Unlock()
 	var errs []error
 	for i := range a.urls {

@@ -72,6 +72,14 @@ type reader struct {
 	// a NAK for a sequence that never arrived (see nakMissing).
 	ackTmpl  string
 	restarts int // resets and restarts
+
+	// Control-plane resets run beside the supervisor, never in it (see
+	// supervise): inflight counts the attempts running, launched is when
+	// the last one started, tries rotates the node each one asks first.
+	results  chan error
+	inflight int
+	launched time.Time
+	tries    int
 	// seen are the envelope ids handed on: an envelope stored again (a
 	// replay, whoever published it) is counted and dropped.
 	seen e2e.Replays
@@ -99,11 +107,18 @@ const (
 	// the stream) is skipped after this long.
 	skipAfter = 15 * time.Second
 	pullBatch = 128
+	// hedgeAfter: a reset still unanswered this long gets a second one
+	// beside it, asking another node first, up to maxResetsInFlight. A
+	// signed request can take the server's whole budget (7 s) while the
+	// buckets it writes elect leaders, and the stream it resets may have
+	// elected its own meanwhile: the next attempt then succeeds at once.
+	hedgeAfter        = 500 * time.Millisecond
+	maxResetsInFlight = 4
 )
 
 func newReader(r *runner) *reader {
 	return &reader{r: r, first: 1, kick: make(chan struct{}, 1), gap: make(chan struct{}, 1), nak: make(chan struct{}, 1),
-		held: map[uint64]heldMsg{}}
+		results: make(chan error, maxResetsInFlight), held: map[uint64]heldMsg{}}
 }
 
 // start asks the control plane for the consumer (starting at first) and
@@ -166,33 +181,50 @@ func (rd *reader) consumeFrom(cons jetstream.Consumer, name string) error {
 	return nil
 }
 
-// reset restarts delivery at the first sequence not yet handed on; a
-// reset for a stall is counted in the report.
-func (rd *reader) reset(ctx context.Context, stalled bool) error {
+// resetOnce asks the control plane, starting at the skip-th node after
+// the preferred one, to restart delivery at the first sequence not yet
+// handed on, and pulls afresh: pull requests sent before the reset may
+// wait at a leader that is gone (or was replaced). It also restarts a
+// consume loop that ended. It runs beside the supervisor (see launch).
+func (rd *reader) resetOnce(ctx context.Context, skip int) error {
 	rd.mu.Lock()
 	from := rd.next
-	if stalled {
-		rd.restarts++
-	}
-	rd.lastRecv = time.Now()
 	rd.mu.Unlock()
 	rctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
-	if _, err := rd.r.api.Consumer(rctx, rd.r.room.ID, from); err != nil {
+	rc, err := rd.r.api.ConsumerVia(rctx, rd.r.room.ID, from, skip)
+	if err != nil {
 		return fmt.Errorf("reset the room consumer to sequence %d: %w", from, err)
 	}
 	rd.r.log.Debug("consumer reset", "from_seq", from)
-	// Pull requests sent before the reset may wait at a leader that is
-	// gone (or was replaced): pull again now.
 	rd.mu.Lock()
-	cons, name := rd.cons, rd.name
+	cons := rd.cons
 	rd.mu.Unlock()
-	if cons != nil {
-		if err := rd.consumeFrom(cons, name); err != nil {
-			return err
-		}
+	if cons == nil {
+		return rd.consume(ctx, rc)
 	}
-	return nil
+	return rd.consumeFrom(cons, rc.Consumer)
+}
+
+// launch starts a reset attempt beside the supervisor unless one started
+// less than hedgeAfter ago or maxResetsInFlight are running; counted
+// makes it count in the report. Its result arrives on rd.results.
+func (rd *reader) launch(ctx context.Context, counted bool) {
+	if rd.inflight >= maxResetsInFlight || (rd.inflight > 0 && time.Since(rd.launched) < hedgeAfter) {
+		return
+	}
+	rd.mu.Lock()
+	if counted {
+		rd.restarts++
+	}
+	// Quiet from now: a stall is judged from the reset on.
+	rd.lastRecv = time.Now()
+	rd.mu.Unlock()
+	rd.inflight++
+	rd.launched = time.Now()
+	skip := rd.tries
+	rd.tries++
+	go func() { rd.results <- rd.resetOnce(ctx, skip) }()
 }
 
 // reconnected is called after a reconnect. It asks the control plane for
@@ -232,16 +264,34 @@ func (rd *reader) hasGap() bool {
 }
 
 // supervise resets the consumer on a gap, a silent leader or a stall, and
-// restarts a consume loop that ended, until ctx ends.
+// restarts a consume loop that ended, until ctx ends. It never waits for
+// the control plane itself: a reset is launched beside it and hedged (see
+// launch), so one slow request cannot hold up the next attempt, NAKs or
+// the stall check (a reset blocked for its whole 10 s budget twice in a
+// row outlasted the drain: the kill9 room-leader stall).
 func (rd *reader) supervise(ctx context.Context) {
 	t := time.NewTicker(superviseEvery)
 	defer t.Stop()
-	retry := false // a reset failed: try again on every tick
+	defer func() {
+		for ; rd.inflight > 0; rd.inflight-- {
+			<-rd.results
+		}
+	}()
+	want := false // a reset is wanted and none succeeded yet
 	for {
 		kicked := false
 		select {
 		case <-ctx.Done():
 			return
+		case err := <-rd.results:
+			rd.inflight--
+			switch {
+			case err == nil:
+				want = false
+			case ctx.Err() == nil:
+				rd.r.log.Warn("consumer not reset yet", "err", err, "in_flight", rd.inflight)
+			}
+			continue
 		case <-rd.kick:
 			kicked = true
 		case <-rd.gap:
@@ -255,7 +305,6 @@ func (rd *reader) supervise(ctx context.Context) {
 			rd.nakMissing(ctx)
 			continue
 		case <-t.C:
-			kicked = retry
 		}
 		rd.skipStuckGap()
 		oldest := rd.r.led.oldestWaiting()
@@ -265,28 +314,20 @@ func (rd *reader) supervise(ctx context.Context) {
 		stalled := !oldest.IsZero() && time.Since(oldest) > stallAfter && time.Since(last) > stallAfter
 		ended := cc == nil || isClosed(cc)
 		switch {
-		case ended:
+		case ended && !want:
 			rd.r.log.Info("restarting the consume loop", "after_seq", next-1)
-			rd.mu.Lock()
-			rd.restarts++
-			rd.mu.Unlock()
-			if err := rd.start(ctx); err != nil && ctx.Err() == nil {
-				rd.r.log.Warn("consume loop not restarted yet", "err", err)
-			}
-			continue
-		case kicked:
+		case kicked && !want:
 			rd.r.log.Debug("resetting the consumer", "from_seq", next)
-		case stalled:
+		case stalled && !want:
 			rd.r.log.Info("resetting the consumer", "quiet_for", time.Since(last).Round(time.Millisecond),
 				"waiting_for", rd.r.led.waiting(), "from_seq", next)
+		case want:
+			// Still unanswered or failed: hedge or retry below.
 		default:
 			continue
 		}
-		err := rd.reset(ctx, stalled && !kicked)
-		retry = err != nil
-		if err != nil && ctx.Err() == nil {
-			rd.r.log.Warn("consumer not reset yet", "err", err)
-		}
+		rd.launch(ctx, !want && (ended || (stalled && !kicked)))
+		want = true
 	}
 }
 

@@ -599,6 +599,12 @@ func (r *runner) publishAll(ctx context.Context, js jetstream.JetStream) error {
 // with the same message id.
 func (r *runner) publishOne(ctx context.Context, js jetstream.JetStream, n int, msgID string, data []byte, lastProgress *time.Time) error {
 	backoff := time.Duration(0)
+	// refused: since when, and how often since the last warning, attempts
+	// were refused at once (no server-side wait). A refusal that persists
+	// is logged at Warn every errLogEvery: it is not a failover (those end
+	// with an election) and only the server's answer tells what it is.
+	var refused, warned time.Time
+	refusals := 0
 	for attempt := 1; ; attempt++ {
 		down, err := r.cs.waitUp(ctx)
 		if err != nil {
@@ -642,11 +648,21 @@ func (r *runner) publishOne(ctx context.Context, js jetstream.JetStream, n int, 
 		}
 		switch {
 		case dropped:
-			backoff = 0 // retry at once on the next connection
+			backoff, refused = 0, time.Time{} // retry at once on the next connection
 		case time.Since(t0) >= r.cfg.PublishTimeout/2:
-			backoff = 0 // the attempt itself took its time
+			backoff, refused = 0, time.Time{} // the attempt itself took its time
 		default:
 			// An immediate refusal (no responders, no stream leader yet).
+			now := time.Now()
+			if refused.IsZero() {
+				refused, warned, refusals = now, now, 0
+			}
+			refusals++
+			if now.Sub(warned) >= errLogEvery {
+				r.log.Warn("publish refused at once, retrying", "n", n, "for", now.Sub(refused).Round(time.Millisecond),
+					"refusals", refusals, "err", err, "server", r.cs.current())
+				warned, refusals = now, 0
+			}
 			backoff = min(max(2*backoff, minBackoff), maxBackoff)
 			if err := sleepUntil(ctx, time.Now().Add(backoff)); err != nil {
 				return fmt.Errorf("message %d (attempt %d): %w", n, attempt, err)
