@@ -295,8 +295,8 @@ func TestNewRoomRequest(t *testing.T) {
 }
 
 // TestConsumerViaStartsElsewhere: a reset attempt that skips the preferred
-// node asks the next one first, so concurrent attempts (the reader's
-// hedged resets) do not all queue up behind a node that hangs.
+// node asks the next one first, so the reader's next attempt after one
+// that timed out does not queue up behind the same hung node.
 func TestConsumerViaStartsElsewhere(t *testing.T) {
 	id := newID(t)
 	release := make(chan struct{})

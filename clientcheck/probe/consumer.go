@@ -39,9 +39,13 @@ import (
 // gap within nakWait, when the consumer's heartbeats stop, and whenever
 // acked messages stop arriving for stallAfter, the reader asks the control
 // plane to reset the consumer to the first stream sequence it has not yet
-// received, retrying every superviseEvery until it succeeds, and then
-// pulls afresh at once (pulls waiting at a dead consumer leader are
-// otherwise re-sent only after two missed heartbeats). When the stream's
+// received, and then pulls afresh at once (pulls waiting at a dead
+// consumer leader are otherwise re-sent only after two missed
+// heartbeats). The reset runs beside the supervisor, one attempt at a
+// time, each starting at the next node; while one is wanted the reader
+// watches the stream's info and sends a second attempt the moment the
+// stream names a leader (see supervise, launch, watchStream). When the
+// stream's
 // leader dies, the consumer's leader dies with it; the control plane then
 // replaces the consumer as soon as the stream has elected a new leader,
 // instead of waiting for the consumer's own raft election (4-9 s,
@@ -74,12 +78,16 @@ type reader struct {
 	restarts int // resets and restarts
 
 	// Control-plane resets run beside the supervisor, never in it (see
-	// supervise): inflight counts the attempts running, launched is when
-	// the last one started, tries rotates the node each one asks first.
+	// supervise): inflight counts the attempts running (at most two),
+	// tries rotates the node each one asks first.
 	results  chan error
 	inflight int
-	launched time.Time
 	tries    int
+	// led is told when the room stream answers with a leader again (see
+	// watchStream); watching is the supervisor's: a watch is running.
+	led      chan struct{}
+	watching bool
+	watchEnd chan struct{}
 	// seen are the envelope ids handed on: an envelope stored again (a
 	// replay, whoever published it) is counted and dropped.
 	seen e2e.Replays
@@ -107,18 +115,22 @@ const (
 	// the stream) is skipped after this long.
 	skipAfter = 15 * time.Second
 	pullBatch = 128
-	// hedgeAfter: a reset still unanswered this long gets a second one
-	// beside it, asking another node first, up to maxResetsInFlight. A
-	// signed request can take the server's whole budget (7 s) while the
-	// buckets it writes elect leaders, and the stream it resets may have
-	// elected its own meanwhile: the next attempt then succeeds at once.
-	hedgeAfter        = 500 * time.Millisecond
-	maxResetsInFlight = 4
+	// infoTimeout bounds the consumer info a restart asks first.
+	infoTimeout = time.Second
+	// watchEvery, watchTimeout: while a reset is wanted, STREAM.INFO (a
+	// member may read its room stream's) is asked this often, each
+	// waiting this long: a leaderless stream does not answer, so the
+	// first answer naming a leader marks the stream's election, and a
+	// reset goes out at once (the one in flight may wait behind a dead
+	// node).
+	watchEvery   = 100 * time.Millisecond
+	watchTimeout = 500 * time.Millisecond
 )
 
 func newReader(r *runner) *reader {
 	return &reader{r: r, first: 1, kick: make(chan struct{}, 1), gap: make(chan struct{}, 1), nak: make(chan struct{}, 1),
-		results: make(chan error, maxResetsInFlight), held: map[uint64]heldMsg{}}
+		results: make(chan error, 4), led: make(chan struct{}, 1), watchEnd: make(chan struct{}, 1),
+		held: map[uint64]heldMsg{}}
 }
 
 // start asks the control plane for the consumer (starting at first) and
@@ -185,11 +197,23 @@ func (rd *reader) consumeFrom(cons jetstream.Consumer, name string) error {
 // the preferred one, to restart delivery at the first sequence not yet
 // handed on, and pulls afresh: pull requests sent before the reset may
 // wait at a leader that is gone (or was replaced). It also restarts a
-// consume loop that ended. It runs beside the supervisor (see launch).
-func (rd *reader) resetOnce(ctx context.Context, skip int) error {
+// consume loop that ended (ended): when the consumer answers its info (a
+// replacement deleted the one the loop read and made it anew), a fresh
+// Consume is all it takes, and the control plane is not asked. It runs
+// beside the supervisor (see launch).
+func (rd *reader) resetOnce(ctx context.Context, skip int, ended bool) error {
 	rd.mu.Lock()
-	from := rd.next
+	from, cons := rd.next, rd.cons
 	rd.mu.Unlock()
+	if ended && cons != nil {
+		ictx, cancel := context.WithTimeout(ctx, infoTimeout)
+		_, err := cons.Info(ictx)
+		cancel()
+		if err == nil {
+			rd.r.log.Debug("consume loop restarted", "from_seq", from)
+			return rd.consumeFrom(cons, cons.CachedInfo().Name)
+		}
+	}
 	rctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	rc, err := rd.r.api.ConsumerVia(rctx, rd.r.room.ID, from, skip)
@@ -197,20 +221,22 @@ func (rd *reader) resetOnce(ctx context.Context, skip int) error {
 		return fmt.Errorf("reset the room consumer to sequence %d: %w", from, err)
 	}
 	rd.r.log.Debug("consumer reset", "from_seq", from)
-	rd.mu.Lock()
-	cons := rd.cons
-	rd.mu.Unlock()
 	if cons == nil {
 		return rd.consume(ctx, rc)
 	}
 	return rd.consumeFrom(cons, rc.Consumer)
 }
 
-// launch starts a reset attempt beside the supervisor unless one started
-// less than hedgeAfter ago or maxResetsInFlight are running; counted
-// makes it count in the report. Its result arrives on rd.results.
-func (rd *reader) launch(ctx context.Context, counted bool) {
-	if rd.inflight >= maxResetsInFlight || (rd.inflight > 0 && time.Since(rd.launched) < hedgeAfter) {
+// launch starts a reset attempt beside the supervisor unless one is
+// running; now (the room stream just answered with a leader) adds a
+// second one beside it: the one running was sent before the election and
+// may wait behind a dead node for the server's whole budget. It is not
+// cancelled: the server's handler ends with the request, and one cut
+// between the delete and the create of a replacement leaves no consumer.
+// counted makes it count in the report; ended restarts a consume loop
+// that ended. Its result arrives on rd.results.
+func (rd *reader) launch(ctx context.Context, counted, now, ended bool) {
+	if rd.inflight > 1 || (rd.inflight == 1 && !now) {
 		return
 	}
 	rd.mu.Lock()
@@ -221,10 +247,9 @@ func (rd *reader) launch(ctx context.Context, counted bool) {
 	rd.lastRecv = time.Now()
 	rd.mu.Unlock()
 	rd.inflight++
-	rd.launched = time.Now()
 	skip := rd.tries
 	rd.tries++
-	go func() { rd.results <- rd.resetOnce(ctx, skip) }()
+	go func() { rd.results <- rd.resetOnce(ctx, skip, ended) }()
 }
 
 // reconnected is called after a reconnect. It asks the control plane for
@@ -240,6 +265,33 @@ func (rd *reader) reconnected() {
 	select {
 	case rd.nak <- struct{}{}:
 	default:
+	}
+}
+
+// watchStream asks for the room stream's info every watchEvery until it
+// names a leader or ctx ends, then tells rd.led; it ends by telling
+// rd.watchEnd. The consumer's leader went silent: when it died with the
+// stream's leader, the control plane can replace the consumer only once
+// the stream has a new one, and a reset sent right then saves waiting
+// for the attempt in flight to time out (it may wait behind a dead node).
+func (rd *reader) watchStream(ctx context.Context) {
+	defer func() { rd.watchEnd <- struct{}{} }()
+	for ctx.Err() == nil {
+		sctx, cancel := context.WithTimeout(ctx, watchTimeout)
+		st, err := rd.js.Stream(sctx, rd.r.stream)
+		cancel()
+		if err == nil && st.CachedInfo().Cluster != nil && st.CachedInfo().Cluster.Leader != "" {
+			rd.r.log.Debug("room stream has a leader", "leader", st.CachedInfo().Cluster.Leader)
+			select {
+			case rd.led <- struct{}{}:
+			default:
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(watchEvery):
+		}
 	}
 }
 
@@ -265,7 +317,7 @@ func (rd *reader) hasGap() bool {
 
 // supervise resets the consumer on a gap, a silent leader or a stall, and
 // restarts a consume loop that ended, until ctx ends. It never waits for
-// the control plane itself: a reset is launched beside it and hedged (see
+// the control plane itself: a reset is launched beside it, one at a time (see
 // launch), so one slow request cannot hold up the next attempt, NAKs or
 // the stall check (a reset blocked for its whole 10 s budget twice in a
 // row outlasted the drain: the kill9 room-leader stall).
@@ -278,8 +330,15 @@ func (rd *reader) supervise(ctx context.Context) {
 		}
 	}()
 	want := false // a reset is wanted and none succeeded yet
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer func() {
+		stopWatch()
+		if rd.watching {
+			<-rd.watchEnd
+		}
+	}()
 	for {
-		kicked := false
+		kicked, now := false, false
 		select {
 		case <-ctx.Done():
 			return
@@ -292,8 +351,21 @@ func (rd *reader) supervise(ctx context.Context) {
 				rd.r.log.Warn("consumer not reset yet", "err", err, "in_flight", rd.inflight)
 			}
 			continue
+		case <-rd.watchEnd:
+			rd.watching = false
+			continue
+		case <-rd.led:
+			if !want {
+				continue
+			}
+			now = true
 		case <-rd.kick:
 			kicked = true
+			if !rd.watching {
+				// Silent consumer leader: watch for the stream's election.
+				rd.watching = true
+				go rd.watchStream(wctx)
+			}
 		case <-rd.gap:
 			// A lost delivery (its connection died): NAK it, so that the
 			// consumer's leader redelivers it now rather than after its
@@ -322,11 +394,11 @@ func (rd *reader) supervise(ctx context.Context) {
 			rd.r.log.Info("resetting the consumer", "quiet_for", time.Since(last).Round(time.Millisecond),
 				"waiting_for", rd.r.led.waiting(), "from_seq", next)
 		case want:
-			// Still unanswered or failed: hedge or retry below.
+			// Still unanswered or failed: retry below once it ended.
 		default:
 			continue
 		}
-		rd.launch(ctx, !want && (ended || (stalled && !kicked)))
+		rd.launch(ctx, !want && (ended || (stalled && !kicked)), now, ended)
 		want = true
 	}
 }

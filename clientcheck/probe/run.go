@@ -643,6 +643,11 @@ func (r *runner) publishOne(ctx context.Context, js jetstream.JetStream, n int, 
 			return fmt.Errorf("message %d (attempt %d): %w", n, attempt, err)
 		}
 		r.log.Debug("publish attempt failed", "n", n, "attempt", attempt, "dropped", dropped, "after", time.Since(t0), "err", err)
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeStoreFailed && roomFull(apiErr) {
+			// No fault ends this: say so at once rather than after stallLimit.
+			return fmt.Errorf("message %d: the room is full (%s): it rejects new messages until old ones expire", n, apiErr.Description)
+		}
 		if (permanent(err) || r.hasViolations()) && time.Since(*lastProgress) > stallLimit {
 			return fmt.Errorf("message %d: no progress for %s: %w%s", n, time.Since(*lastProgress).Round(time.Millisecond), err, r.violationHint())
 		}
@@ -689,9 +694,24 @@ func permanent(err error) bool {
 	return false
 }
 
-// jsErrCodeStreamMismatch is "expected stream does not match" (nats.go has
-// no constant for it).
-const jsErrCodeStreamMismatch jetstream.ErrorCode = 10060
+// roomFull reports a room stream at its MaxBytes or MaxMsgs: it discards
+// new messages (DiscardNew, see api.RoomStreamConfig) and stays full until
+// old ones age out, so every publish is refused at once with a 503
+// (10077) that looks transient. Retried as one, it hung TestFailoverKill,
+// which reused one room until its 16 MiB were used up (~25 runs of 1200
+// messages), with every node up and nothing in their logs above debug.
+func roomFull(apiErr *jetstream.APIError) bool {
+	d := apiErr.Description
+	return strings.Contains(d, "maximum bytes exceeded") || strings.Contains(d, "maximum messages exceeded")
+}
+
+// Error codes nats.go has no constant for: "expected stream does not
+// match" and a failed store, whose description says why (a full stream:
+// "maximum bytes exceeded", "maximum messages exceeded").
+const (
+	jsErrCodeStreamMismatch jetstream.ErrorCode = 10060
+	jsErrCodeStoreFailed    jetstream.ErrorCode = 10077
+)
 
 // drain waits until every acked message was received, Drain passes or ctx
 // ends.
