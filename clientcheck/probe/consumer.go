@@ -42,13 +42,10 @@ import (
 // received, and then pulls afresh at once (pulls waiting at a dead
 // consumer leader are otherwise re-sent only after two missed
 // heartbeats). The reset runs beside the supervisor, one attempt at a
-// time, each starting at the next node; while one is wanted the reader
-// watches the stream's info and sends a second attempt the moment the
-// stream names a leader (see supervise, launch, watchStream). When the
-// stream's
-// leader dies, the consumer's leader dies with it; the control plane then
-// replaces the consumer as soon as the stream has elected a new leader,
-// instead of waiting for the consumer's own raft election (4-9 s,
+// time, each starting at the next node (see supervise, launch). When the
+// stream's leader dies, the consumer's leader dies with it; the control
+// plane then replaces the consumer as soon as the stream has elected a new
+// leader, instead of waiting for the consumer's own raft election (4-9 s,
 // independent of the stream's).
 //
 // Delivery is at least once; the reader hands messages on in stream order
@@ -78,16 +75,11 @@ type reader struct {
 	restarts int // resets and restarts
 
 	// Control-plane resets run beside the supervisor, never in it (see
-	// supervise): inflight counts the attempts running (at most two),
+	// supervise): inflight counts the attempts running (at most one),
 	// tries rotates the node each one asks first.
 	results  chan error
 	inflight int
 	tries    int
-	// led is told when the room stream answers with a leader again (see
-	// watchStream); watching is the supervisor's: a watch is running.
-	led      chan struct{}
-	watching bool
-	watchEnd chan struct{}
 	// seen are the envelope ids handed on: an envelope stored again (a
 	// replay, whoever published it) is counted and dropped.
 	seen e2e.Replays
@@ -117,20 +109,11 @@ const (
 	pullBatch = 128
 	// infoTimeout bounds the consumer info a restart asks first.
 	infoTimeout = time.Second
-	// watchEvery, watchTimeout: while a reset is wanted, STREAM.INFO (a
-	// member may read its room stream's) is asked this often, each
-	// waiting this long: a leaderless stream does not answer, so the
-	// first answer naming a leader marks the stream's election, and a
-	// reset goes out at once (the one in flight may wait behind a dead
-	// node).
-	watchEvery   = 100 * time.Millisecond
-	watchTimeout = 500 * time.Millisecond
 )
 
 func newReader(r *runner) *reader {
 	return &reader{r: r, first: 1, kick: make(chan struct{}, 1), gap: make(chan struct{}, 1), nak: make(chan struct{}, 1),
-		results: make(chan error, 4), led: make(chan struct{}, 1), watchEnd: make(chan struct{}, 1),
-		held: map[uint64]heldMsg{}}
+		results: make(chan error, 1), held: map[uint64]heldMsg{}}
 }
 
 // start asks the control plane for the consumer (starting at first) and
@@ -228,15 +211,15 @@ func (rd *reader) resetOnce(ctx context.Context, skip int, ended bool) error {
 }
 
 // launch starts a reset attempt beside the supervisor unless one is
-// running; now (the room stream just answered with a leader) adds a
-// second one beside it: the one running was sent before the election and
-// may wait behind a dead node for the server's whole budget. It is not
-// cancelled: the server's handler ends with the request, and one cut
-// between the delete and the create of a replacement leaves no consumer.
-// counted makes it count in the report; ended restarts a consume loop
-// that ended. Its result arrives on rd.results.
-func (rd *reader) launch(ctx context.Context, counted, now, ended bool) {
-	if rd.inflight > 1 || (rd.inflight == 1 && !now) {
+// running. Never more than one, and never cancelled: concurrent resets
+// answered by different nodes each replace the consumer (seen once with a
+// second attempt sent at the stream's election: the consumer then had no
+// leader for 27 s), and a request cut between the delete and the create
+// of a replacement leaves no consumer (the server's handler ends with the
+// request). counted makes it count in the report; ended restarts a
+// consume loop that ended. Its result arrives on rd.results.
+func (rd *reader) launch(ctx context.Context, counted, ended bool) {
+	if rd.inflight > 0 {
 		return
 	}
 	rd.mu.Lock()
@@ -265,33 +248,6 @@ func (rd *reader) reconnected() {
 	select {
 	case rd.nak <- struct{}{}:
 	default:
-	}
-}
-
-// watchStream asks for the room stream's info every watchEvery until it
-// names a leader or ctx ends, then tells rd.led; it ends by telling
-// rd.watchEnd. The consumer's leader went silent: when it died with the
-// stream's leader, the control plane can replace the consumer only once
-// the stream has a new one, and a reset sent right then saves waiting
-// for the attempt in flight to time out (it may wait behind a dead node).
-func (rd *reader) watchStream(ctx context.Context) {
-	defer func() { rd.watchEnd <- struct{}{} }()
-	for ctx.Err() == nil {
-		sctx, cancel := context.WithTimeout(ctx, watchTimeout)
-		st, err := rd.js.Stream(sctx, rd.r.stream)
-		cancel()
-		if err == nil && st.CachedInfo().Cluster != nil && st.CachedInfo().Cluster.Leader != "" {
-			rd.r.log.Debug("room stream has a leader", "leader", st.CachedInfo().Cluster.Leader)
-			select {
-			case rd.led <- struct{}{}:
-			default:
-			}
-			return
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(watchEvery):
-		}
 	}
 }
 
@@ -330,15 +286,8 @@ func (rd *reader) supervise(ctx context.Context) {
 		}
 	}()
 	want := false // a reset is wanted and none succeeded yet
-	wctx, stopWatch := context.WithCancel(ctx)
-	defer func() {
-		stopWatch()
-		if rd.watching {
-			<-rd.watchEnd
-		}
-	}()
 	for {
-		kicked, now := false, false
+		kicked := false
 		select {
 		case <-ctx.Done():
 			return
@@ -351,21 +300,8 @@ func (rd *reader) supervise(ctx context.Context) {
 				rd.r.log.Warn("consumer not reset yet", "err", err, "in_flight", rd.inflight)
 			}
 			continue
-		case <-rd.watchEnd:
-			rd.watching = false
-			continue
-		case <-rd.led:
-			if !want {
-				continue
-			}
-			now = true
 		case <-rd.kick:
 			kicked = true
-			if !rd.watching {
-				// Silent consumer leader: watch for the stream's election.
-				rd.watching = true
-				go rd.watchStream(wctx)
-			}
 		case <-rd.gap:
 			// A lost delivery (its connection died): NAK it, so that the
 			// consumer's leader redelivers it now rather than after its
@@ -398,7 +334,7 @@ func (rd *reader) supervise(ctx context.Context) {
 		default:
 			continue
 		}
-		rd.launch(ctx, !want && (ended || (stalled && !kicked)), now, ended)
+		rd.launch(ctx, !want && (ended || (stalled && !kicked)), ended)
 		want = true
 	}
 }
