@@ -211,17 +211,62 @@ func (a *API) AddMember(ctx context.Context, roomID, signPub string, key []byte)
 // room's stream: created if missing; with from > 0, delivery (re)starts at
 // stream sequence from.
 func (a *API) Consumer(ctx context.Context, roomID string, from uint64) (api.RoomConsumer, error) {
-	return a.ConsumerVia(ctx, roomID, from, 0)
+	var c api.RoomConsumer
+	err := a.do(ctx, http.MethodPost, roomPath(api.PathConsumer, roomID), api.ConsumerRequest{DeliverFromSeq: from}, &c)
+	return c, err
 }
 
-// ConsumerVia is Consumer trying the URLs from the skip-th after the
-// preferred one. Concurrent attempts that each start at another node do not
-// all queue up behind the same slow one (a node whose request waits for an
-// election of the nonce bucket can take the server's whole budget).
-func (a *API) ConsumerVia(ctx context.Context, roomID string, from uint64, skip int) (api.RoomConsumer, error) {
+// ConsumerVia asks for the consumer reset as Consumer does, for the
+// reader's resets after a failover: it asks the nodes from the skip-th
+// after the preferred one, gives each at most try (0: the client's
+// timeout), and sends each its own idempotency key. A reset is idempotent
+// by itself (restart at from), and a node whose earlier attempt was cut
+// short may still hold the first key as "still running" (409). A node
+// whose request waits for an election it does not need (seen: one
+// answering nothing for 10 s while another node could serve) then costs
+// try, not the whole call; the handler ends with the cut request.
+func (a *API) ConsumerVia(ctx context.Context, roomID string, from uint64, skip int, try time.Duration) (api.RoomConsumer, error) {
 	var c api.RoomConsumer
-	err := a.doFrom(ctx, http.MethodPost, roomPath(api.PathConsumer, roomID), identity.NewIdempotencyKey(), api.ConsumerRequest{DeliverFromSeq: from}, &c, skip)
-	return c, err
+	path := roomPath(api.PathConsumer, roomID)
+	body, err := json.Marshal(api.ConsumerRequest{DeliverFromSeq: from})
+	if err != nil {
+		return c, err
+	}
+	cluster, err := a.clusterName(ctx)
+	if err != nil {
+		return c, fmt.Errorf("POST %s: %w", path, err)
+	}
+	a.mu.Lock()
+	start := a.next + skip%len(a.urls)
+	a.mu.Unlock()
+	var errs []error
+	for i := range a.urls {
+		idx := (start + i) % len(a.urls)
+		tctx, cancel := ctx, context.CancelFunc(func() {})
+		if try > 0 {
+			tctx, cancel = context.WithTimeout(ctx, try)
+		}
+		data, err := a.once(tctx, a.urls[idx], http.MethodPost, path, body, cluster, identity.NewIdempotencyKey())
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return c, fmt.Errorf("POST %s: %w (%w)", path, ctx.Err(), errors.Join(append(errs, err)...))
+			}
+			var he *HTTPError
+			if errors.As(err, &he) && he.Code < 500 {
+				a.prefer(idx) // the node answered: it is up
+				return c, err
+			}
+			errs = append(errs, err)
+			continue
+		}
+		a.prefer(idx)
+		if err := json.Unmarshal(data, &c); err != nil {
+			return c, fmt.Errorf("POST %s%s: decode: %w", a.urls[idx], path, err)
+		}
+		return c, nil
+	}
+	return c, errors.Join(errs...)
 }
 
 // Me is the caller as the server knows it.
@@ -293,11 +338,6 @@ func (a *API) do(ctx context.Context, method, path string, in, out any) error {
 
 // doKey is do with the caller's idempotency key.
 func (a *API) doKey(ctx context.Context, method, path, idem string, in, out any) error {
-	return a.doFrom(ctx, method, path, idem, in, out, 0)
-}
-
-// doFrom is doKey starting skip URLs after the preferred one.
-func (a *API) doFrom(ctx context.Context, method, path, idem string, in, out any, skip int) error {
 	var body []byte
 	if in != nil {
 		var err error
@@ -310,7 +350,7 @@ func (a *API) doFrom(ctx context.Context, method, path, idem string, in, out any
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	a.mu.Lock()
-	start := a.next + skip%len(a.urls)
+	start := a.next
 	a.mu.Unlock()
 	var errs []error
 	for i := range a.urls {

@@ -296,7 +296,8 @@ func TestNewRoomRequest(t *testing.T) {
 
 // TestConsumerViaStartsElsewhere: a reset attempt that skips the preferred
 // node asks the next one first, so the reader's next attempt after one
-// that timed out does not queue up behind the same hung node.
+// that timed out does not queue up behind the same hung node; and a node
+// that hangs costs one try, then the next node is asked.
 func TestConsumerViaStartsElsewhere(t *testing.T) {
 	id := newID(t)
 	release := make(chan struct{})
@@ -324,13 +325,25 @@ func TestConsumerViaStartsElsewhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.SetCluster("c1")
-	rc, err := a.ConsumerVia(context.Background(), "0123456789abcdef", 7, 1)
+	rc, err := a.ConsumerVia(context.Background(), "0123456789abcdef", 7, 1, 0)
 	if err != nil || rc.Consumer != "u_x" {
 		t.Fatalf("ConsumerVia skip 1: %+v, %v", rc, err)
 	}
 	mu.Lock()
-	defer mu.Unlock()
 	if asked["slow"] != 0 || asked["fast"] != 1 {
 		t.Errorf("asked %v; want only the node after the preferred one", asked)
+	}
+	mu.Unlock()
+	// Starting at the node that hangs: its try runs out and the next one
+	// answers.
+	a.prefer(0)
+	rc, err = a.ConsumerVia(context.Background(), "0123456789abcdef", 7, 0, 50*time.Millisecond)
+	if err != nil || rc.Consumer != "u_x" {
+		t.Fatalf("ConsumerVia past a hung node: %+v, %v", rc, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if asked["slow"] != 1 || asked["fast"] != 2 {
+		t.Errorf("asked %v; want the hung node once, then the next one", asked)
 	}
 }

@@ -109,6 +109,14 @@ const (
 	pullBatch = 128
 	// infoTimeout bounds the consumer info a restart asks first.
 	infoTimeout = time.Second
+	// resetTry bounds a reset's request to one node (the attempt asks the
+	// next one after it, within apiTimeout in all). The server answers a
+	// reset in about a second, or 503 after ~1 s while the stream has no
+	// leader; it waits longer only for the elections of groups it needs
+	// (the nonces and rooms buckets, the meta layer), and those go on while
+	// the next node is asked. One node answered nothing for 10 s twice in
+	// a row while the stream had a leader: that outlasted the drain.
+	resetTry = 2500 * time.Millisecond
 )
 
 func newReader(r *runner) *reader {
@@ -199,7 +207,7 @@ func (rd *reader) resetOnce(ctx context.Context, skip int, ended bool) error {
 	}
 	rctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
-	rc, err := rd.r.api.ConsumerVia(rctx, rd.r.room.ID, from, skip)
+	rc, err := rd.r.api.ConsumerVia(rctx, rd.r.room.ID, from, skip, resetTry)
 	if err != nil {
 		return fmt.Errorf("reset the room consumer to sequence %d: %w", from, err)
 	}
