@@ -80,6 +80,7 @@ type reader struct {
 	results  chan error
 	inflight int
 	tries    int
+	failed   int // attempts failed in a row: each gives a node longer
 	// seen are the envelope ids handed on: an envelope stored again (a
 	// replay, whoever published it) is counted and dropped.
 	seen e2e.Replays
@@ -115,7 +116,9 @@ const (
 	// leader; it waits longer only for the elections of groups it needs
 	// (the nonces and rooms buckets, the meta layer), and those go on while
 	// the next node is asked. One node answered nothing for 10 s twice in
-	// a row while the stream had a leader: that outlasted the drain.
+	// a row while the stream had a leader: that outlasted the drain. Each
+	// attempt that fails gives the next one resetTry more per node (see
+	// launch), up to apiTimeout.
 	resetTry = 2500 * time.Millisecond
 )
 
@@ -192,7 +195,7 @@ func (rd *reader) consumeFrom(cons jetstream.Consumer, name string) error {
 // replacement deleted the one the loop read and made it anew), a fresh
 // Consume is all it takes, and the control plane is not asked. It runs
 // beside the supervisor (see launch).
-func (rd *reader) resetOnce(ctx context.Context, skip int, ended bool) error {
+func (rd *reader) resetOnce(ctx context.Context, skip int, ended bool, try time.Duration) error {
 	rd.mu.Lock()
 	from, cons := rd.next, rd.cons
 	rd.mu.Unlock()
@@ -207,7 +210,7 @@ func (rd *reader) resetOnce(ctx context.Context, skip int, ended bool) error {
 	}
 	rctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
-	rc, err := rd.r.api.ConsumerVia(rctx, rd.r.room.ID, from, skip, resetTry)
+	rc, err := rd.r.api.ConsumerVia(rctx, rd.r.room.ID, from, skip, try)
 	if err != nil {
 		return fmt.Errorf("reset the room consumer to sequence %d: %w", from, err)
 	}
@@ -240,7 +243,10 @@ func (rd *reader) launch(ctx context.Context, counted, ended bool) {
 	rd.inflight++
 	skip := rd.tries
 	rd.tries++
-	go func() { rd.results <- rd.resetOnce(ctx, skip, ended) }()
+	// Each failed attempt in a row gives a node resetTry longer: a server
+	// that needs more than resetTry for every request is served too.
+	try := min(resetTry*time.Duration(1+rd.failed), apiTimeout)
+	go func() { rd.results <- rd.resetOnce(ctx, skip, ended, try) }()
 }
 
 // reconnected is called after a reconnect. It asks the control plane for
@@ -301,6 +307,11 @@ func (rd *reader) supervise(ctx context.Context) {
 			return
 		case err := <-rd.results:
 			rd.inflight--
+			if err == nil {
+				rd.failed = 0
+			} else {
+				rd.failed++
+			}
 			switch {
 			case err == nil:
 				want = false
