@@ -3,6 +3,7 @@ package specs
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -136,6 +137,9 @@ var _ = Describe("Crash: SIGKILL and SIGSTOP mid-stream", Ordered, ContinueOnFai
 		cfg := probe.Config{
 			Servers: servers, APIURLs: apis, CA: t.ClientCA, Cert: t.OperatorCert, Key: t.OperatorKey,
 			Identity: who, Count: count, Rate: rate, Room: room,
+			// The client's own account of a failover (resets, NAKs, consume
+			// loop errors), shown with a failed spec.
+			Log: slog.New(slog.NewTextHandler(GinkgoWriter, &slog.HandlerOptions{Level: slog.LevelDebug})),
 			OnAcked: func(n int, server string) {
 				if n == at {
 					signal <- server

@@ -216,6 +216,59 @@ func (a *API) Consumer(ctx context.Context, roomID string, from uint64) (api.Roo
 	return c, err
 }
 
+// ConsumerVia asks for the consumer reset as Consumer does, for the
+// reader's resets after a failover: it asks the nodes from the skip-th
+// after the preferred one, gives each at most try (0: the client's
+// timeout), and sends each its own idempotency key. A reset is idempotent
+// by itself (restart at from), and a node whose earlier attempt was cut
+// short may still hold the first key as "still running" (409). A node
+// whose request waits for an election it does not need (seen: one
+// answering nothing for 10 s while another node could serve) then costs
+// try, not the whole call; the handler ends with the cut request.
+func (a *API) ConsumerVia(ctx context.Context, roomID string, from uint64, skip int, try time.Duration) (api.RoomConsumer, error) {
+	var c api.RoomConsumer
+	path := roomPath(api.PathConsumer, roomID)
+	body, err := json.Marshal(api.ConsumerRequest{DeliverFromSeq: from})
+	if err != nil {
+		return c, err
+	}
+	cluster, err := a.clusterName(ctx)
+	if err != nil {
+		return c, fmt.Errorf("POST %s: %w", path, err)
+	}
+	a.mu.Lock()
+	start := a.next + skip%len(a.urls)
+	a.mu.Unlock()
+	var errs []error
+	for i := range a.urls {
+		idx := (start + i) % len(a.urls)
+		tctx, cancel := ctx, context.CancelFunc(func() {})
+		if try > 0 {
+			tctx, cancel = context.WithTimeout(ctx, try)
+		}
+		data, err := a.once(tctx, a.urls[idx], http.MethodPost, path, body, cluster, identity.NewIdempotencyKey())
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return c, fmt.Errorf("POST %s: %w (%w)", path, ctx.Err(), errors.Join(append(errs, err)...))
+			}
+			var he *HTTPError
+			if errors.As(err, &he) && he.Code < 500 {
+				a.prefer(idx) // the node answered: it is up
+				return c, err
+			}
+			errs = append(errs, err)
+			continue
+		}
+		a.prefer(idx)
+		if err := json.Unmarshal(data, &c); err != nil {
+			return c, fmt.Errorf("POST %s%s: decode: %w", a.urls[idx], path, err)
+		}
+		return c, nil
+	}
+	return c, errors.Join(errs...)
+}
+
 // Me is the caller as the server knows it.
 func (a *API) Me(ctx context.Context) (api.Me, error) {
 	var m api.Me

@@ -293,3 +293,57 @@ func TestNewRoomRequest(t *testing.T) {
 		t.Fatal("opened with another salt")
 	}
 }
+
+// TestConsumerViaStartsElsewhere: a reset attempt that skips the preferred
+// node asks the next one first, so the reader's next attempt after one
+// that timed out does not queue up behind the same hung node; and a node
+// that hangs costs one try, then the next node is asked.
+func TestConsumerViaStartsElsewhere(t *testing.T) {
+	id := newID(t)
+	release := make(chan struct{})
+	var mu sync.Mutex
+	asked := map[string]int{}
+	node := func(name string, hang bool) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == api.PathCluster {
+				_ = json.NewEncoder(w).Encode(api.ClusterInfo{Cluster: "c1"})
+				return
+			}
+			mu.Lock()
+			asked[name]++
+			mu.Unlock()
+			if hang {
+				<-release // a request waiting out a bucket election
+			}
+			_ = json.NewEncoder(w).Encode(api.RoomConsumer{Room: "0123456789abcdef", Consumer: "u_x", DeliverFromSeq: 7})
+		})
+	}
+	slow, fast := tlsServer(t, node("slow", true)), tlsServer(t, node("fast", false))
+	t.Cleanup(func() { close(release) })
+	a, err := NewAPI([]string{slow.URL, fast.URL}, caFile(t, slow, fast), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.SetCluster("c1")
+	rc, err := a.ConsumerVia(context.Background(), "0123456789abcdef", 7, 1, 0)
+	if err != nil || rc.Consumer != "u_x" {
+		t.Fatalf("ConsumerVia skip 1: %+v, %v", rc, err)
+	}
+	mu.Lock()
+	if asked["slow"] != 0 || asked["fast"] != 1 {
+		t.Errorf("asked %v; want only the node after the preferred one", asked)
+	}
+	mu.Unlock()
+	// Starting at the node that hangs: its try runs out and the next one
+	// answers.
+	a.prefer(0)
+	rc, err = a.ConsumerVia(context.Background(), "0123456789abcdef", 7, 0, 50*time.Millisecond)
+	if err != nil || rc.Consumer != "u_x" {
+		t.Fatalf("ConsumerVia past a hung node: %+v, %v", rc, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if asked["slow"] != 1 || asked["fast"] != 2 {
+		t.Errorf("asked %v; want the hung node once, then the next one", asked)
+	}
+}

@@ -39,12 +39,13 @@ import (
 // gap within nakWait, when the consumer's heartbeats stop, and whenever
 // acked messages stop arriving for stallAfter, the reader asks the control
 // plane to reset the consumer to the first stream sequence it has not yet
-// received, retrying every superviseEvery until it succeeds, and then
-// pulls afresh at once (pulls waiting at a dead consumer leader are
-// otherwise re-sent only after two missed heartbeats). When the stream's
-// leader dies, the consumer's leader dies with it; the control plane then
-// replaces the consumer as soon as the stream has elected a new leader,
-// instead of waiting for the consumer's own raft election (4-9 s,
+// received, and then pulls afresh at once (pulls waiting at a dead
+// consumer leader are otherwise re-sent only after two missed
+// heartbeats). The reset runs beside the supervisor, one attempt at a
+// time, each starting at the next node (see supervise, launch). When the
+// stream's leader dies, the consumer's leader dies with it; the control
+// plane then replaces the consumer as soon as the stream has elected a new
+// leader, instead of waiting for the consumer's own raft election (4-9 s,
 // independent of the stream's).
 //
 // Delivery is at least once; the reader hands messages on in stream order
@@ -72,6 +73,14 @@ type reader struct {
 	// a NAK for a sequence that never arrived (see nakMissing).
 	ackTmpl  string
 	restarts int // resets and restarts
+
+	// Control-plane resets run beside the supervisor, never in it (see
+	// supervise): inflight counts the attempts running (at most one),
+	// tries rotates the node each one asks first.
+	results  chan error
+	inflight int
+	tries    int
+	failed   int // attempts failed in a row: each gives a node longer
 	// seen are the envelope ids handed on: an envelope stored again (a
 	// replay, whoever published it) is counted and dropped.
 	seen e2e.Replays
@@ -99,11 +108,23 @@ const (
 	// the stream) is skipped after this long.
 	skipAfter = 15 * time.Second
 	pullBatch = 128
+	// infoTimeout bounds the consumer info a restart asks first.
+	infoTimeout = time.Second
+	// resetTry bounds a reset's request to one node (the attempt asks the
+	// next one after it, within apiTimeout in all). The server answers a
+	// reset in about a second, or 503 after ~1 s while the stream has no
+	// leader; it waits longer only for the elections of groups it needs
+	// (the nonces and rooms buckets, the meta layer), and those go on while
+	// the next node is asked. One node answered nothing for 10 s twice in
+	// a row while the stream had a leader: that outlasted the drain. Each
+	// attempt that fails gives the next one resetTry more per node (see
+	// launch), up to apiTimeout.
+	resetTry = 2500 * time.Millisecond
 )
 
 func newReader(r *runner) *reader {
 	return &reader{r: r, first: 1, kick: make(chan struct{}, 1), gap: make(chan struct{}, 1), nak: make(chan struct{}, 1),
-		held: map[uint64]heldMsg{}}
+		results: make(chan error, 1), held: map[uint64]heldMsg{}}
 }
 
 // start asks the control plane for the consumer (starting at first) and
@@ -166,33 +187,66 @@ func (rd *reader) consumeFrom(cons jetstream.Consumer, name string) error {
 	return nil
 }
 
-// reset restarts delivery at the first sequence not yet handed on; a
-// reset for a stall is counted in the report.
-func (rd *reader) reset(ctx context.Context, stalled bool) error {
+// resetOnce asks the control plane, starting at the skip-th node after
+// the preferred one, to restart delivery at the first sequence not yet
+// handed on, and pulls afresh: pull requests sent before the reset may
+// wait at a leader that is gone (or was replaced). It also restarts a
+// consume loop that ended (ended): when the consumer answers its info (a
+// replacement deleted the one the loop read and made it anew), a fresh
+// Consume is all it takes, and the control plane is not asked. It runs
+// beside the supervisor (see launch).
+func (rd *reader) resetOnce(ctx context.Context, skip int, ended bool, try time.Duration) error {
 	rd.mu.Lock()
-	from := rd.next
-	if stalled {
-		rd.restarts++
-	}
-	rd.lastRecv = time.Now()
+	from, cons := rd.next, rd.cons
 	rd.mu.Unlock()
+	if ended && cons != nil {
+		ictx, cancel := context.WithTimeout(ctx, infoTimeout)
+		_, err := cons.Info(ictx)
+		cancel()
+		if err == nil {
+			rd.r.log.Debug("consume loop restarted", "from_seq", from)
+			return rd.consumeFrom(cons, cons.CachedInfo().Name)
+		}
+	}
 	rctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
-	if _, err := rd.r.api.Consumer(rctx, rd.r.room.ID, from); err != nil {
+	rc, err := rd.r.api.ConsumerVia(rctx, rd.r.room.ID, from, skip, try)
+	if err != nil {
 		return fmt.Errorf("reset the room consumer to sequence %d: %w", from, err)
 	}
 	rd.r.log.Debug("consumer reset", "from_seq", from)
-	// Pull requests sent before the reset may wait at a leader that is
-	// gone (or was replaced): pull again now.
-	rd.mu.Lock()
-	cons, name := rd.cons, rd.name
-	rd.mu.Unlock()
-	if cons != nil {
-		if err := rd.consumeFrom(cons, name); err != nil {
-			return err
-		}
+	if cons == nil {
+		return rd.consume(ctx, rc)
 	}
-	return nil
+	return rd.consumeFrom(cons, rc.Consumer)
+}
+
+// launch starts a reset attempt beside the supervisor unless one is
+// running. Never more than one, and never cancelled: concurrent resets
+// answered by different nodes each replace the consumer (seen once with a
+// second attempt sent at the stream's election: the consumer then had no
+// leader for 27 s), and a request cut between the delete and the create
+// of a replacement leaves no consumer (the server's handler ends with the
+// request). counted makes it count in the report; ended restarts a
+// consume loop that ended. Its result arrives on rd.results.
+func (rd *reader) launch(ctx context.Context, counted, ended bool) {
+	if rd.inflight > 0 {
+		return
+	}
+	rd.mu.Lock()
+	if counted {
+		rd.restarts++
+	}
+	// Quiet from now: a stall is judged from the reset on.
+	rd.lastRecv = time.Now()
+	rd.mu.Unlock()
+	rd.inflight++
+	skip := rd.tries
+	rd.tries++
+	// Each failed attempt in a row gives a node resetTry longer: a server
+	// that needs more than resetTry for every request is served too.
+	try := min(resetTry*time.Duration(1+rd.failed), apiTimeout)
+	go func() { rd.results <- rd.resetOnce(ctx, skip, ended, try) }()
 }
 
 // reconnected is called after a reconnect. It asks the control plane for
@@ -232,16 +286,39 @@ func (rd *reader) hasGap() bool {
 }
 
 // supervise resets the consumer on a gap, a silent leader or a stall, and
-// restarts a consume loop that ended, until ctx ends.
+// restarts a consume loop that ended, until ctx ends. It never waits for
+// the control plane itself: a reset is launched beside it, one at a time (see
+// launch), so one slow request cannot hold up the next attempt, NAKs or
+// the stall check (a reset blocked for its whole 10 s budget twice in a
+// row outlasted the drain: the kill9 room-leader stall).
 func (rd *reader) supervise(ctx context.Context) {
 	t := time.NewTicker(superviseEvery)
 	defer t.Stop()
-	retry := false // a reset failed: try again on every tick
+	defer func() {
+		for ; rd.inflight > 0; rd.inflight-- {
+			<-rd.results
+		}
+	}()
+	want := false // a reset is wanted and none succeeded yet
 	for {
 		kicked := false
 		select {
 		case <-ctx.Done():
 			return
+		case err := <-rd.results:
+			rd.inflight--
+			if err == nil {
+				rd.failed = 0
+			} else {
+				rd.failed++
+			}
+			switch {
+			case err == nil:
+				want = false
+			case ctx.Err() == nil:
+				rd.r.log.Warn("consumer not reset yet", "err", err, "in_flight", rd.inflight)
+			}
+			continue
 		case <-rd.kick:
 			kicked = true
 		case <-rd.gap:
@@ -255,7 +332,6 @@ func (rd *reader) supervise(ctx context.Context) {
 			rd.nakMissing(ctx)
 			continue
 		case <-t.C:
-			kicked = retry
 		}
 		rd.skipStuckGap()
 		oldest := rd.r.led.oldestWaiting()
@@ -265,28 +341,20 @@ func (rd *reader) supervise(ctx context.Context) {
 		stalled := !oldest.IsZero() && time.Since(oldest) > stallAfter && time.Since(last) > stallAfter
 		ended := cc == nil || isClosed(cc)
 		switch {
-		case ended:
+		case ended && !want:
 			rd.r.log.Info("restarting the consume loop", "after_seq", next-1)
-			rd.mu.Lock()
-			rd.restarts++
-			rd.mu.Unlock()
-			if err := rd.start(ctx); err != nil && ctx.Err() == nil {
-				rd.r.log.Warn("consume loop not restarted yet", "err", err)
-			}
-			continue
-		case kicked:
+		case kicked && !want:
 			rd.r.log.Debug("resetting the consumer", "from_seq", next)
-		case stalled:
+		case stalled && !want:
 			rd.r.log.Info("resetting the consumer", "quiet_for", time.Since(last).Round(time.Millisecond),
 				"waiting_for", rd.r.led.waiting(), "from_seq", next)
+		case want:
+			// Still unanswered or failed: retry below once it ended.
 		default:
 			continue
 		}
-		err := rd.reset(ctx, stalled && !kicked)
-		retry = err != nil
-		if err != nil && ctx.Err() == nil {
-			rd.r.log.Warn("consumer not reset yet", "err", err)
-		}
+		rd.launch(ctx, !want && (ended || (stalled && !kicked)), ended)
+		want = true
 	}
 }
 

@@ -85,18 +85,28 @@ func TestFailoverKill(t *testing.T) {
 	user := clustertest.AddUser(ctx, t, c, "probe")
 	tf := c.TLS()
 	base := probe.Config{CA: tf.ClientCA, Cert: tf.OperatorCert, Key: tf.OperatorKey,
-		Identity: user, Count: 1200, Rate: 300, Log: log, Drain: 20 * time.Second,
-		Room: "failover-kill-" + strconv.FormatInt(time.Now().UnixNano()%1e6, 10)}
+		Identity: user, Count: 1200, Rate: 300, Log: log, Drain: 20 * time.Second}
 	for _, n := range c.Nodes() {
 		base.Servers = append(base.Servers, n.ClientURL())
 		base.APIURLs = append(base.APIURLs, strings.TrimSuffix(n.HealthzURL(), "/healthz"))
 	}
-	// A first quiet run creates the room (and the consumer).
-	rep, err := probe.Run(ctx, base)
-	if err != nil || !rep.OK() || rep.Lost != 0 {
-		t.Fatalf("first run: err %v report %+v", err, rep)
+	// A room holds 16 MiB (DiscardNew: a full one refuses every publish),
+	// ~25 runs of 1200 messages: each case starts a fresh room, and so
+	// does every roomRuns-th run. A first quiet run creates the room (and
+	// the consumer).
+	const roomRuns = 15
+	var stream string
+	rooms := 0
+	newRoom := func(t *testing.T) {
+		t.Helper()
+		rooms++
+		base.Room = fmt.Sprintf("failover-kill-%d-%d", time.Now().UnixNano()%1e6, rooms)
+		rep, err := probe.Run(ctx, base)
+		if err != nil || !rep.OK() || rep.Lost != 0 {
+			t.Fatalf("first run in room %s: err %v report %+v", base.Room, err, rep)
+		}
+		stream = api.RoomStream(rep.RoomID)
 	}
-	stream := api.RoomStream(rep.RoomID)
 	consumer := authn.RoomConsumer(user.SignPub())
 
 	type result struct {
@@ -190,6 +200,9 @@ func TestFailoverKill(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var gaps, over, quiet []time.Duration
 			for attempt := 0; len(gaps) < runs && attempt < 3*runs; attempt++ {
+				if attempt%roomRuns == 0 {
+					newRoom(t)
+				}
 				res, ok := measure(t, tc.leader)
 				if !ok {
 					// Nothing was killed: the same run without a fault, the

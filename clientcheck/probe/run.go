@@ -599,6 +599,12 @@ func (r *runner) publishAll(ctx context.Context, js jetstream.JetStream) error {
 // with the same message id.
 func (r *runner) publishOne(ctx context.Context, js jetstream.JetStream, n int, msgID string, data []byte, lastProgress *time.Time) error {
 	backoff := time.Duration(0)
+	// refused: since when, and how often since the last warning, attempts
+	// were refused at once (no server-side wait). A refusal that persists
+	// is logged at Warn every errLogEvery: it is not a failover (those end
+	// with an election) and only the server's answer tells what it is.
+	var refused, warned time.Time
+	refusals := 0
 	for attempt := 1; ; attempt++ {
 		down, err := r.cs.waitUp(ctx)
 		if err != nil {
@@ -637,16 +643,31 @@ func (r *runner) publishOne(ctx context.Context, js jetstream.JetStream, n int, 
 			return fmt.Errorf("message %d (attempt %d): %w", n, attempt, err)
 		}
 		r.log.Debug("publish attempt failed", "n", n, "attempt", attempt, "dropped", dropped, "after", time.Since(t0), "err", err)
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeStoreFailed && roomFull(apiErr) {
+			// No fault ends this: say so at once rather than after stallLimit.
+			return fmt.Errorf("message %d: the room is full (%s): it rejects new messages until old ones expire", n, apiErr.Description)
+		}
 		if (permanent(err) || r.hasViolations()) && time.Since(*lastProgress) > stallLimit {
 			return fmt.Errorf("message %d: no progress for %s: %w%s", n, time.Since(*lastProgress).Round(time.Millisecond), err, r.violationHint())
 		}
 		switch {
 		case dropped:
-			backoff = 0 // retry at once on the next connection
+			backoff, refused = 0, time.Time{} // retry at once on the next connection
 		case time.Since(t0) >= r.cfg.PublishTimeout/2:
-			backoff = 0 // the attempt itself took its time
+			backoff, refused = 0, time.Time{} // the attempt itself took its time
 		default:
 			// An immediate refusal (no responders, no stream leader yet).
+			now := time.Now()
+			if refused.IsZero() {
+				refused, warned, refusals = now, now, 0
+			}
+			refusals++
+			if now.Sub(warned) >= errLogEvery {
+				r.log.Warn("publish refused at once, retrying", "n", n, "for", now.Sub(refused).Round(time.Millisecond),
+					"refusals", refusals, "err", err, "server", r.cs.current())
+				warned, refusals = now, 0
+			}
 			backoff = min(max(2*backoff, minBackoff), maxBackoff)
 			if err := sleepUntil(ctx, time.Now().Add(backoff)); err != nil {
 				return fmt.Errorf("message %d (attempt %d): %w", n, attempt, err)
@@ -673,9 +694,24 @@ func permanent(err error) bool {
 	return false
 }
 
-// jsErrCodeStreamMismatch is "expected stream does not match" (nats.go has
-// no constant for it).
-const jsErrCodeStreamMismatch jetstream.ErrorCode = 10060
+// roomFull reports a room stream at its MaxBytes or MaxMsgs: it discards
+// new messages (DiscardNew, see api.RoomStreamConfig) and stays full until
+// old ones age out, so every publish is refused at once with a 503
+// (10077) that looks transient. Retried as one, it hung TestFailoverKill,
+// which reused one room until its 16 MiB were used up (~25 runs of 1200
+// messages), with every node up and nothing in their logs above debug.
+func roomFull(apiErr *jetstream.APIError) bool {
+	d := apiErr.Description
+	return strings.Contains(d, "maximum bytes exceeded") || strings.Contains(d, "maximum messages exceeded")
+}
+
+// Error codes nats.go has no constant for: "expected stream does not
+// match" and a failed store, whose description says why (a full stream:
+// "maximum bytes exceeded", "maximum messages exceeded").
+const (
+	jsErrCodeStreamMismatch jetstream.ErrorCode = 10060
+	jsErrCodeStoreFailed    jetstream.ErrorCode = 10077
+)
 
 // drain waits until every acked message was received, Drain passes or ctx
 // ends.
