@@ -54,7 +54,7 @@ var All = []Claim{
 	{"live-restore", "a disruptive live run restores the operator's binary, unit and config on every node, restarting changed nodes one at a time; every node healthy on the operator's version; spec users revoked", false, true, false},
 	{"kill9-zero-loss", "SIGKILL of the client's node, then of the room stream's leader, mid-stream: every acked message received once, in order; the node restarts on its data and every replica holds the same messages", false, true, true},
 	{"pause-zero-loss", "SIGSTOP of the room stream's leader for 10 s mid-stream: no acked loss or duplicate, the majority writes within election time, the resumed node serves nothing stale", false, true, true},
-	{"partition-fails-closed", "an isolated running node (RST and DROP, R3 and R1) answers 503 and admits nothing within 2 s for 20 s; the majority stays 200 and commits; after the heal its allowlist equals the KV", true, true, true},
+	{"partition-fails-closed", "an isolated running node (RST and DROP, R3 and R1) answers 503 and admits nothing within 2 s for 20 s; the majority stays 200 and commits; after the heal its allowlist equals the KV and every replica of the heartbeat stream catches up within 30 s", true, true, true},
 	{"one-way-partition", "a one-way partition, both directions: only a side that can commit serves, and no users-bucket write acked on one side is missing on the other", true, true, true},
 	{"revoke-under-partition", "a node cut off only from the users leader refuses a user revoked through another node within 2 s (connections closed, connects and signed requests refused), or fails closed", true, true, true},
 	{"certs", "route CA separate from client CA; per-node route and data-plane certs; --force rotates the route CA", true, true, true},
