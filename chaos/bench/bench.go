@@ -537,7 +537,7 @@ func (r *run) faults(ctx context.Context) error {
 		}
 		r.set(rows[fl], orNil(merr == nil, msOf(mg)), orNil(perr == nil, msOf(pg)))
 	}
-	r.note("failover: longest gap between receipts, %d messages at %g/s, fault after message %d; membershipd: clientcheck's probe library; plain: paced publisher retrying with the same Nats-Msg-Id plus an ordered consumer. stop = SIGTERM, kill = SIGKILL of the client's node; leader-kill = SIGKILL of the stream leader",
+	r.note("failover: longest gap between receipts, %d messages at %g/s, fault after message %d; membershipd: clientcheck's probe library; plain: paced publisher retrying with the same Nats-Msg-Id plus an ordered consumer. stop = SIGTERM, kill = SIGKILL of the client's node (on both clusters never the stream's leader); leader-kill = SIGKILL of the stream leader",
 		r.sz.failover.count, r.sz.failover.rate, r.sz.failover.at)
 
 	// Reconnect storm: clients connected with every seed; SIGKILL node 1.

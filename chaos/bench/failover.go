@@ -45,13 +45,26 @@ type failoverShape struct {
 func mFailover(ctx context.Context, c chaos.Cluster, hc *chaos.HealthClient, m *member, f fault, sh failoverShape) (time.Duration, string, error) {
 	cfg := probe.Config{Servers: m.servers, APIURLs: m.apis, CA: c.TLS().ClientCA, Cert: c.TLS().OperatorCert, Key: c.TLS().OperatorKey,
 		Identity: m.id, Count: sh.count, Rate: sh.rate, Drain: 20 * time.Second}
-	var stream string
-	if f == faultLeaderKill {
-		// A room made up front, so the stream (and its leader) is known.
-		if err := m.createRoom(ctx, "bench-"+rand.Text()[:6]); err != nil {
+	// A room made up front, so the stream (and its leader) is known.
+	if err := m.createRoom(ctx, "bench-"+rand.Text()[:6]); err != nil {
+		return 0, "", err
+	}
+	cfg.Room = m.room.Name
+	stream := api.RoomStream(m.room.ID)
+	if f != faultLeaderKill {
+		// stop and kill are about the client's node while the stream's
+		// leader survives (issue 12's ≤ 200 ms case): the client is given
+		// only the other nodes' URLs, so its node is never the leader.
+		leader, err := mStreamLeader(ctx, c, stream)
+		if err != nil {
 			return 0, "", err
 		}
-		cfg.Room, stream = m.room.Name, api.RoomStream(m.room.ID)
+		cfg.Servers = nil
+		for _, n := range c.Nodes() {
+			if n.Name() != leader {
+				cfg.Servers = append(cfg.Servers, n.ClientURL())
+			}
+		}
 	}
 	var (
 		victim   chaos.Node
@@ -185,6 +198,12 @@ func plainFailover(ctx context.Context, p *procPlain, dial func(...nats.Option) 
 	if err != nil {
 		return 0, "", err
 	}
+	if f != faultLeaderKill {
+		// As for membershipd: the client's node is not the stream's leader.
+		if err := plainLeaderAway(ctx, nc, s.stream, nc.ConnectedServerName()); err != nil {
+			return 0, "", err
+		}
+	}
 	cons, err := js.OrderedConsumer(ctx, s.stream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		return 0, "", err
@@ -290,6 +309,26 @@ func plainFailover(ctx context.Context, p *procPlain, dial func(...nats.Option) 
 	mu.Lock()
 	defer mu.Unlock()
 	return longest, note, nil
+}
+
+// plainLeaderAway steps stream's leader down until it is not node (before
+// any timed part of a run).
+func plainLeaderAway(ctx context.Context, nc *nats.Conn, stream, node string) error {
+	for range 20 {
+		leader, err := streamLeader(ctx, nc, stream)
+		if err == nil && leader != node {
+			return nil
+		}
+		if err == nil {
+			_, _ = nc.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+stream, nil)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("stream %s: leader still on %s after 20 step-downs", stream, node)
 }
 
 // plainReady waits until every plain server accepts the user and answers
