@@ -240,6 +240,7 @@ var _ = Describe("Crash: SIGKILL and SIGSTOP mid-stream", Ordered, ContinueOnFai
 
 	It("SIGKILL of the client's node mid-stream: every acked message once, in order; the node restarts on its data and every replica holds the same messages",
 		Claim("claim:kill9-zero-loss"), Disruptive, func(ctx SpecContext) {
+			guard.need("kill")
 			// The client's node only: the stream's leader survives (the
 			// next spec kills the leader). The client is given the other
 			// nodes' URLs.
