@@ -59,7 +59,7 @@ func TestLinkRulesMatchOnlyClusterPorts(t *testing.T) {
 //	UNIBUS_FAULT_NODES=out/vps/nodes.env UNIBUS_FAULT_CERTS=out/vps/certs \
 //	UNIBUS_FAULT_SSH_CONFIG=/run/unibus-vpssim/ssh_config go test -run TestLeaseHeals ./chaos/sshtarget
 //
-// (the sim only under `flock /run/unibus-vpssim.lock`).
+// (one simulated cluster per machine: a second `vps-sim up` is refused).
 func TestLeaseHealsWithoutController(t *testing.T) {
 	nodes := os.Getenv("UNIBUS_FAULT_NODES")
 	if nodes == "" {
