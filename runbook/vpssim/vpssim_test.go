@@ -329,6 +329,28 @@ WantedBy=multi-user.target
 		must(t, "homer", "sudo -n systemctl start dummy && systemctl is-active dummy")
 	})
 
+	// A stop that lands while the supervisor is restarting the service
+	// (here: in ExecStartPre after a crash) must not leave the next
+	// process running without a supervisor: seen once under load as
+	// "Stopped" with no "Stopping", then "address in use" on every start.
+	t.Run("stop during a restart leaves nothing running", func(t *testing.T) {
+		must(t, "homer", "sudo -n tee /etc/systemd/system/slowstart.service >/dev/null", `[Unit]
+Description=vpssim slow start
+[Service]
+ExecStartPre=/bin/sleep 1
+ExecStart=/bin/sleep 2000
+Restart=always
+RestartSec=100ms
+`)
+		must(t, "homer", "sudo -n systemctl start slowstart")
+		pid := must(t, "homer", "systemctl show -p MainPID --value slowstart")
+		must(t, "homer", "sudo -n kill -9 "+pid+" && sleep 0.5 && sudo -n systemctl stop slowstart")
+		time.Sleep(1500 * time.Millisecond) // past the ExecStartPre the stop interrupted
+		if got := must(t, "homer", "systemctl is-active slowstart; pgrep -f 'slee[p] 2000' | wc -l"); got != "inactive\n0" {
+			t.Errorf("after a stop during the restart: %q, want inactive and no service process", got)
+		}
+	})
+
 	t.Run("kill and boot", func(t *testing.T) {
 		if err := s.Kill("homer"); err != nil {
 			t.Fatal(err)

@@ -335,10 +335,20 @@ supervise() {
         break
       fi
     done
+    # A stop that came while this iteration loaded the unit or ran
+    # ExecStartPre: start nothing.
+    [[ -e $STATE/$UNIT.stop ]] && break
     if ((ok)); then
       if spawn "$U_EXEC"; then
         local pid=$!
         echo "$pid" >"/run/$UNIT.pid"
+        # do_stop touches .stop before it looks for the PID file, and we
+        # wrote the PID file before looking for .stop: one of us sees the
+        # other, so a stop racing this spawn never leaves the service
+        # running without its supervisor.
+        if [[ -e $STATE/$UNIT.stop ]]; then
+          kill -s "${U_KILLSIG#SIG}" -- "-$pid" 2>/dev/null || kill -s "${U_KILLSIG#SIG}" "$pid" 2>/dev/null
+        fi
         date +%s >"$STATE/$UNIT.since"
         rm -f "$STATE/$UNIT.result"
         journal "Started ${U_DESC:-$UNIT}."
@@ -406,8 +416,26 @@ do_start() {
   return 0
 }
 
+stop_main() { # stop_main PID: KillSignal to its group, TimeoutStopSec, then SIGKILL
+  local main=$1 t sig=${U_KILLSIG#SIG}
+  journal "Stopping ${U_DESC:-$UNIT}..."
+  kill -s "$sig" -- "-$main" 2>/dev/null || kill -s "$sig" "$main" 2>/dev/null
+  for ((t = $(tenths "$U_TIMEOUT"); t > 0; t--)); do
+    alive "$main" || break
+    sleep 0.1
+  done
+  if alive "$main"; then
+    journal "State 'stop-sigterm' timed out. Killing."
+  fi
+  kill -s KILL -- "-$main" 2>/dev/null # the rest of the service's group, as systemd's final SIGKILL
+  for ((t = 0; t < 50; t++)); do
+    alive "$main" || break
+    sleep 0.1
+  done
+}
+
 do_stop() {
-  local main super t sig
+  local main super t m
   lock_unit
   main=$(main_pid) || main=""
   super=$(super_pid) || super=""
@@ -417,28 +445,24 @@ do_stop() {
   fi
   touch "$STATE/$UNIT.stop"
   load_unit "$UNIT" || true
-  if [[ -n $main ]]; then
-    journal "Stopping ${U_DESC:-$UNIT}..."
-    sig=${U_KILLSIG#SIG}
-    kill -s "$sig" -- "-$main" 2>/dev/null || kill -s "$sig" "$main" 2>/dev/null
-    for ((t = $(tenths "$U_TIMEOUT"); t > 0; t--)); do
-      alive "$main" || break
-      sleep 0.1
-    done
-    if alive "$main"; then
-      journal "State 'stop-sigterm' timed out. Killing."
-    fi
-    kill -s KILL -- "-$main" 2>/dev/null # the rest of the service's group, as systemd's final SIGKILL
-    for ((t = 0; t < 50; t++)); do
-      alive "$main" || break
-      sleep 0.1
-    done
-  fi
+  [[ -n $main ]] && stop_main "$main"
+  # Wait for the supervisor to see .stop. It may be between its own check
+  # and the spawn (loading the unit, ExecStartPre, a restart): a service it
+  # starts now is stopped here too, never left behind without a supervisor
+  # (seen under load: "Stopped" with no "Stopping", then the next start
+  # failed with the old process's port in use).
   for ((t = 0; t < 50; t++)); do
+    if m=$(main_pid) && [[ $m != "$main" ]]; then
+      main=$m
+      stop_main "$main"
+    fi
     [[ -n $super ]] && alive "$super" || break
     sleep 0.1
   done
-  [[ -n $super ]] && alive "$super" && kill -KILL "$super" 2>/dev/null
+  if [[ -n $super ]] && alive "$super"; then
+    kill -KILL "$super" 2>/dev/null
+    m=$(main_pid) && stop_main "$m"
+  fi
   rm -f "/run/$UNIT.pid" "$STATE/$UNIT.super" "$STATE/$UNIT.stop" "$STATE/$UNIT.result" "$STATE/$UNIT.since"
   journal "Stopped ${U_DESC:-$UNIT}."
   return 0
