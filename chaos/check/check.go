@@ -93,7 +93,7 @@ func NeverDenied(tl chaos.Timeline, span, unanswered time.Duration) Result {
 	}
 	late, n, first, bad := tolerated(tl, func(p chaos.Probe) bool { return p.Err != nil && isTimeout(p.Err) })
 	if bad != nil {
-		return fail(name, "at %s: %s", bad.At.Format("15:04:05.000"), *bad)
+		return fail(name, "at %s%s: %s", bad.At.Format("15:04:05.000"), probeGapBefore(tl, bad), *bad)
 	}
 	if late > unanswered {
 		return fail(name, "unanswered probes for %s in total, over the %s budget; %s", late.Round(time.Millisecond), unanswered, first)
@@ -127,6 +127,20 @@ func tolerated(tl chaos.Timeline, ok func(chaos.Probe) bool) (total time.Duratio
 	return total, n, first, nil
 }
 
+// probeGapBefore says how long before bad the previous probe started. The
+// probes run on a fixed interval, so a gap of several intervals means the
+// observer itself was starved, and on the in-process target so were the
+// nodes it shares a process with: a denial then is the gate failing closed
+// on a stalled host, not a healthy majority refused.
+func probeGapBefore(tl chaos.Timeline, bad *chaos.Probe) string {
+	for i := range tl.Probes {
+		if &tl.Probes[i] == bad && i > 0 {
+			return fmt.Sprintf(" (the probe before it %s earlier)", bad.At.Sub(tl.Probes[i-1].At).Round(time.Millisecond))
+		}
+	}
+	return ""
+}
+
 // isTimeout: the probe's request timed out (no answer in time), as opposed
 // to refused or failed.
 func isTimeout(err error) bool {
@@ -150,7 +164,7 @@ func KeepsQuorum(tl chaos.Timeline, span, allowlistBudget time.Duration) Result 
 		return p.Err == nil && p.Code == 503 && allowlistOnly(p.Health.Reason)
 	})
 	if bad != nil {
-		return fail(name, "at %s: %s", bad.At.Format("15:04:05.000"), *bad)
+		return fail(name, "at %s%s: %s", bad.At.Format("15:04:05.000"), probeGapBefore(tl, bad), *bad)
 	}
 	if denied > allowlistBudget {
 		return fail(name, "allowlist-stale denials for %s in total, over the %s budget; %s", denied.Round(time.Millisecond), allowlistBudget, first)

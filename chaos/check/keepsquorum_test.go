@@ -3,6 +3,7 @@ package check
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,6 +54,13 @@ func TestKeepsQuorum(t *testing.T) {
 	failed.Probes[20].Code, failed.Probes[20].Err = 0, errTest
 	if r := KeepsQuorum(failed, 9*time.Second, 2*time.Second); r.OK {
 		t.Errorf("a failed probe passed: %v", r.Reasons)
+	}
+	// A denial after the observer stalled (probes 45-49 missing) still fails, and says how late
+	// its probe was (starvation of the process hosting the nodes).
+	starved := tl(map[int]string{50: "no quorum: last replicated write 1.2s ago; 1 of 4 peers reachable (need 2)"})
+	starved.Probes = append(starved.Probes[:45], starved.Probes[50:]...)
+	if r := KeepsQuorum(starved, 9*time.Second, 2*time.Second); r.OK || !strings.Contains(fmt.Sprint(r.Reasons), "the probe before it 600ms earlier") {
+		t.Errorf("denial after a 600 ms probe gap: OK=%v %v", r.OK, r.Reasons)
 	}
 }
 
