@@ -214,7 +214,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 // cluster and an in-process plain cluster, both in this process.
 func (r *run) steady(ctx context.Context) error {
 	dir := filepath.Join(r.o.Dir, "steady")
-	c, err := inproc.New(inproc.Options{Dir: filepath.Join(dir, "membershipd"), Log: discard()})
+	// Direct routes, as deployed and as the plain cluster's: the specs'
+	// route proxies would add a hop to every raft message.
+	c, err := inproc.New(inproc.Options{Dir: filepath.Join(dir, "membershipd"), Log: discard(), DirectRoutes: true})
 	if err != nil {
 		return err
 	}
@@ -406,7 +408,7 @@ func (r *run) quorum(ctx context.Context) {
 }
 
 func mQuorum(ctx context.Context, dir string) (time.Duration, error) {
-	c, err := inproc.New(inproc.Options{Dir: dir, Log: discard()})
+	c, err := inproc.New(inproc.Options{Dir: dir, Log: discard(), DirectRoutes: true})
 	if err != nil {
 		return 0, err
 	}

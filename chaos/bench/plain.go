@@ -75,8 +75,9 @@ type inprocPlain struct {
 }
 
 // routeMesh puts the plain cluster's routes (listening on routeBase+i)
-// through the same netproxy mesh the membershipd targets use, so both
-// clusters pay the same extra loopback hop per route message.
+// through the same netproxy mesh the membershipd process target uses, so
+// both clusters of the failover rows pay the same extra loopback hop per
+// route message.
 func routeMesh(routeBase int) (*netproxy.Mesh, error) {
 	meshBase, err := chaos.PortBlock(len(plainNames) * len(plainNames))
 	if err != nil {
@@ -98,16 +99,15 @@ func startInprocPlain(dir string, t chaos.TLSFiles, rt plainRoutes, user *identi
 	if err != nil {
 		return nil, err
 	}
-	mesh, err := routeMesh(base + 3)
-	if err != nil {
-		return nil, err
-	}
-	p := &inprocPlain{mesh: mesh}
+	// Direct routes, as deployed: the in-process membershipd cluster of
+	// the steady rows has them too (inproc.Options.DirectRoutes).
+	p := &inprocPlain{}
 	for i, name := range plainNames {
 		var routes []*url.URL
-		for _, r := range mesh.RouteURLsFor(i) {
-			u, _ := url.Parse(r)
-			routes = append(routes, u)
+		for j := range plainNames {
+			if j != i {
+				routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", base+3+j)})
+			}
 		}
 		tlsCfg, err := pki.ServerTLSConfig(t.ServerCert["n1"], t.ServerKey["n1"], t.ClientCA, true)
 		if err != nil {
@@ -125,7 +125,7 @@ func startInprocPlain(dir string, t chaos.TLSFiles, rt plainRoutes, user *identi
 			TLSConfig: tlsCfg, TLSVerify: true, TLSTimeout: 2,
 			Nkeys:     []*server.NkeyUser{{Nkey: user.NKey()}},
 			JetStream: true, StoreDir: filepath.Join(dir, name), SyncAlways: true,
-			Cluster: server.ClusterOpts{Name: "plain", Host: "127.0.0.1", Port: base + 3 + i, PoolSize: -1, Advertise: mesh.AdvertiseFor(i),
+			Cluster: server.ClusterOpts{Name: "plain", Host: "127.0.0.1", Port: base + 3 + i, PoolSize: -1,
 				TLSConfig: routeTLS, TLSTimeout: 2},
 			Routes: routes,
 		})

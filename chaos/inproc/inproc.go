@@ -39,6 +39,10 @@ type Options struct {
 	// Sync is each node's JetStream fsync mode (node.Config.Sync); "" is
 	// the daemon's default.
 	Sync string
+	// DirectRoutes connects the routes to each other as deployed, with no
+	// proxy in between: no extra hop per raft message, so a benchmark
+	// compares like with like. Such a cluster cannot cut routes.
+	DirectRoutes bool
 }
 
 // Cluster is the in-process target.
@@ -96,19 +100,32 @@ func New(o Options) (*Cluster, error) {
 	for i := range names {
 		routeAddrs[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(base+3*i+1))
 	}
-	mesh, err := netproxy.NewMesh(names, routeAddrs, base+3*o.Size, o.Log)
-	if err != nil {
-		return nil, fmt.Errorf("route proxies: %w", err)
+	var mesh *netproxy.Mesh
+	if !o.DirectRoutes {
+		if mesh, err = netproxy.NewMesh(names, routeAddrs, base+3*o.Size, o.Log); err != nil {
+			return nil, fmt.Errorf("route proxies: %w", err)
+		}
 	}
 	c := &Cluster{opts: o, layout: layout, mesh: mesh, log: o.Log}
 	for i, name := range names {
 		nf := layout.Nodes[name]
+		var routes []string
+		advertise := ""
+		if mesh != nil {
+			routes, advertise = mesh.RouteURLsFor(i), mesh.AdvertiseFor(i)
+		} else {
+			for j, a := range routeAddrs {
+				if j != i {
+					routes = append(routes, "nats-route://"+a)
+				}
+			}
+		}
 		cfg := node.Config{
 			Sync: o.Sync,
 			Name: name, Cluster: o.ClusterName, Bind: "127.0.0.1",
 			ClientPort: base + 3*i, RoutePort: base + 3*i + 1, HTTPPort: base + 3*i + 2,
-			Routes:     mesh.RouteURLsFor(i),
-			Advertise:  mesh.AdvertiseFor(i),
+			Routes:     routes,
+			Advertise:  advertise,
 			StoreDir:   filepath.Join(o.Dir, name, "jetstream"),
 			ServerCert: nf.ServerCert, ServerKey: nf.ServerKey, ClientCA: layout.ClientCACert,
 			RouteCert: nf.RouteCert, RouteKey: nf.RouteKey, RouteCA: layout.RouteCACert,
@@ -185,6 +202,9 @@ func RunBinary(ctx context.Context, bin string, args ...string) (chaos.CLIResult
 
 // Isolate implements chaos.Partitioner.
 func (c *Cluster) Isolate(n chaos.Node, mode string) error {
+	if c.mesh == nil {
+		return errNoMesh
+	}
 	m, err := parseMode(mode)
 	if err != nil {
 		return err
@@ -199,10 +219,21 @@ func (c *Cluster) Isolate(n chaos.Node, mode string) error {
 }
 
 // CanFaultLinks implements chaos.LinkFaulter: the mesh does every kind.
-func (c *Cluster) CanFaultLinks(kind chaos.LinkKind) error { return netproxy.CanFault(kind) }
+func (c *Cluster) CanFaultLinks(kind chaos.LinkKind) error {
+	if c.mesh == nil {
+		return errNoMesh
+	}
+	return netproxy.CanFault(kind)
+}
+
+// errNoMesh: a cluster made with DirectRoutes has no proxies to fault.
+var errNoMesh = errors.New("inproc: this cluster's routes are direct (Options.DirectRoutes), with no proxy to cut")
 
 // FaultLinks implements chaos.LinkFaulter on the route proxies.
 func (c *Cluster) FaultLinks(_ context.Context, a, b []chaos.Node, f chaos.LinkFault) (func(context.Context) error, error) {
+	if c.mesh == nil {
+		return nil, errNoMesh
+	}
 	idx := func(ns []chaos.Node) ([]int, error) {
 		out := make([]int, 0, len(ns))
 	next:
@@ -229,10 +260,15 @@ func (c *Cluster) FaultLinks(_ context.Context, a, b []chaos.Node, f chaos.LinkF
 }
 
 // CanPartition implements chaos.Partitioner.
-func (c *Cluster) CanPartition() bool { return true }
+func (c *Cluster) CanPartition() bool { return c.mesh != nil }
 
 // HealAll implements chaos.Partitioner.
-func (c *Cluster) HealAll() error { c.mesh.HealAll(); return nil }
+func (c *Cluster) HealAll() error {
+	if c.mesh != nil {
+		c.mesh.HealAll()
+	}
+	return nil
+}
 
 func parseMode(s string) (netproxy.Mode, error) {
 	switch s {
@@ -252,6 +288,9 @@ func (c *Cluster) Close() error {
 		go func() { defer wg.Done(); _ = n.Stop(context.Background()) }()
 	}
 	wg.Wait()
+	if c.mesh == nil {
+		return nil
+	}
 	return c.mesh.Close()
 }
 
