@@ -159,6 +159,9 @@ func TestRun(t *testing.T) {
 	}
 
 	t.Run("many sessions on one client", func(t *testing.T) {
+		// Each subtest has its own deadline: on a loaded machine the 24
+		// sessions alone took 27 s of one shared 30 s.
+		ctx := ctxT(t)
 		var wg sync.WaitGroup
 		errs := make(chan error, 24)
 		for i := range 24 {
@@ -180,6 +183,7 @@ func TestRun(t *testing.T) {
 	})
 
 	t.Run("cancel signals the command", func(t *testing.T) {
+		ctx := ctxT(t)
 		marker := filepath.Join(e.dir, "cancelled")
 		ready := filepath.Join(e.dir, "trap-set")
 		cctx, cancel := context.WithCancel(ctx)
