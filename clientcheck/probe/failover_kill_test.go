@@ -113,6 +113,8 @@ func TestFailoverKill(t *testing.T) {
 		gap, election, consElection time.Duration
 		victim, consLeader          string
 		bucketsLed                  int // control-plane buckets the victim led at the kill
+		led                         []string
+		killedAt                    time.Time
 	}
 	measure := func(t *testing.T, leaderCase bool) (result, bool) {
 		cfg := base
@@ -152,7 +154,9 @@ func TestFailoverKill(t *testing.T) {
 					if bucketsOnVictim {
 						res.bucketsLed = moveBucketLeaders(ctx, c, victim)
 					}
+					res.led = groupsLed(ctx, c, victim)
 					killed := time.Now()
+					res.killedAt = killed
 					if err := victim.(chaos.Killer).Kill(ctx, 0); err != nil {
 						t.Errorf("kill %s: %v", victim.Name(), err)
 						return
@@ -187,9 +191,9 @@ func TestFailoverKill(t *testing.T) {
 			}
 			waitCurrent(ctx, t, c, stream)
 		}
-		t.Logf("gap %s election %s consumer-leader %s (election %s) victim %s (led %d buckets) reconnects %d restarts %d",
-			res.gap.Round(time.Millisecond), res.election.Round(time.Millisecond), res.consLeader,
-			res.consElection.Round(time.Millisecond), res.victim, res.bucketsLed, len(rep.Reconnects), rep.ConsumerRestarts)
+		t.Logf("gap %s election %s (over by %s) consumer-leader %s (election %s) victim %s killed %s (led %d buckets; led groups %v) reconnects %d restarts %d",
+			res.gap.Round(time.Millisecond), res.election.Round(time.Millisecond), (res.gap - res.election).Round(time.Millisecond), res.consLeader,
+			res.consElection.Round(time.Millisecond), res.victim, res.killedAt.UTC().Format("15:04:05.000"), res.bucketsLed, res.led, len(rep.Reconnects), rep.ConsumerRestarts)
 		return res, !skip
 	}
 
@@ -255,6 +259,25 @@ func leaders(ctx context.Context, c chaos.Cluster, n chaos.Node, stream, consume
 		cons = ci.CachedInfo().Cluster.Leader
 	}
 	return st.CachedInfo().Cluster.Leader, cons
+}
+
+// groupsLed names the raft groups of the control plane (meta, the buckets)
+// that node v leads, from a cluster report (for the run's timeline).
+func groupsLed(ctx context.Context, c chaos.Cluster, v chaos.Node) []string {
+	rep, err := chaos.ClusterReport(ctx, c, v)
+	if err != nil {
+		return []string{"report: " + err.Error()}
+	}
+	var out []string
+	if rep.MetaLeader() == v.Name() {
+		out = append(out, "meta")
+	}
+	for _, b := range rep.Buckets {
+		if b.Leader == v.Name() {
+			out = append(out, b.Bucket)
+		}
+	}
+	return out
 }
 
 // moveBucketLeaders moves the leader of every control-plane bucket to node

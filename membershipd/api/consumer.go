@@ -65,22 +65,31 @@ func RoomConsumerConfig(name string, from uint64) jetstream.ConsumerConfig {
 // finds it. With deliver_from_seq it (re)starts delivery at that stream
 // sequence: a reset in place when the consumer allows it, else the
 // consumer is replaced. Idempotent: the name is fixed per user and room.
-func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Request, body []byte) (int, any) {
-	room, code, v := s.memberRoom(ctx, caller, r.PathValue("room"))
-	if code != 0 {
-		return code, v
-	}
+func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Request, body []byte) (code int, v any) {
 	var req ConsumerRequest
 	if len(strings.TrimSpace(string(body))) > 0 {
 		if err := json.Unmarshal(body, &req); err != nil {
 			return http.StatusBadRequest, Error{Error: "body: " + err.Error()}
 		}
 	}
+	if t, _ := ctx.Value(traceKey{}).(*trace); t != nil && req.DeliverFromSeq != 0 && s.d.Log != nil {
+		// A reset is rare (a client's failover) and its time is the
+		// client's receive gap: say where it went.
+		defer func() {
+			s.d.Log.Info("consumer reset", append([]any{"room", r.PathValue("room"), "from_seq", req.DeliverFromSeq, "code", code}, t.attrs()...)...)
+		}()
+	}
+	room, code, v := s.memberRoom(ctx, caller, r.PathValue("room"))
+	if code != 0 {
+		return code, v
+	}
+	traceStep(ctx, "membership")
 	name := authn.RoomConsumer(caller.SignPub)
 	out := RoomConsumer{Room: room.ID, Stream: room.Stream, Consumer: name}
 	ictx, cancel := context.WithTimeout(ctx, consumerInfoTimeout)
 	c, err := s.d.JS.Consumer(ictx, room.Stream, name)
 	cancel()
+	traceStep(ctx, "consumer info")
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		if code, v := s.createConsumer(ctx, room.Stream, name, req.DeliverFromSeq); code != 0 {
@@ -99,6 +108,7 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 		if !s.allowReset(room.Stream + "." + name) {
 			return http.StatusTooManyRequests, Error{Error: "consumer reset too soon after the last one; retry in a moment"}
 		}
+		traceStep(ctx, "stream led")
 		if code, v := s.replaceConsumer(ctx, room.Stream, name, req.DeliverFromSeq); code != 0 {
 			return code, v
 		}
@@ -118,8 +128,10 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 	out.DeliverFromSeq = req.DeliverFromSeq
 	if req.DeliverFromSeq >= info.Config.OptStartSeq {
 		if _, err := s.d.JS.ResetConsumerToSequence(ctx, room.Stream, name, req.DeliverFromSeq); err == nil {
+			traceStep(ctx, "reset in place")
 			if info.Cluster != nil {
 				s.pinConsumer(ctx, room.Stream, name, info.Cluster.Leader)
+				traceStep(ctx, "pin")
 			}
 			return http.StatusOK, out
 		} else if !isAPIError(err) {
@@ -148,9 +160,11 @@ func (s *Server) replaceConsumer(ctx context.Context, stream, name string, from 
 	if err := s.d.JS.DeleteConsumer(ctx, stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return unavailable("replace consumer", err)
 	}
+	traceStep(ctx, "delete")
 	if code, v := s.createConsumer(ctx, stream, name, from); code != 0 {
 		return code, v
 	}
+	traceStep(ctx, "create")
 	// "Already exists" can come from the deleted one while its removal is
 	// still being applied: make sure the new one is there.
 	cctx, cancel := context.WithTimeout(ctx, consumerInfoTimeout)
@@ -162,6 +176,7 @@ func (s *Server) replaceConsumer(ctx context.Context, stream, name string, from 
 		}
 	}
 	s.pinConsumer(ctx, stream, name, "")
+	traceStep(ctx, "pin")
 	return 0, nil
 }
 

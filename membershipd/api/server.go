@@ -128,16 +128,21 @@ func (s *Server) signed(h handler) http.Handler {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		defer cancel()
+		ctx, _ = withTrace(ctx)
 		if code, err := s.recordNonce(ctx, sr); err != nil {
 			writeJSON(w, code, Error{Error: err.Error()})
 			return
 		}
+		traceStep(ctx, "nonce")
 		if !mutating {
 			code, v := h(ctx, caller, r, body)
 			writeJSON(w, code, v)
 			return
 		}
-		s.idempotent(ctx, w, sr, r, body, func() (int, any) { return h(ctx, caller, r, body) })
+		s.idempotent(ctx, w, sr, r, body, func() (int, any) {
+			traceStep(ctx, "idempotency")
+			return h(ctx, caller, r, body)
+		})
 	})
 }
 
