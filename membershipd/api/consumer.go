@@ -79,16 +79,14 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 			s.d.Log.Info("consumer reset", append([]any{"room", r.PathValue("room"), "from_seq", req.DeliverFromSeq, "code", code}, t.attrs()...)...)
 		}()
 	}
-	room, code, v := s.memberRoom(ctx, caller, r.PathValue("room"))
+	room, code, v := s.consumerRoom(ctx, caller, r.PathValue("room"))
 	if code != 0 {
 		return code, v
 	}
 	traceStep(ctx, "membership")
 	name := authn.RoomConsumer(caller.SignPub)
 	out := RoomConsumer{Room: room.ID, Stream: room.Stream, Consumer: name}
-	ictx, cancel := context.WithTimeout(ctx, consumerInfoTimeout)
-	c, err := s.d.JS.Consumer(ictx, room.Stream, name)
-	cancel()
+	c, led, err := s.consumerOrLeader(ctx, room.Stream, name, req.DeliverFromSeq != 0)
 	traceStep(ctx, "consumer info")
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
@@ -98,7 +96,7 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 		s.pinConsumer(ctx, room.Stream, name, "")
 		out.DeliverFromSeq = max(req.DeliverFromSeq, 1)
 		return http.StatusCreated, out
-	case err != nil && req.DeliverFromSeq != 0 && s.streamLed(ctx, room.Stream):
+	case err != nil && led:
 		// The stream has a leader but the consumer answers nothing: its
 		// leader died with its node, and its followers wait out a raft
 		// election timeout (4-9 s) before one takes over. A new consumer
@@ -108,7 +106,6 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 		if !s.allowReset(room.Stream + "." + name) {
 			return http.StatusTooManyRequests, Error{Error: "consumer reset too soon after the last one; retry in a moment"}
 		}
-		traceStep(ctx, "stream led")
 		if code, v := s.replaceConsumer(ctx, room.Stream, name, req.DeliverFromSeq); code != 0 {
 			return code, v
 		}
@@ -149,7 +146,15 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 // leader answers info in milliseconds, so a longer wait means it is gone.
 const (
 	consumerInfoTimeout = 500 * time.Millisecond
-	streamInfoTimeout   = 500 * time.Millisecond
+	// A reset whose consumer does not answer waits up to resetWait for
+	// the consumer's or the stream's leader, asking both every
+	// resetPoll, each consumer info after the first bounded by
+	// leaderlessInfoTimeout (the consumer has shown it has no leader; a
+	// live one answers in milliseconds). resetWait stays below the
+	// client's time per node (clientcheck's resetTry, 2.5 s).
+	resetWait             = 2 * time.Second
+	resetPoll             = 100 * time.Millisecond
+	leaderlessInfoTimeout = 200 * time.Millisecond
 	// pinTimeout bounds moving the consumer's leader (best effort).
 	pinTimeout = time.Second
 )
@@ -180,9 +185,59 @@ func (s *Server) replaceConsumer(ctx context.Context, stream, name string, from 
 	return 0, nil
 }
 
-// streamLed reports whether the stream answers info with a leader.
-func (s *Server) streamLed(ctx context.Context, stream string) bool {
-	sctx, cancel := context.WithTimeout(ctx, streamInfoTimeout)
+// consumerOrLeader asks for the consumer's info; for a reset it asks the
+// stream's info at the same time, and again every resetPoll until the
+// consumer answers (its raft group has a leader: a reset in place), or it
+// does not while the stream has a leader (led: the consumer's leader died
+// with the stream's, and it is replaced), or resetWait has passed. So a
+// reset sent during the stream's election is answered as soon as the
+// stream has a leader, not at the client's next attempt.
+func (s *Server) consumerOrLeader(ctx context.Context, stream, name string, reset bool) (c jetstream.Consumer, led bool, err error) {
+	if !reset {
+		ictx, cancel := context.WithTimeout(ctx, consumerInfoTimeout)
+		defer cancel()
+		c, err = s.d.JS.Consumer(ictx, stream, name)
+		return c, false, err
+	}
+	deadline := time.Now().Add(resetWait)
+	timeout := consumerInfoTimeout
+	for {
+		round := time.Now()
+		c, led, err = s.consumerAndStream(ctx, stream, name, timeout)
+		if err == nil || errors.Is(err, jetstream.ErrConsumerNotFound) || led {
+			return c, led, err
+		}
+		timeout = leaderlessInfoTimeout
+		wait := time.Until(round.Add(resetPoll))
+		if time.Now().Add(wait).After(deadline) {
+			return nil, false, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false, err
+		case <-time.After(wait):
+		}
+	}
+}
+
+// consumerAndStream asks for the consumer's info (within timeout) and
+// whether the stream has a leader, at once.
+func (s *Server) consumerAndStream(ctx context.Context, stream, name string, timeout time.Duration) (jetstream.Consumer, bool, error) {
+	ledc := make(chan bool, 1)
+	go func() { ledc <- s.streamLedWithin(ctx, stream, max(timeout, leaderlessInfoTimeout)) }()
+	ictx, cancel := context.WithTimeout(ctx, timeout)
+	c, err := s.d.JS.Consumer(ictx, stream, name)
+	cancel()
+	if err == nil || errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return c, false, err
+	}
+	return nil, <-ledc, err
+}
+
+// streamLedWithin reports whether the stream answers info with a leader
+// within timeout.
+func (s *Server) streamLedWithin(ctx context.Context, stream string, timeout time.Duration) bool {
+	sctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	st, err := s.d.JS.Stream(sctx, stream)
 	return err == nil && st.CachedInfo().Cluster != nil && st.CachedInfo().Cluster.Leader != ""
