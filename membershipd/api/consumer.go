@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -150,19 +151,54 @@ const (
 	// the consumer's or the stream's leader, asking both every
 	// resetPoll, each consumer info after the first bounded by
 	// leaderlessInfoTimeout (the consumer has shown it has no leader; a
-	// live one answers in milliseconds). resetWait stays below the
-	// client's time per node (clientcheck's resetTry, 2.5 s).
-	resetWait             = 2 * time.Second
+	// live one answers in milliseconds). resetWait, with the nonce and
+	// a replacement after it, stays below the client's time per node
+	// (clientcheck's resetTry, 2.5 s).
+	resetWait             = 1500 * time.Millisecond
 	resetPoll             = 100 * time.Millisecond
 	leaderlessInfoTimeout = 200 * time.Millisecond
+	// deleteWait bounds a consumer delete's answer (see deleteConsumer).
+	deleteWait = 300 * time.Millisecond
+	// replaceTimeout bounds a replacement (delete, create, pin) that
+	// outlives its request; the meta layer's election is 4-9 s.
+	replaceTimeout = 10 * time.Second
 	// pinTimeout bounds moving the consumer's leader (best effort).
 	pinTimeout = time.Second
 )
 
 // replaceConsumer deletes the consumer and creates it again starting at
-// from, with its leader on the stream's leader.
+// from, with its leader on the stream's leader. The replacement runs to
+// its end (within replaceTimeout) even when the request ends first: a
+// client that gives up and asks the next node would otherwise leave no
+// consumer when cut between the delete and the create. One at a time per
+// consumer on this node: a request meanwhile is answered 503 at once.
 func (s *Server) replaceConsumer(ctx context.Context, stream, name string, from uint64) (int, any) {
-	if err := s.d.JS.DeleteConsumer(ctx, stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	key := stream + "." + name
+	if !s.resets.startReplace(key) {
+		return http.StatusServiceUnavailable, Error{Error: "the consumer is being replaced; retry in a moment"}
+	}
+	type answer struct {
+		code int
+		v    any
+	}
+	done := make(chan answer, 1)
+	go func() {
+		defer s.resets.endReplace(key)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), replaceTimeout)
+		defer cancel()
+		code, v := s.replaceNow(rctx, stream, name, from)
+		done <- answer{code, v}
+	}()
+	select {
+	case a := <-done:
+		return a.code, a.v
+	case <-ctx.Done():
+		return unavailable("replace consumer", fmt.Errorf("%w (the replacement goes on)", ctx.Err()))
+	}
+}
+
+func (s *Server) replaceNow(ctx context.Context, stream, name string, from uint64) (int, any) {
+	if err := s.deleteConsumer(ctx, stream, name); err != nil {
 		return unavailable("replace consumer", err)
 	}
 	traceStep(ctx, "delete")
@@ -183,6 +219,38 @@ func (s *Server) replaceConsumer(ctx context.Context, stream, name string, from 
 	s.pinConsumer(ctx, stream, name, "")
 	traceStep(ctx, "pin")
 	return 0, nil
+}
+
+// deleteConsumer deletes the consumer and returns once it is gone.
+// nats-server answers a consumer's delete only from the consumer's leader,
+// yet applies it through the meta layer: the delete of a consumer whose
+// leader died is done in milliseconds and never answered. So each delete
+// waits deleteWait, then the consumer's info tells whether it is gone
+// (the meta leader answers "not found"), and the delete is sent again
+// until then (one sent while the meta layer had no leader is lost).
+func (s *Server) deleteConsumer(ctx context.Context, stream, name string) error {
+	for {
+		dctx, cancel := context.WithTimeout(ctx, deleteWait)
+		err := s.d.JS.DeleteConsumer(dctx, stream, name)
+		cancel()
+		switch {
+		case err == nil, errors.Is(err, jetstream.ErrConsumerNotFound):
+			return nil
+		case ctx.Err() != nil:
+			return err
+		case isAPIError(err):
+			return err
+		}
+		ictx, cancel := context.WithTimeout(ctx, leaderlessInfoTimeout)
+		_, ierr := s.d.JS.Consumer(ictx, stream, name)
+		cancel()
+		if errors.Is(ierr, jetstream.ErrConsumerNotFound) {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (after %v)", ctx.Err(), err)
+		}
+	}
 }
 
 // consumerOrLeader asks for the consumer's info; for a reset it asks the
@@ -310,10 +378,33 @@ func isAPIError(err error) bool {
 	return errors.As(err, &apiErr)
 }
 
-// resets remembers the last reset of each consumer on this node.
+// resets remembers the last reset of each consumer on this node, and the
+// replacements running.
 type resets struct {
-	mu   sync.Mutex
-	last map[string]time.Time
+	mu        sync.Mutex
+	last      map[string]time.Time
+	replacing map[string]bool
+}
+
+// startReplace reports whether no replacement of key runs here, and marks
+// one running.
+func (r *resets) startReplace(key string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.replacing[key] {
+		return false
+	}
+	if r.replacing == nil {
+		r.replacing = map[string]bool{}
+	}
+	r.replacing[key] = true
+	return true
+}
+
+func (r *resets) endReplace(key string) {
+	r.mu.Lock()
+	delete(r.replacing, key)
+	r.mu.Unlock()
 }
 
 func (s *Server) allowReset(key string) bool {
