@@ -313,40 +313,25 @@ func moveBucketLeaders(ctx context.Context, c chaos.Cluster, to chaos.Node) int 
 	return led
 }
 
-// electionTimes polls STREAM.INFO (and CONSUMER.INFO) through a survivor
-// every 10 ms until the stream, and the consumer, have a leader other than
-// the victim (when the victim led it; else 0).
+// electionTimes measures, through a survivor, the stream's and the
+// consumer's elections after the kill (chaos.ElectionTime: a request every
+// 20 ms, each on its own, so a request sent while there is no leader does
+// not delay the answer to a later one), each when the victim led it (else 0).
 func electionTimes(ctx context.Context, c chaos.Cluster, survivor chaos.Node, stream, consumer, victim, streamLeader, consLeader string, killed time.Time) (time.Duration, time.Duration) {
 	nc, err := chaos.DialInternal(c, survivor, nats.Timeout(time.Second))
 	if err != nil {
 		return -1, -1
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return -1, -1
-	}
 	var se, ce time.Duration
-	needS, needC := streamLeader == victim, consLeader == victim
-	for (needS || needC) && time.Since(killed) < 30*time.Second && ctx.Err() == nil {
-		ictx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-		if needS {
-			if st, err := js.Stream(ictx, stream); err == nil {
-				if l := st.CachedInfo().Cluster.Leader; l != "" && l != victim {
-					se, needS = time.Since(killed), false
-				}
-			}
-		}
-		if needC {
-			if ci, err := js.Consumer(ictx, stream, consumer); err == nil && ci.CachedInfo().Cluster != nil {
-				if l := ci.CachedInfo().Cluster.Leader; l != "" && l != victim {
-					ce, needC = time.Since(killed), false
-				}
-			}
-		}
-		cancel()
-		time.Sleep(10 * time.Millisecond)
+	var wg sync.WaitGroup
+	if streamLeader == victim {
+		wg.Go(func() { se = chaos.ElectionTime(ctx, nc, stream, "", victim, killed, 30*time.Second) })
 	}
+	if consLeader == victim {
+		wg.Go(func() { ce = chaos.ElectionTime(ctx, nc, stream, consumer, victim, killed, 30*time.Second) })
+	}
+	wg.Wait()
 	return se, ce
 }
 

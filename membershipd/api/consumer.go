@@ -91,6 +91,9 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 	traceStep(ctx, "consumer info")
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		if code, v := nonceChecked(ctx); code != 0 {
+			return code, v
+		}
 		if code, v := s.createConsumer(ctx, room.Stream, name, req.DeliverFromSeq); code != 0 {
 			return code, v
 		}
@@ -104,6 +107,9 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 		// elects its preferred leader at once, so replacing it (the
 		// client passes where to restart) ends the stall with the
 		// stream's own election.
+		if code, v := nonceChecked(ctx); code != 0 {
+			return code, v
+		}
 		if !s.allowReset(room.Stream + "." + name) {
 			return http.StatusTooManyRequests, Error{Error: "consumer reset too soon after the last one; retry in a moment"}
 		}
@@ -119,6 +125,9 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 	out.DeliverFromSeq = info.Config.OptStartSeq
 	if req.DeliverFromSeq == 0 {
 		return http.StatusOK, out
+	}
+	if code, v := nonceChecked(ctx); code != 0 {
+		return code, v
 	}
 	if !s.allowReset(room.Stream + "." + name) {
 		return http.StatusTooManyRequests, Error{Error: "consumer reset too soon after the last one; retry in a moment"}
@@ -147,18 +156,20 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 // leader answers info in milliseconds, so a longer wait means it is gone.
 const (
 	consumerInfoTimeout = 500 * time.Millisecond
-	// A reset whose consumer does not answer waits up to resetWait for
-	// the consumer's or the stream's leader, asking both every
-	// resetPoll, each consumer info after the first bounded by
-	// leaderlessInfoTimeout (the consumer has shown it has no leader; a
-	// live one answers in milliseconds). resetWait, with the nonce and
+	// A reset (sent by a client that saw its deliveries stall) asks the
+	// consumer's info within resetInfoTimeout; if the consumer does not
+	// answer, it waits up to resetWait for the consumer's or the stream's
+	// leader, asking both every resetPoll, each consumer info after the
+	// first bounded by leaderlessInfoTimeout (the consumer has shown it has
+	// no leader; a live one answers in milliseconds). resetWait, with the nonce and
 	// a replacement after it, stays below the client's time per node
 	// (clientcheck's resetTry, 2.5 s).
 	resetWait             = 1500 * time.Millisecond
+	resetInfoTimeout      = 300 * time.Millisecond
 	resetPoll             = 100 * time.Millisecond
 	leaderlessInfoTimeout = 200 * time.Millisecond
 	// deleteWait bounds a consumer delete's answer (see deleteConsumer).
-	deleteWait = 300 * time.Millisecond
+	deleteWait = 100 * time.Millisecond
 	// replaceTimeout bounds a replacement (delete, create, pin) that
 	// outlives its request; the meta layer's election is 4-9 s.
 	replaceTimeout = 10 * time.Second
@@ -268,7 +279,7 @@ func (s *Server) consumerOrLeader(ctx context.Context, stream, name string, rese
 		return c, false, err
 	}
 	deadline := time.Now().Add(resetWait)
-	timeout := consumerInfoTimeout
+	timeout := resetInfoTimeout
 	for {
 		round := time.Now()
 		c, led, err = s.consumerAndStream(ctx, stream, name, timeout)

@@ -103,3 +103,36 @@ func (s *Server) recordFailoverNonce(ctx context.Context, sr identity.SignedRequ
 	}
 	return 0, nil
 }
+
+// nonceGate is a failover request's nonce check, running beside its
+// handler (see signedWith).
+type nonceGate struct {
+	done chan struct{}
+	code int
+	err  error
+}
+
+type nonceGateKey struct{}
+
+func (g *nonceGate) wait(ctx context.Context) (int, error) {
+	select {
+	case <-g.done:
+		return g.code, g.err
+	case <-ctx.Done():
+		return http.StatusServiceUnavailable, fmt.Errorf("record the request nonce: %w", ctx.Err())
+	}
+}
+
+// nonceChecked waits for the request's nonce check, if it runs beside the
+// handler: a handler calls it before it changes anything, so a replay
+// changes nothing. A non-zero code is the refusal to answer.
+func nonceChecked(ctx context.Context) (int, any) {
+	g, _ := ctx.Value(nonceGateKey{}).(*nonceGate)
+	if g == nil {
+		return 0, nil
+	}
+	if code, err := g.wait(ctx); err != nil {
+		return code, Error{Error: err.Error()}
+	}
+	return 0, nil
+}

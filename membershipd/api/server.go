@@ -146,19 +146,33 @@ func (s *Server) signedWith(h handler, failover bool) http.Handler {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		defer cancel()
 		ctx, tr := withTrace(ctx)
-		record := s.recordNonce
 		if failover {
-			record = s.recordFailoverNonce
-		}
-		if code, err := record(ctx, sr); err != nil {
-			if failover && s.d.Log != nil {
-				s.d.Log.Info("consumer request refused", append([]any{"path", r.URL.Path, "code", code, "err", err}, tr.attrs()...)...)
+			// The nonce is checked beside the handler's reads; the handler
+			// waits for it before anything that changes state
+			// (nonceChecked), and the answer waits for it too.
+			g := &nonceGate{done: make(chan struct{})}
+			go func() {
+				defer close(g.done)
+				start := time.Now()
+				g.code, g.err = s.recordFailoverNonce(ctx, sr)
+				traceDur(ctx, "nonce", time.Since(start))
+			}()
+			code, v := h(context.WithValue(ctx, nonceGateKey{}, g), caller, r, body)
+			if ncode, err := g.wait(ctx); err != nil {
+				if s.d.Log != nil {
+					s.d.Log.Info("consumer request refused", append([]any{"path", r.URL.Path, "code", ncode, "err", err}, tr.attrs()...)...)
+				}
+				code, v = ncode, Error{Error: err.Error()}
 			}
+			writeJSON(w, code, v)
+			return
+		}
+		if code, err := s.recordNonce(ctx, sr); err != nil {
 			writeJSON(w, code, Error{Error: err.Error()})
 			return
 		}
 		traceStep(ctx, "nonce")
-		if !mutating || failover {
+		if !mutating {
 			code, v := h(ctx, caller, r, body)
 			writeJSON(w, code, v)
 			return

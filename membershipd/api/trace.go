@@ -38,6 +38,18 @@ func traceStep(ctx context.Context, name string) {
 	t.last = now
 }
 
+// traceDur records a step that ran beside the others (its own duration;
+// the next step's is still counted from the previous one).
+func traceDur(ctx context.Context, name string, d time.Duration) {
+	t, _ := ctx.Value(traceKey{}).(*trace)
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.steps = append(t.steps, name, d.Round(time.Millisecond).String())
+}
+
 // attrs are the steps so far and the total, for a log line.
 func (t *trace) attrs() []any {
 	t.mu.Lock()
