@@ -166,10 +166,10 @@ const (
 	// (clientcheck's resetTry, 2.5 s).
 	resetWait             = 1500 * time.Millisecond
 	resetInfoTimeout      = 300 * time.Millisecond
-	resetPoll             = 100 * time.Millisecond
+	resetPoll             = 50 * time.Millisecond
 	leaderlessInfoTimeout = 200 * time.Millisecond
 	// deleteWait bounds a consumer delete's answer (see deleteConsumer).
-	deleteWait = 100 * time.Millisecond
+	deleteWait = 50 * time.Millisecond
 	// replaceTimeout bounds a replacement (delete, create, pin) that
 	// outlives its request; the meta layer's election is 4-9 s.
 	replaceTimeout = 10 * time.Second
@@ -279,14 +279,14 @@ func (s *Server) consumerOrLeader(ctx context.Context, stream, name string, rese
 		return c, false, err
 	}
 	deadline := time.Now().Add(resetWait)
-	timeout := resetInfoTimeout
+	timeout, silent := resetInfoTimeout, false
 	for {
 		round := time.Now()
-		c, led, err = s.consumerAndStream(ctx, stream, name, timeout)
+		c, led, err = s.consumerAndStream(ctx, stream, name, timeout, silent)
 		if err == nil || errors.Is(err, jetstream.ErrConsumerNotFound) || led {
 			return c, led, err
 		}
-		timeout = leaderlessInfoTimeout
+		timeout, silent = leaderlessInfoTimeout, true
 		wait := time.Until(round.Add(resetPoll))
 		if time.Now().Add(wait).After(deadline) {
 			return nil, false, err
@@ -299,18 +299,48 @@ func (s *Server) consumerOrLeader(ctx context.Context, stream, name string, rese
 	}
 }
 
+// errNoConsumerLeader: the consumer did not answer its info.
+var errNoConsumerLeader = errors.New("the consumer did not answer its info (no leader)")
+
 // consumerAndStream asks for the consumer's info (within timeout) and
-// whether the stream has a leader, at once.
-func (s *Server) consumerAndStream(ctx context.Context, stream, name string, timeout time.Duration) (jetstream.Consumer, bool, error) {
-	ledc := make(chan bool, 1)
-	go func() { ledc <- s.streamLedWithin(ctx, stream, max(timeout, leaderlessInfoTimeout)) }()
-	ictx, cancel := context.WithTimeout(ctx, timeout)
-	c, err := s.d.JS.Consumer(ictx, stream, name)
-	cancel()
-	if err == nil || errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return c, false, err
+// whether the stream has a leader, at once. silent says the consumer
+// answered nothing before: then a stream with a leader decides at once,
+// without waiting out the consumer's timeout.
+func (s *Server) consumerAndStream(ctx context.Context, stream, name string, timeout time.Duration, silent bool) (jetstream.Consumer, bool, error) {
+	type answer struct {
+		c   jetstream.Consumer
+		err error
 	}
-	return nil, <-ledc, err
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ledc := make(chan bool, 1)
+	go func() { ledc <- s.streamLedWithin(actx, stream, max(timeout, leaderlessInfoTimeout)) }()
+	ic := make(chan answer, 1)
+	go func() {
+		ictx, cancel := context.WithTimeout(actx, timeout)
+		defer cancel()
+		c, err := s.d.JS.Consumer(ictx, stream, name)
+		ic <- answer{c, err}
+	}()
+	var led, gotLed bool
+	for {
+		select {
+		case a := <-ic:
+			if a.err == nil || errors.Is(a.err, jetstream.ErrConsumerNotFound) {
+				return a.c, false, a.err
+			}
+			if !gotLed {
+				led = <-ledc
+			}
+			return nil, led, a.err
+		case led = <-ledc:
+			gotLed = true
+			if led && silent {
+				return nil, true, errNoConsumerLeader
+			}
+			ledc = nil // wait for the consumer's answer
+		}
+	}
 }
 
 // streamLedWithin reports whether the stream answers info with a leader
