@@ -137,8 +137,7 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 		if _, err := s.d.JS.ResetConsumerToSequence(ctx, room.Stream, name, req.DeliverFromSeq); err == nil {
 			traceStep(ctx, "reset in place")
 			if info.Cluster != nil {
-				s.pinConsumer(ctx, room.Stream, name, info.Cluster.Leader)
-				traceStep(ctx, "pin")
+				s.pinLater(ctx, room.Stream, name, info.Cluster.Leader)
 			}
 			return http.StatusOK, out
 		} else if !isAPIError(err) {
@@ -227,9 +226,18 @@ func (s *Server) replaceNow(ctx context.Context, stream, name string, from uint6
 			return code, v
 		}
 	}
-	s.pinConsumer(ctx, stream, name, "")
-	traceStep(ctx, "pin")
+	s.pinLater(ctx, stream, name, "")
 	return 0, nil
+}
+
+// pinLater pins the consumer (pinConsumer) after a reset without holding
+// the answer: a reset is a client's failover, and the pin's wait (up to
+// pinTimeout, seen often after a kill: the stream still electing, or the
+// new leader slow to show) would add to its receive gap. A pull that
+// dies with the move costs the client two missed heartbeats and a reset
+// in place.
+func (s *Server) pinLater(ctx context.Context, stream, name, consumerLeader string) {
+	go s.pinConsumer(context.WithoutCancel(ctx), stream, name, consumerLeader)
 }
 
 // deleteConsumer deletes the consumer and returns once it is gone.
@@ -279,7 +287,10 @@ func (s *Server) consumerOrLeader(ctx context.Context, stream, name string, rese
 		return c, false, err
 	}
 	deadline := time.Now().Add(resetWait)
-	timeout, silent := resetInfoTimeout, false
+	timeout, silent := resetInfoTimeout, s.resets.silentLately(stream+"."+name)
+	if silent {
+		timeout = leaderlessInfoTimeout
+	}
 	for {
 		round := time.Now()
 		c, led, err = s.consumerAndStream(ctx, stream, name, timeout, silent)
@@ -287,6 +298,7 @@ func (s *Server) consumerOrLeader(ctx context.Context, stream, name string, rese
 			return c, led, err
 		}
 		timeout, silent = leaderlessInfoTimeout, true
+		s.resets.markSilent(stream + "." + name)
 		wait := time.Until(round.Add(resetPoll))
 		if time.Now().Add(wait).After(deadline) {
 			return nil, false, err
@@ -336,6 +348,15 @@ func (s *Server) consumerAndStream(ctx context.Context, stream, name string, tim
 		case led = <-ledc:
 			gotLed = true
 			if led && silent {
+				// A consumer that has a leader again answers within
+				// silentGrace of the stream.
+				select {
+				case a := <-ic:
+					if a.err == nil || errors.Is(a.err, jetstream.ErrConsumerNotFound) {
+						return a.c, false, a.err
+					}
+				case <-time.After(silentGrace):
+				}
 				return nil, true, errNoConsumerLeader
 			}
 			ledc = nil // wait for the consumer's answer
@@ -425,6 +446,38 @@ type resets struct {
 	mu        sync.Mutex
 	last      map[string]time.Time
 	replacing map[string]bool
+	silent    map[string]time.Time // a reset's consumer info went unanswered
+}
+
+// silentFor: a consumer that did not answer a reset's info this recently
+// is taken as leaderless by the next reset on this node from its first
+// round (a stream with a leader then decides at once).
+const silentFor = 3 * time.Second
+
+// silentGrace: how much longer than the stream a silent consumer is given
+// to answer its info before it is replaced.
+const silentGrace = 50 * time.Millisecond
+
+func (r *resets) markSilent(key string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.silent == nil {
+		r.silent = map[string]time.Time{}
+	}
+	now := time.Now()
+	for k, t := range r.silent {
+		if now.Sub(t) > silentFor {
+			delete(r.silent, k)
+		}
+	}
+	r.silent[key] = now
+}
+
+func (r *resets) silentLately(key string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.silent[key]
+	return ok && time.Since(t) <= silentFor
 }
 
 // startReplace reports whether no replacement of key runs here, and marks
