@@ -167,6 +167,9 @@ const (
 	resetInfoTimeout      = 300 * time.Millisecond
 	resetPoll             = 50 * time.Millisecond
 	leaderlessInfoTimeout = 200 * time.Millisecond
+	// createWait bounds a replacement's create (see replaceNow): a new
+	// consumer whose preferred leader is alive answers in milliseconds.
+	createWait = time.Second
 	// deleteWait bounds a consumer delete's answer (see deleteConsumer).
 	deleteWait = 50 * time.Millisecond
 	// replaceTimeout bounds a replacement (delete, create, pin) that
@@ -208,26 +211,82 @@ func (s *Server) replaceConsumer(ctx context.Context, stream, name string, from 
 }
 
 func (s *Server) replaceNow(ctx context.Context, stream, name string, from uint64) (int, any) {
-	if err := s.deleteConsumer(ctx, stream, name); err != nil {
-		return unavailable("replace consumer", err)
-	}
-	traceStep(ctx, "delete")
-	if code, v := s.createConsumer(ctx, stream, name, from); code != 0 {
-		return code, v
-	}
-	traceStep(ctx, "create")
-	// "Already exists" can come from the deleted one while its removal is
-	// still being applied: make sure the new one is there.
-	cctx, cancel := context.WithTimeout(ctx, consumerInfoTimeout)
-	_, err := s.d.JS.Consumer(cctx, stream, name)
-	cancel()
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		if code, v := s.createConsumer(ctx, stream, name, from); code != 0 {
+	for {
+		err := s.deleteConsumer(ctx, stream, name)
+		if errors.Is(err, errConsumerBack) {
+			// Its own raft group elected a leader meanwhile (a delete sent
+			// while the meta layer has no leader is lost): reset it in
+			// place rather than delete a consumer that serves.
+			if _, rerr := s.d.JS.ResetConsumerToSequence(ctx, stream, name, from); rerr == nil {
+				traceStep(ctx, "reset in place")
+				s.pinLater(ctx, stream, name, "")
+				return 0, nil
+			}
+			err = s.deleteConsumer(ctx, stream, name) // below its start: replace it after all
+			if errors.Is(err, errConsumerBack) {
+				err = s.deleteGone(ctx, stream, name)
+			}
+		}
+		if err != nil {
+			return unavailable("replace consumer", err)
+		}
+		traceStep(ctx, "delete")
+		// The create is answered by the new consumer's leader. Its raft
+		// group has the stream's peers, the dead node among them (nats-
+		// server marks a killed node offline only after its orphan
+		// timeout), and its preferred leader is picked at random: on the
+		// dead node, the group waits out an election timeout (4-9 s). So
+		// a create unanswered after createWait is done again (another
+		// random pick), as long as ctx allows.
+		cctx, cancel := context.WithTimeout(ctx, createWait)
+		code, v := s.createConsumer(cctx, stream, name, from)
+		cancel()
+		if code == http.StatusServiceUnavailable && ctx.Err() == nil {
+			ictx, cancel := context.WithTimeout(ctx, leaderlessInfoTimeout)
+			_, ierr := s.d.JS.Consumer(ictx, stream, name)
+			cancel()
+			if ierr == nil {
+				code = 0 // created, and its leader answers
+			} else {
+				traceStep(ctx, "create unanswered")
+				continue
+			}
+		}
+		if code != 0 {
 			return code, v
 		}
+		traceStep(ctx, "create")
+		// "Already exists" can come from the deleted one while its removal
+		// is still being applied: make sure the new one is there.
+		ictx, cancel := context.WithTimeout(ctx, consumerInfoTimeout)
+		_, err = s.d.JS.Consumer(ictx, stream, name)
+		cancel()
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			if code, v := s.createConsumer(ctx, stream, name, from); code != 0 {
+				return code, v
+			}
+		}
+		s.pinLater(ctx, stream, name, "")
+		return 0, nil
 	}
-	s.pinLater(ctx, stream, name, "")
-	return 0, nil
+}
+
+// errConsumerBack: the consumer being deleted answered its info.
+var errConsumerBack = errors.New("the consumer has a leader again")
+
+// deleteGone deletes the consumer whatever it answers meanwhile.
+func (s *Server) deleteGone(ctx context.Context, stream, name string) error {
+	for {
+		dctx, cancel := context.WithTimeout(ctx, consumerInfoTimeout)
+		err := s.d.JS.DeleteConsumer(dctx, stream, name)
+		cancel()
+		if err == nil || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil
+		}
+		if ctx.Err() != nil || isAPIError(err) {
+			return err
+		}
+	}
 }
 
 // pinLater pins the consumer (pinConsumer) after a reset without holding
@@ -263,8 +322,11 @@ func (s *Server) deleteConsumer(ctx context.Context, stream, name string) error 
 		ictx, cancel := context.WithTimeout(ctx, leaderlessInfoTimeout)
 		_, ierr := s.d.JS.Consumer(ictx, stream, name)
 		cancel()
-		if errors.Is(ierr, jetstream.ErrConsumerNotFound) {
+		switch {
+		case errors.Is(ierr, jetstream.ErrConsumerNotFound):
 			return nil
+		case ierr == nil:
+			return errConsumerBack
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w (after %v)", ctx.Err(), err)
