@@ -169,7 +169,7 @@ const (
 	leaderlessInfoTimeout = 200 * time.Millisecond
 	// createWait bounds a replacement's create (see replaceNow): a new
 	// consumer whose preferred leader is alive answers in milliseconds.
-	createWait = time.Second
+	createWait = 500 * time.Millisecond
 	// deleteWait bounds a consumer delete's answer (see deleteConsumer).
 	deleteWait = 50 * time.Millisecond
 	// replaceTimeout bounds a replacement (delete, create, pin) that
