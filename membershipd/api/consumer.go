@@ -349,10 +349,7 @@ func (s *Server) consumerOrLeader(ctx context.Context, stream, name string, rese
 		return c, false, err
 	}
 	deadline := time.Now().Add(resetWait)
-	timeout, silent := resetInfoTimeout, s.resets.silentLately(stream+"."+name)
-	if silent {
-		timeout = leaderlessInfoTimeout
-	}
+	timeout, silent := resetInfoTimeout, false
 	for {
 		round := time.Now()
 		c, led, err = s.consumerAndStream(ctx, stream, name, timeout, silent)
@@ -360,7 +357,6 @@ func (s *Server) consumerOrLeader(ctx context.Context, stream, name string, rese
 			return c, led, err
 		}
 		timeout, silent = leaderlessInfoTimeout, true
-		s.resets.markSilent(stream + "." + name)
 		wait := time.Until(round.Add(resetPoll))
 		if time.Now().Add(wait).After(deadline) {
 			return nil, false, err
@@ -508,39 +504,11 @@ type resets struct {
 	mu        sync.Mutex
 	last      map[string]time.Time
 	replacing map[string]bool
-	silent    map[string]time.Time // a reset's consumer info went unanswered
 }
-
-// silentFor: a consumer that did not answer a reset's info this recently
-// is taken as leaderless by the next reset on this node from its first
-// round (a stream with a leader then decides at once).
-const silentFor = 3 * time.Second
 
 // silentGrace: how much longer than the stream a silent consumer is given
 // to answer its info before it is replaced.
 const silentGrace = 50 * time.Millisecond
-
-func (r *resets) markSilent(key string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.silent == nil {
-		r.silent = map[string]time.Time{}
-	}
-	now := time.Now()
-	for k, t := range r.silent {
-		if now.Sub(t) > silentFor {
-			delete(r.silent, k)
-		}
-	}
-	r.silent[key] = now
-}
-
-func (r *resets) silentLately(key string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	t, ok := r.silent[key]
-	return ok && time.Since(t) <= silentFor
-}
 
 // startReplace reports whether no replacement of key runs here, and marks
 // one running.
