@@ -137,7 +137,7 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 		if _, err := s.d.JS.ResetConsumerToSequence(ctx, room.Stream, name, req.DeliverFromSeq); err == nil {
 			traceStep(ctx, "reset in place")
 			if info.Cluster != nil {
-				s.pinLater(ctx, room.Stream, name, info.Cluster.Leader)
+				s.pinLater(ctx, room.Stream, name)
 			}
 			return http.StatusOK, out
 		} else if !isAPIError(err) {
@@ -169,12 +169,14 @@ const (
 	leaderlessInfoTimeout = 200 * time.Millisecond
 	// createWait bounds a replacement's create (see replaceNow): a new
 	// consumer whose preferred leader is alive answers in milliseconds.
-	createWait = 500 * time.Millisecond
+	createWait = 300 * time.Millisecond
 	// deleteWait bounds a consumer delete's answer (see deleteConsumer).
 	deleteWait = 50 * time.Millisecond
 	// replaceTimeout bounds a replacement (delete, create, pin) that
 	// outlives its request; the meta layer's election is 4-9 s.
 	replaceTimeout = 10 * time.Second
+	// pinDelay: a reset's pin waits until delivery has resumed.
+	pinDelay = 2 * time.Second
 	// pinTimeout bounds moving the consumer's leader (best effort).
 	pinTimeout = time.Second
 )
@@ -219,7 +221,7 @@ func (s *Server) replaceNow(ctx context.Context, stream, name string, from uint6
 			// place rather than delete a consumer that serves.
 			if _, rerr := s.d.JS.ResetConsumerToSequence(ctx, stream, name, from); rerr == nil {
 				traceStep(ctx, "reset in place")
-				s.pinLater(ctx, stream, name, "")
+				s.pinLater(ctx, stream, name)
 				return 0, nil
 			}
 			err = s.deleteConsumer(ctx, stream, name) // below its start: replace it after all
@@ -242,15 +244,10 @@ func (s *Server) replaceNow(ctx context.Context, stream, name string, from uint6
 		code, v := s.createConsumer(cctx, stream, name, from)
 		cancel()
 		if code == http.StatusServiceUnavailable && ctx.Err() == nil {
-			ictx, cancel := context.WithTimeout(ctx, leaderlessInfoTimeout)
-			_, ierr := s.d.JS.Consumer(ictx, stream, name)
-			cancel()
-			if ierr == nil {
-				code = 0 // created, and its leader answers
-			} else {
-				traceStep(ctx, "create unanswered")
-				continue
-			}
+			// Delete and create again; deleteConsumer finds it if it has
+			// a leader by now (errConsumerBack: reset in place).
+			traceStep(ctx, "create unanswered")
+			continue
 		}
 		if code != 0 {
 			return code, v
@@ -266,7 +263,7 @@ func (s *Server) replaceNow(ctx context.Context, stream, name string, from uint6
 				return code, v
 			}
 		}
-		s.pinLater(ctx, stream, name, "")
+		s.pinLater(ctx, stream, name)
 		return 0, nil
 	}
 }
@@ -289,14 +286,16 @@ func (s *Server) deleteGone(ctx context.Context, stream, name string) error {
 	}
 }
 
-// pinLater pins the consumer (pinConsumer) after a reset without holding
-// the answer: a reset is a client's failover, and the pin's wait (up to
-// pinTimeout, seen often after a kill: the stream still electing, or the
-// new leader slow to show) would add to its receive gap. A pull that
-// dies with the move costs the client two missed heartbeats and a reset
-// in place.
-func (s *Server) pinLater(ctx context.Context, stream, name, consumerLeader string) {
-	go s.pinConsumer(context.WithoutCancel(ctx), stream, name, consumerLeader)
+// pinLater pins the consumer (pinConsumer) pinDelay after a reset,
+// without holding the answer: a reset is a client's failover, and a pin
+// at once (its wait up to pinTimeout, seen often after a kill) adds to the
+// receive gap: the client's fresh pull reaches the consumer's leader just
+// as it moves, and dies with it (two missed heartbeats, 1 s, and a reset
+// in place). Later, the move costs at most that second, after delivery
+// has resumed, and only when the leaders differ.
+func (s *Server) pinLater(ctx context.Context, stream, name string) {
+	ctx = context.WithoutCancel(ctx)
+	time.AfterFunc(pinDelay, func() { s.pinConsumer(ctx, stream, name, "") })
 }
 
 // deleteConsumer deletes the consumer and returns once it is gone.
