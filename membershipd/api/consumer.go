@@ -87,7 +87,7 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 	traceStep(ctx, "membership")
 	name := authn.RoomConsumer(caller.SignPub)
 	out := RoomConsumer{Room: room.ID, Stream: room.Stream, Consumer: name}
-	c, led, err := s.consumerOrLeader(ctx, room.Stream, name, req.DeliverFromSeq != 0)
+	c, led, silent, err := s.consumerOrLeader(ctx, room.Stream, name, req.DeliverFromSeq != 0)
 	traceStep(ctx, "consumer info")
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
@@ -136,8 +136,17 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 	if req.DeliverFromSeq >= info.Config.OptStartSeq {
 		if _, err := s.d.JS.ResetConsumerToSequence(ctx, room.Stream, name, req.DeliverFromSeq); err == nil {
 			traceStep(ctx, "reset in place")
-			if info.Cluster != nil {
+			switch {
+			case info.Cluster == nil:
+			case silent:
+				// A failover: the consumer's own group has just elected.
 				s.pinLater(ctx, room.Stream, name)
+			default:
+				// A consumer that answered at once (a client's start or
+				// resync): answer once its leader is where it should be,
+				// so that the loss of the client's node costs no election.
+				s.pinConsumer(ctx, room.Stream, name, info.Cluster.Leader)
+				traceStep(ctx, "pin")
 			}
 			return http.StatusOK, out
 		} else if !isAPIError(err) {
@@ -340,29 +349,31 @@ func (s *Server) deleteConsumer(ctx context.Context, stream, name string) error 
 // with the stream's, and it is replaced), or resetWait has passed. So a
 // reset sent during the stream's election is answered as soon as the
 // stream has a leader, not at the client's next attempt.
-func (s *Server) consumerOrLeader(ctx context.Context, stream, name string, reset bool) (c jetstream.Consumer, led bool, err error) {
+//
+// silent says the consumer did not answer at once (a failover).
+func (s *Server) consumerOrLeader(ctx context.Context, stream, name string, reset bool) (c jetstream.Consumer, led, silent bool, err error) {
 	if !reset {
 		ictx, cancel := context.WithTimeout(ctx, consumerInfoTimeout)
 		defer cancel()
 		c, err = s.d.JS.Consumer(ictx, stream, name)
-		return c, false, err
+		return c, false, false, err
 	}
 	deadline := time.Now().Add(resetWait)
-	timeout, silent := resetInfoTimeout, false
+	timeout := resetInfoTimeout
 	for {
 		round := time.Now()
 		c, led, err = s.consumerAndStream(ctx, stream, name, timeout, silent)
 		if err == nil || errors.Is(err, jetstream.ErrConsumerNotFound) || led {
-			return c, led, err
+			return c, led, silent || led, err
 		}
 		timeout, silent = leaderlessInfoTimeout, true
 		wait := time.Until(round.Add(resetPoll))
 		if time.Now().Add(wait).After(deadline) {
-			return nil, false, err
+			return nil, false, true, err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, false, err
+			return nil, false, true, err
 		case <-time.After(wait):
 		}
 	}
