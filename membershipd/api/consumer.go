@@ -173,7 +173,7 @@ const (
 	// a replacement after it, stays below the client's time per node
 	// (clientcheck's resetTry, 2.5 s).
 	resetWait             = 1500 * time.Millisecond
-	resetInfoTimeout      = 300 * time.Millisecond
+	resetInfoTimeout      = 200 * time.Millisecond
 	resetPoll             = 50 * time.Millisecond
 	leaderlessInfoTimeout = 200 * time.Millisecond
 	// createWait bounds a replacement's create (see replaceNow): a new
