@@ -176,9 +176,11 @@ const (
 	resetInfoTimeout      = 200 * time.Millisecond
 	resetPoll             = 50 * time.Millisecond
 	leaderlessInfoTimeout = 200 * time.Millisecond
-	// createWait bounds a replacement's create (see replaceNow): a new
-	// consumer whose preferred leader is alive answers in milliseconds.
-	createWait = 300 * time.Millisecond
+	// createWait bounds a replacement's first create (see replaceNow),
+	// doubled for each next one up to maxCreateWait: a new consumer whose
+	// preferred leader is alive answers in 60-90 ms here.
+	createWait    = 150 * time.Millisecond
+	maxCreateWait = 1200 * time.Millisecond
 	// deleteWait bounds a consumer delete's answer (see deleteConsumer).
 	deleteWait = 50 * time.Millisecond
 	// replaceTimeout bounds a replacement (delete, create, pin) that
@@ -222,7 +224,7 @@ func (s *Server) replaceConsumer(ctx context.Context, stream, name string, from 
 }
 
 func (s *Server) replaceNow(ctx context.Context, stream, name string, from uint64) (int, any) {
-	for {
+	for attempt := 0; ; attempt++ {
 		err := s.deleteConsumer(ctx, stream, name)
 		if errors.Is(err, errConsumerBack) {
 			// Its own raft group elected a leader meanwhile (a delete sent
@@ -248,8 +250,9 @@ func (s *Server) replaceNow(ctx context.Context, stream, name string, from uint6
 		// timeout), and its preferred leader is picked at random: on the
 		// dead node, the group waits out an election timeout (4-9 s). So
 		// a create unanswered after createWait is done again (another
-		// random pick), as long as ctx allows.
-		cctx, cancel := context.WithTimeout(ctx, createWait)
+		// random pick), as long as ctx allows; each attempt waits twice
+		// as long as the one before (a loaded cluster answers slower).
+		cctx, cancel := context.WithTimeout(ctx, min(createWait<<min(attempt, 4), maxCreateWait))
 		code, v := s.createConsumer(cctx, stream, name, from)
 		cancel()
 		if code == http.StatusServiceUnavailable && ctx.Err() == nil {
