@@ -34,7 +34,7 @@ import (
 const (
 	// failoverNonceWait bounds the bucket's create for the consumer
 	// endpoint: a live leader records a nonce in milliseconds.
-	failoverNonceWait = 250 * time.Millisecond
+	failoverNonceWait = 100 * time.Millisecond
 	// maxLocalNonces bounds the node's cache; when full, the bucket alone
 	// decides (fail closed) until entries expire.
 	maxLocalNonces = 1 << 16
