@@ -70,6 +70,7 @@ func mFailover(ctx context.Context, c chaos.Cluster, hc *chaos.HealthClient, m *
 		victim   chaos.Node
 		faultErr error
 		wg       sync.WaitGroup
+		election time.Duration // leader-kill: the stream's, in this run
 	)
 	cfg.OnAcked = func(n int, server string) {
 		if n != sh.at {
@@ -101,7 +102,10 @@ func mFailover(ctx context.Context, c chaos.Cluster, hc *chaos.HealthClient, m *
 				faultErr = fmt.Errorf("target %s cannot kill", c.Target())
 				return
 			}
-			faultErr = k.Kill(ctx, chaos.DefaultLease)
+			killed := time.Now()
+			if faultErr = k.Kill(ctx, chaos.DefaultLease); faultErr == nil && f == faultLeaderKill {
+				election = mElection(ctx, c, stream, target.Name(), killed)
+			}
 		}()
 	}
 	rep, err := probe.Run(ctx, cfg)
@@ -123,11 +127,35 @@ func mFailover(ctx context.Context, c chaos.Cluster, hc *chaos.HealthClient, m *
 	if victim == nil {
 		return 0, "", fmt.Errorf("%s: the fault never ran", f)
 	}
-	note := ""
+	var notes []string
 	if !rep.OK() {
-		note = fmt.Sprintf("membershipd %s: lost %d duplicated %d", f, rep.Lost, rep.Duplicated)
+		notes = append(notes, fmt.Sprintf("membershipd %s: lost %d duplicated %d", f, rep.Lost, rep.Duplicated))
 	}
-	return rep.LongestGap, note, nil
+	if f == faultLeaderKill {
+		// The goal compares the gap with this run's election (issue 12:
+		// gap <= election + 0.5 s).
+		notes = append(notes, fmt.Sprintf("membershipd leader-kill: gap %d ms, the stream's election %d ms (kill to STREAM.INFO naming a new leader), gap - election %+d ms",
+			rep.LongestGap.Milliseconds(), election.Milliseconds(), (rep.LongestGap-election).Milliseconds()))
+	}
+	return rep.LongestGap, strings.Join(notes, "; "), nil
+}
+
+// mElection measures the stream's election after victim, its leader, was
+// killed at killed, through a running node (chaos.ElectionTime; -1 if
+// none was seen within 30 s).
+func mElection(ctx context.Context, c chaos.Cluster, stream, victim string, killed time.Time) time.Duration {
+	for _, n := range c.Nodes() {
+		if n.Name() == victim || !n.Running() {
+			continue
+		}
+		nc, err := chaos.DialInternal(c, n, nats.Timeout(time.Second))
+		if err != nil {
+			continue
+		}
+		defer nc.Close()
+		return chaos.ElectionTime(ctx, nc, stream, "", victim, killed, 30*time.Second)
+	}
+	return -1
 }
 
 // mStreamLeader asks any running node for stream's raft leader.

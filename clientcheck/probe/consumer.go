@@ -96,6 +96,9 @@ type heldMsg struct {
 const (
 	stallAfter     = time.Second
 	superviseEvery = 250 * time.Millisecond
+	// retryAfterFail: a failed reset attempt is followed by the next one
+	// this soon (a floor, so that answers that come at once cannot spin).
+	retryAfterFail = 50 * time.Millisecond
 	createTimeout  = 2 * time.Second
 	// nakWait: a gap that NAKs have not filled by then is left to a reset
 	// through the control plane. A live consumer leader redelivers a
@@ -317,6 +320,11 @@ func (rd *reader) supervise(ctx context.Context) {
 				want = false
 			case ctx.Err() == nil:
 				rd.r.log.Warn("consumer not reset yet", "err", err, "in_flight", rd.inflight)
+				// The next attempt goes out retryAfterFail from now, not at
+				// the next tick: the server holds a reset until the stream
+				// has a leader (up to 1.5 s), so a 503 often comes just
+				// before the election, and the tick would add up to 250 ms.
+				time.AfterFunc(retryAfterFail, rd.leaderLost)
 			}
 			continue
 		case <-rd.kick:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -65,37 +66,50 @@ func RoomConsumerConfig(name string, from uint64) jetstream.ConsumerConfig {
 // finds it. With deliver_from_seq it (re)starts delivery at that stream
 // sequence: a reset in place when the consumer allows it, else the
 // consumer is replaced. Idempotent: the name is fixed per user and room.
-func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Request, body []byte) (int, any) {
-	room, code, v := s.memberRoom(ctx, caller, r.PathValue("room"))
-	if code != 0 {
-		return code, v
-	}
+func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Request, body []byte) (code int, v any) {
 	var req ConsumerRequest
 	if len(strings.TrimSpace(string(body))) > 0 {
 		if err := json.Unmarshal(body, &req); err != nil {
 			return http.StatusBadRequest, Error{Error: "body: " + err.Error()}
 		}
 	}
+	if t, _ := ctx.Value(traceKey{}).(*trace); t != nil && req.DeliverFromSeq != 0 && s.d.Log != nil {
+		// A reset is rare (a client's failover) and its time is the
+		// client's receive gap: say where it went.
+		defer func() {
+			s.d.Log.Info("consumer reset", append([]any{"room", r.PathValue("room"), "from_seq", req.DeliverFromSeq, "code", code}, t.attrs()...)...)
+		}()
+	}
+	room, code, v := s.consumerRoom(ctx, caller, r.PathValue("room"))
+	if code != 0 {
+		return code, v
+	}
+	traceStep(ctx, "membership")
 	name := authn.RoomConsumer(caller.SignPub)
 	out := RoomConsumer{Room: room.ID, Stream: room.Stream, Consumer: name}
-	ictx, cancel := context.WithTimeout(ctx, consumerInfoTimeout)
-	c, err := s.d.JS.Consumer(ictx, room.Stream, name)
-	cancel()
+	c, led, silent, err := s.consumerOrLeader(ctx, room.Stream, name, req.DeliverFromSeq != 0)
+	traceStep(ctx, "consumer info")
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		if code, v := nonceChecked(ctx); code != 0 {
+			return code, v
+		}
 		if code, v := s.createConsumer(ctx, room.Stream, name, req.DeliverFromSeq); code != 0 {
 			return code, v
 		}
 		s.pinConsumer(ctx, room.Stream, name, "")
 		out.DeliverFromSeq = max(req.DeliverFromSeq, 1)
 		return http.StatusCreated, out
-	case err != nil && req.DeliverFromSeq != 0 && s.streamLed(ctx, room.Stream):
+	case err != nil && led:
 		// The stream has a leader but the consumer answers nothing: its
 		// leader died with its node, and its followers wait out a raft
 		// election timeout (4-9 s) before one takes over. A new consumer
 		// elects its preferred leader at once, so replacing it (the
 		// client passes where to restart) ends the stall with the
 		// stream's own election.
+		if code, v := nonceChecked(ctx); code != 0 {
+			return code, v
+		}
 		if !s.allowReset(room.Stream + "." + name) {
 			return http.StatusTooManyRequests, Error{Error: "consumer reset too soon after the last one; retry in a moment"}
 		}
@@ -112,14 +126,27 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 	if req.DeliverFromSeq == 0 {
 		return http.StatusOK, out
 	}
+	if code, v := nonceChecked(ctx); code != 0 {
+		return code, v
+	}
 	if !s.allowReset(room.Stream + "." + name) {
 		return http.StatusTooManyRequests, Error{Error: "consumer reset too soon after the last one; retry in a moment"}
 	}
 	out.DeliverFromSeq = req.DeliverFromSeq
 	if req.DeliverFromSeq >= info.Config.OptStartSeq {
 		if _, err := s.d.JS.ResetConsumerToSequence(ctx, room.Stream, name, req.DeliverFromSeq); err == nil {
-			if info.Cluster != nil {
+			traceStep(ctx, "reset in place")
+			switch {
+			case info.Cluster == nil:
+			case silent:
+				// A failover: the consumer's own group has just elected.
+				s.pinLater(ctx, room.Stream, name)
+			default:
+				// A consumer that answered at once (a client's start or
+				// resync): answer once its leader is where it should be,
+				// so that the loss of the client's node costs no election.
 				s.pinConsumer(ctx, room.Stream, name, info.Cluster.Leader)
+				traceStep(ctx, "pin")
 			}
 			return http.StatusOK, out
 		} else if !isAPIError(err) {
@@ -137,37 +164,281 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 // leader answers info in milliseconds, so a longer wait means it is gone.
 const (
 	consumerInfoTimeout = 500 * time.Millisecond
-	streamInfoTimeout   = 500 * time.Millisecond
+	// A reset (sent by a client that saw its deliveries stall) asks the
+	// consumer's info within resetInfoTimeout; if the consumer does not
+	// answer, it waits up to resetWait for the consumer's or the stream's
+	// leader, asking both every resetPoll, each consumer info after the
+	// first bounded by leaderlessInfoTimeout (the consumer has shown it has
+	// no leader; a live one answers in milliseconds). resetWait, with the nonce and
+	// a replacement after it, stays below the client's time per node
+	// (clientcheck's resetTry, 2.5 s).
+	resetWait             = 1500 * time.Millisecond
+	resetInfoTimeout      = 200 * time.Millisecond
+	resetPoll             = 50 * time.Millisecond
+	leaderlessInfoTimeout = 200 * time.Millisecond
+	// createWait bounds a replacement's first create (see replaceNow),
+	// doubled for each next one up to maxCreateWait: a new consumer whose
+	// preferred leader is alive answers in 60-90 ms here.
+	createWait    = 150 * time.Millisecond
+	maxCreateWait = 1200 * time.Millisecond
+	// deleteWait bounds a consumer delete's answer (see deleteConsumer).
+	deleteWait = 50 * time.Millisecond
+	// replaceTimeout bounds a replacement (delete, create, pin) that
+	// outlives its request; the meta layer's election is 4-9 s.
+	replaceTimeout = 10 * time.Second
+	// pinDelay: a reset's pin waits until delivery has resumed.
+	pinDelay = 2 * time.Second
 	// pinTimeout bounds moving the consumer's leader (best effort).
 	pinTimeout = time.Second
 )
 
 // replaceConsumer deletes the consumer and creates it again starting at
-// from, with its leader on the stream's leader.
+// from, with its leader on the stream's leader. The replacement runs to
+// its end (within replaceTimeout) even when the request ends first: a
+// client that gives up and asks the next node would otherwise leave no
+// consumer when cut between the delete and the create. One at a time per
+// consumer on this node: a request meanwhile is answered 503 at once.
 func (s *Server) replaceConsumer(ctx context.Context, stream, name string, from uint64) (int, any) {
-	if err := s.d.JS.DeleteConsumer(ctx, stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return unavailable("replace consumer", err)
+	key := stream + "." + name
+	if !s.resets.startReplace(key) {
+		return http.StatusServiceUnavailable, Error{Error: "the consumer is being replaced; retry in a moment"}
 	}
-	if code, v := s.createConsumer(ctx, stream, name, from); code != 0 {
-		return code, v
+	type answer struct {
+		code int
+		v    any
 	}
-	// "Already exists" can come from the deleted one while its removal is
-	// still being applied: make sure the new one is there.
-	cctx, cancel := context.WithTimeout(ctx, consumerInfoTimeout)
-	_, err := s.d.JS.Consumer(cctx, stream, name)
-	cancel()
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		if code, v := s.createConsumer(ctx, stream, name, from); code != 0 {
-			return code, v
-		}
+	done := make(chan answer, 1)
+	go func() {
+		defer s.resets.endReplace(key)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), replaceTimeout)
+		defer cancel()
+		code, v := s.replaceNow(rctx, stream, name, from)
+		done <- answer{code, v}
+	}()
+	select {
+	case a := <-done:
+		return a.code, a.v
+	case <-ctx.Done():
+		return unavailable("replace consumer", fmt.Errorf("%w (the replacement goes on)", ctx.Err()))
 	}
-	s.pinConsumer(ctx, stream, name, "")
-	return 0, nil
 }
 
-// streamLed reports whether the stream answers info with a leader.
-func (s *Server) streamLed(ctx context.Context, stream string) bool {
-	sctx, cancel := context.WithTimeout(ctx, streamInfoTimeout)
+func (s *Server) replaceNow(ctx context.Context, stream, name string, from uint64) (int, any) {
+	for attempt := 0; ; attempt++ {
+		err := s.deleteConsumer(ctx, stream, name)
+		if errors.Is(err, errConsumerBack) {
+			// Its own raft group elected a leader meanwhile (a delete sent
+			// while the meta layer has no leader is lost): reset it in
+			// place rather than delete a consumer that serves.
+			if _, rerr := s.d.JS.ResetConsumerToSequence(ctx, stream, name, from); rerr == nil {
+				traceStep(ctx, "reset in place")
+				s.pinLater(ctx, stream, name)
+				return 0, nil
+			}
+			err = s.deleteConsumer(ctx, stream, name) // below its start: replace it after all
+			if errors.Is(err, errConsumerBack) {
+				err = s.deleteGone(ctx, stream, name)
+			}
+		}
+		if err != nil {
+			return unavailable("replace consumer", err)
+		}
+		traceStep(ctx, "delete")
+		// The create is answered by the new consumer's leader. Its raft
+		// group has the stream's peers, the dead node among them (nats-
+		// server marks a killed node offline only after its orphan
+		// timeout), and its preferred leader is picked at random: on the
+		// dead node, the group waits out an election timeout (4-9 s). So
+		// a create unanswered after createWait is done again (another
+		// random pick), as long as ctx allows; each attempt waits twice
+		// as long as the one before (a loaded cluster answers slower).
+		cctx, cancel := context.WithTimeout(ctx, min(createWait<<min(attempt, 4), maxCreateWait))
+		code, v := s.createConsumer(cctx, stream, name, from)
+		cancel()
+		if code == http.StatusServiceUnavailable && ctx.Err() == nil {
+			// Delete and create again; deleteConsumer finds it if it has
+			// a leader by now (errConsumerBack: reset in place).
+			traceStep(ctx, "create unanswered")
+			continue
+		}
+		if code != 0 {
+			return code, v
+		}
+		traceStep(ctx, "create")
+		// "Already exists" can come from the deleted one while its removal
+		// is still being applied: make sure the new one is there.
+		ictx, cancel := context.WithTimeout(ctx, consumerInfoTimeout)
+		_, err = s.d.JS.Consumer(ictx, stream, name)
+		cancel()
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			if code, v := s.createConsumer(ctx, stream, name, from); code != 0 {
+				return code, v
+			}
+		}
+		s.pinLater(ctx, stream, name)
+		return 0, nil
+	}
+}
+
+// errConsumerBack: the consumer being deleted answered its info.
+var errConsumerBack = errors.New("the consumer has a leader again")
+
+// deleteGone deletes the consumer whatever it answers meanwhile.
+func (s *Server) deleteGone(ctx context.Context, stream, name string) error {
+	for {
+		dctx, cancel := context.WithTimeout(ctx, consumerInfoTimeout)
+		err := s.d.JS.DeleteConsumer(dctx, stream, name)
+		cancel()
+		if err == nil || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil
+		}
+		if ctx.Err() != nil || isAPIError(err) {
+			return err
+		}
+	}
+}
+
+// pinLater pins the consumer (pinConsumer) pinDelay after a reset,
+// without holding the answer: a reset is a client's failover, and a pin
+// at once (its wait up to pinTimeout, seen often after a kill) adds to the
+// receive gap: the client's fresh pull reaches the consumer's leader just
+// as it moves, and dies with it (two missed heartbeats, 1 s, and a reset
+// in place). Later, the move costs at most that second, after delivery
+// has resumed, and only when the leaders differ.
+func (s *Server) pinLater(ctx context.Context, stream, name string) {
+	ctx = context.WithoutCancel(ctx)
+	time.AfterFunc(pinDelay, func() { s.pinConsumer(ctx, stream, name, "") })
+}
+
+// deleteConsumer deletes the consumer and returns once it is gone.
+// nats-server answers a consumer's delete only from the consumer's leader,
+// yet applies it through the meta layer: the delete of a consumer whose
+// leader died is done in milliseconds and never answered. So each delete
+// waits deleteWait, then the consumer's info tells whether it is gone
+// (the meta leader answers "not found"), and the delete is sent again
+// until then (one sent while the meta layer had no leader is lost).
+func (s *Server) deleteConsumer(ctx context.Context, stream, name string) error {
+	for {
+		dctx, cancel := context.WithTimeout(ctx, deleteWait)
+		err := s.d.JS.DeleteConsumer(dctx, stream, name)
+		cancel()
+		switch {
+		case err == nil, errors.Is(err, jetstream.ErrConsumerNotFound):
+			return nil
+		case ctx.Err() != nil:
+			return err
+		case isAPIError(err):
+			return err
+		}
+		ictx, cancel := context.WithTimeout(ctx, leaderlessInfoTimeout)
+		_, ierr := s.d.JS.Consumer(ictx, stream, name)
+		cancel()
+		switch {
+		case errors.Is(ierr, jetstream.ErrConsumerNotFound):
+			return nil
+		case ierr == nil:
+			return errConsumerBack
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (after %v)", ctx.Err(), err)
+		}
+	}
+}
+
+// consumerOrLeader asks for the consumer's info; for a reset it asks the
+// stream's info at the same time, and again every resetPoll until the
+// consumer answers (its raft group has a leader: a reset in place), or it
+// does not while the stream has a leader (led: the consumer's leader died
+// with the stream's, and it is replaced), or resetWait has passed. So a
+// reset sent during the stream's election is answered as soon as the
+// stream has a leader, not at the client's next attempt.
+//
+// silent says the consumer did not answer at once (a failover).
+func (s *Server) consumerOrLeader(ctx context.Context, stream, name string, reset bool) (c jetstream.Consumer, led, silent bool, err error) {
+	if !reset {
+		ictx, cancel := context.WithTimeout(ctx, consumerInfoTimeout)
+		defer cancel()
+		c, err = s.d.JS.Consumer(ictx, stream, name)
+		return c, false, false, err
+	}
+	deadline := time.Now().Add(resetWait)
+	timeout := resetInfoTimeout
+	for {
+		round := time.Now()
+		c, led, err = s.consumerAndStream(ctx, stream, name, timeout, silent)
+		if err == nil || errors.Is(err, jetstream.ErrConsumerNotFound) || led {
+			return c, led, silent || led, err
+		}
+		timeout, silent = leaderlessInfoTimeout, true
+		wait := time.Until(round.Add(resetPoll))
+		if time.Now().Add(wait).After(deadline) {
+			return nil, false, true, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false, true, err
+		case <-time.After(wait):
+		}
+	}
+}
+
+// errNoConsumerLeader: the consumer did not answer its info.
+var errNoConsumerLeader = errors.New("the consumer did not answer its info (no leader)")
+
+// consumerAndStream asks for the consumer's info (within timeout) and
+// whether the stream has a leader, at once. silent says the consumer
+// answered nothing before: then a stream with a leader decides at once,
+// without waiting out the consumer's timeout.
+func (s *Server) consumerAndStream(ctx context.Context, stream, name string, timeout time.Duration, silent bool) (jetstream.Consumer, bool, error) {
+	type answer struct {
+		c   jetstream.Consumer
+		err error
+	}
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ledc := make(chan bool, 1)
+	go func() { ledc <- s.streamLedWithin(actx, stream, max(timeout, leaderlessInfoTimeout)) }()
+	ic := make(chan answer, 1)
+	go func() {
+		ictx, cancel := context.WithTimeout(actx, timeout)
+		defer cancel()
+		c, err := s.d.JS.Consumer(ictx, stream, name)
+		ic <- answer{c, err}
+	}()
+	var led, gotLed bool
+	for {
+		select {
+		case a := <-ic:
+			if a.err == nil || errors.Is(a.err, jetstream.ErrConsumerNotFound) {
+				return a.c, false, a.err
+			}
+			if !gotLed {
+				led = <-ledc
+			}
+			return nil, led, a.err
+		case led = <-ledc:
+			gotLed = true
+			if led && silent {
+				// A consumer that has a leader again answers within
+				// silentGrace of the stream.
+				select {
+				case a := <-ic:
+					if a.err == nil || errors.Is(a.err, jetstream.ErrConsumerNotFound) {
+						return a.c, false, a.err
+					}
+				case <-time.After(silentGrace):
+				}
+				return nil, true, errNoConsumerLeader
+			}
+			ledc = nil // wait for the consumer's answer
+		}
+	}
+}
+
+// streamLedWithin reports whether the stream answers info with a leader
+// within timeout.
+func (s *Server) streamLedWithin(ctx context.Context, stream string, timeout time.Duration) bool {
+	sctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	st, err := s.d.JS.Stream(sctx, stream)
 	return err == nil && st.CachedInfo().Cluster != nil && st.CachedInfo().Cluster.Leader != ""
@@ -240,10 +511,37 @@ func isAPIError(err error) bool {
 	return errors.As(err, &apiErr)
 }
 
-// resets remembers the last reset of each consumer on this node.
+// resets remembers the last reset of each consumer on this node, and the
+// replacements running.
 type resets struct {
-	mu   sync.Mutex
-	last map[string]time.Time
+	mu        sync.Mutex
+	last      map[string]time.Time
+	replacing map[string]bool
+}
+
+// silentGrace: how much longer than the stream a silent consumer is given
+// to answer its info before it is replaced.
+const silentGrace = 50 * time.Millisecond
+
+// startReplace reports whether no replacement of key runs here, and marks
+// one running.
+func (r *resets) startReplace(key string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.replacing[key] {
+		return false
+	}
+	if r.replacing == nil {
+		r.replacing = map[string]bool{}
+	}
+	r.replacing[key] = true
+	return true
+}
+
+func (r *resets) endReplace(key string) {
+	r.mu.Lock()
+	delete(r.replacing, key)
+	r.mu.Unlock()
 }
 
 func (s *Server) allowReset(key string) bool {

@@ -40,8 +40,12 @@ type Deps struct {
 	Gate func() (bool, string)
 	// Lookup answers from the node's allowlist.
 	Lookup func(signPub string) (store.User, bool)
-	Log    *slog.Logger
-	Now    func() time.Time
+	// IsMember, when set, answers from the node's memberships (what its
+	// ACLs are made of) whether signPub is a member of room id; false
+	// means "not known here", and the buckets are read.
+	IsMember func(signPub, roomID string) bool
+	Log      *slog.Logger
+	Now      func() time.Time
 	// WaitApplied blocks until every node's ACLs reflect membership
 	// revision rev (or ctx ends) and returns the nodes still behind.
 	WaitApplied func(ctx context.Context, rev uint64) []string
@@ -56,6 +60,7 @@ type Deps struct {
 type Server struct {
 	d      Deps
 	resets resets
+	nonces localNonces // the consumer endpoint's (see recordFailoverNonce)
 }
 
 // New makes a server; Register mounts it.
@@ -76,7 +81,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.Handle("GET "+PathRoom, s.signed(s.getRoom))
 	mux.Handle("POST "+PathMembers, s.signed(s.addMember))
 	mux.Handle("GET "+PathRoomKey, s.signed(s.roomKey))
-	mux.Handle("POST "+PathConsumer, s.signed(s.roomConsumer))
+	mux.Handle("POST "+PathConsumer, s.signedFailover(s.roomConsumer))
 	mux.Handle("GET "+PathMe, s.signed(s.me))
 	mux.Handle("GET "+PathUsers, s.signed(s.users))
 	mux.HandleFunc("GET "+PathCluster, func(w http.ResponseWriter, _ *http.Request) {
@@ -92,7 +97,19 @@ const maxBody = 64 << 10
 // sees it: quorum first (a minority serves nothing), then the signature,
 // the timestamp window, the caller's status, and the nonce, recorded with
 // create-if-absent in the replicated nonce bucket.
-func (s *Server) signed(h handler) http.Handler {
+func (s *Server) signed(h handler) http.Handler { return s.signedWith(h, false) }
+
+// signedFailover is signed for the consumer endpoint, which a client's
+// failover runs through while the killed node's raft groups elect: its
+// nonce may be decided by the node alone when the nonces bucket does not
+// answer in time (see recordFailoverNonce), and it keeps no idempotency
+// record (a consumer request is idempotent by itself: it names the
+// caller's own consumer and where to start it, and running it twice
+// starts it there twice). The gate, the signature, the timestamp window
+// and the caller's status are checked as for every request.
+func (s *Server) signedFailover(h handler) http.Handler { return s.signedWith(h, true) }
+
+func (s *Server) signedWith(h handler, failover bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if ok, why := s.d.Gate(); !ok {
 			writeJSON(w, http.StatusServiceUnavailable, Error{Error: why})
@@ -128,16 +145,42 @@ func (s *Server) signed(h handler) http.Handler {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		defer cancel()
+		ctx, tr := withTrace(ctx)
+		if failover {
+			// The nonce is checked beside the handler's reads; the handler
+			// waits for it before anything that changes state
+			// (nonceChecked), and the answer waits for it too.
+			g := &nonceGate{done: make(chan struct{})}
+			go func() {
+				defer close(g.done)
+				start := time.Now()
+				g.code, g.err = s.recordFailoverNonce(ctx, sr)
+				traceDur(ctx, "nonce", time.Since(start))
+			}()
+			code, v := h(context.WithValue(ctx, nonceGateKey{}, g), caller, r, body)
+			if ncode, err := g.wait(ctx); err != nil {
+				if s.d.Log != nil {
+					s.d.Log.Info("consumer request refused", append([]any{"path", r.URL.Path, "code", ncode, "err", err}, tr.attrs()...)...)
+				}
+				code, v = ncode, Error{Error: err.Error()}
+			}
+			writeJSON(w, code, v)
+			return
+		}
 		if code, err := s.recordNonce(ctx, sr); err != nil {
 			writeJSON(w, code, Error{Error: err.Error()})
 			return
 		}
+		traceStep(ctx, "nonce")
 		if !mutating {
 			code, v := h(ctx, caller, r, body)
 			writeJSON(w, code, v)
 			return
 		}
-		s.idempotent(ctx, w, sr, r, body, func() (int, any) { return h(ctx, caller, r, body) })
+		s.idempotent(ctx, w, sr, r, body, func() (int, any) {
+			traceStep(ctx, "idempotency")
+			return h(ctx, caller, r, body)
+		})
 	})
 }
 
@@ -381,7 +424,7 @@ func (s *Server) addMember(ctx context.Context, caller store.User, r *http.Reque
 // memberRoom loads a room the caller belongs to; anything else is 404, so
 // a non-member learns nothing about the room.
 func (s *Server) memberRoom(ctx context.Context, caller store.User, id string) (Room, int, any) {
-	if !regexp.MustCompile(`^[0-9a-f]{16}$`).MatchString(id) {
+	if !roomIDRE.MatchString(id) {
 		return Room{}, http.StatusNotFound, Error{Error: "no such room"}
 	}
 	if _, err := s.get(ctx, kv.MembersBucket, id+"."+caller.SignPub); err != nil {
@@ -402,6 +445,27 @@ func (s *Server) memberRoom(ctx context.Context, caller store.User, id string) (
 	}
 	return room, 0, nil
 }
+
+// consumerRoom is memberRoom for the consumer endpoint. A membership the
+// node's own memberships hold is taken from there, without reading the
+// members and rooms buckets: a client's failover must not wait out those
+// buckets' elections when the killed node led them. It grants nothing
+// the node does not already grant: the same memberships make the ACL
+// that lets the caller's connections fetch from this very consumer.
+// Memberships are never removed (there is no leave; a revoked caller is
+// refused before any handler, by its status), and the index row the node
+// learns them from is written last of a membership's rows, so one the
+// node holds is complete. The room's stream name follows from its id. A
+// membership the node does not hold (yet: its watch may lag) is read from
+// the buckets.
+func (s *Server) consumerRoom(ctx context.Context, caller store.User, id string) (Room, int, any) {
+	if s.d.IsMember != nil && roomIDRE.MatchString(id) && s.d.IsMember(caller.SignPub, id) {
+		return Room{ID: id, Stream: RoomStream(id)}, 0, nil
+	}
+	return s.memberRoom(ctx, caller, id)
+}
+
+var roomIDRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
 
 func (s *Server) getRoom(ctx context.Context, caller store.User, r *http.Request, _ []byte) (int, any) {
 	room, code, v := s.memberRoom(ctx, caller, r.PathValue("room"))

@@ -30,6 +30,11 @@ type fixture struct {
 	js       jetstream.JetStream
 	url      string
 	failStep string // the step after which the next operation "crashes"
+	// known are the allowlist's users; isMember, when set, is the node's
+	// memberships (Deps.IsMember); closed closes the quorum gate.
+	known    map[string]store.User
+	isMember func(signPub, roomID string) bool
+	closed   bool
 }
 
 func newFixture(t *testing.T, users ...*identity.Identity) *fixture {
@@ -61,11 +66,14 @@ func newFixture(t *testing.T, users ...*identity.Identity) *fixture {
 	for _, u := range users {
 		known[u.SignPub()] = store.User{SignPub: u.SignPub(), Handle: "h", Role: identity.RoleMember, Status: store.StatusActive}
 	}
-	f := &fixture{t: t, js: js}
+	f := &fixture{t: t, js: js, known: known}
 	s := api.New(api.Deps{
 		Node: "n1", Cluster: "c1", JS: js, Replicas: 1,
-		Gate:   func() (bool, string) { return true, "" },
-		Lookup: func(p string) (store.User, bool) { u, ok := known[p]; return u, ok },
+		Gate:   func() (bool, string) { return !f.closed, "no quorum" },
+		Lookup: func(p string) (store.User, bool) { u, ok := f.known[p]; return u, ok },
+		IsMember: func(p, room string) bool {
+			return f.isMember != nil && f.isMember(p, room)
+		},
 		AfterStep: func(step string) error {
 			if step == f.failStep {
 				f.failStep = "" // crash once

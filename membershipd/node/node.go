@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -833,6 +834,7 @@ func (n *Node) startHTTP() error {
 			Node: n.cfg.Name, JS: n.js, Replicas: n.cfg.KVReplicas, Gate: n.apiGate,
 			MaxConsumers: n.cfg.RoomMaxConsumers, Cluster: n.cfg.Cluster,
 			Lookup: n.allow.Lookup, Log: n.log.With("component", "api"), Limits: n.cfg.Rooms,
+			IsMember: func(signPub, roomID string) bool { return slices.Contains(n.allow.Rooms(signPub), roomID) },
 			WaitApplied: func(ctx context.Context, rev uint64) []string {
 				return clusterinfo.WaitApplied(ctx, n.nc, n.cfg.size(), rev)
 			},
