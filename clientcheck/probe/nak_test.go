@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/clusterkit/chaos/natstest"
 )
 
 // TestNakSubject: the NAK for another stream sequence keeps the stream,
@@ -36,7 +38,7 @@ func TestNakSubject(t *testing.T) {
 // reader fill a gap without the control plane; it rests on nats-server's
 // ack-subject format and NAK rules, so it runs against the real server.
 func TestNakRedeliversLostDelivery(t *testing.T) {
-	nc, js := singleJetStream(t)
+	_, nc, js := natstest.JetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R", Subjects: []string{"r.>"}}); err != nil {

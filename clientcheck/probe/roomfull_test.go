@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/clusterkit/chaos/natstest"
 )
 
 // TestRoomFullRecognised: a publish to a stream at its limits with
@@ -15,7 +17,7 @@ import (
 // retrying a refusal that only time fixes. It rests on nats-server's
 // error text, so it runs against the real server.
 func TestRoomFullRecognised(t *testing.T) {
-	_, js := singleJetStream(t)
+	_, _, js := natstest.JetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, cfg := range []jetstream.StreamConfig{

@@ -12,9 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/unibus/clusterkit/chaos/natstest"
 	"github.com/unibus/clusterkit/membershipd/identity"
 	"github.com/unibus/clusterkit/membershipd/store"
 	"github.com/unibus/clusterkit/membershipd/store/kv"
@@ -24,26 +23,9 @@ import (
 // with the control-plane buckets at R1; the caller is one active member.
 func fuzzServer(f *testing.F) (http.Handler, *identity.Identity) {
 	f.Helper()
-	s, err := server.NewServer(&server.Options{ServerName: "fuzz", Host: "127.0.0.1", Port: -1,
-		JetStream: true, StoreDir: f.TempDir(), NoSigs: true, NoLog: true,
-		JetStreamMaxStore: 256 << 20, JetStreamMaxMemory: 16 << 20})
-	if err != nil {
-		f.Fatal(err)
-	}
-	s.Start()
-	f.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	if !s.ReadyForConnections(10 * time.Second) {
-		f.Fatal("server not ready")
-	}
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		f.Fatal(err)
-	}
+	_, _, js := natstest.JetStream(f, func(o *server.Options) {
+		o.ServerName, o.JetStreamMaxStore, o.JetStreamMaxMemory = "fuzz", 256<<20, 16<<20
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := kv.EnsureAll(ctx, js, 1, 5*time.Second); err != nil {
