@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -57,4 +58,27 @@ func ElectionTime(ctx context.Context, nc *nats.Conn, stream, consumer, victim s
 		case <-t.C:
 		}
 	}
+}
+
+// MetaLeader names the JetStream meta layer's leader as the server nc is
+// connected to knows it (through the system request the daemon imports
+// for its internal identity), or "" if it does not answer or knows none.
+func MetaLeader(ctx context.Context, nc *nats.Conn) string {
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	m, err := nc.RequestWithContext(rctx, "$SYS.REQ.SERVER.PING.JSZ", []byte("{}"))
+	if err != nil {
+		return ""
+	}
+	var resp struct {
+		Data *struct {
+			Meta *struct {
+				Leader string `json:"leader"`
+			} `json:"meta_cluster"`
+		} `json:"data"`
+	}
+	if json.Unmarshal(m.Data, &resp) != nil || resp.Data == nil || resp.Data.Meta == nil {
+		return ""
+	}
+	return resp.Data.Meta.Leader
 }

@@ -321,7 +321,7 @@ func (r *run) steady(ctx context.Context) error {
 	}
 	r.set("pub-recv-p50-ms", orNil(lat[0] != nil, msOf(pct(lat[0], 50))), orNil(lat[1] != nil, msOf(pct(lat[1], 50))))
 	r.set("pub-recv-p99-ms", orNil(lat[0] != nil, msOf(pct(lat[0], 99))), orNil(lat[1] != nil, msOf(pct(lat[1], 99))))
-	r.note("pub-recv: %d messages at %g/s, one publisher and one consumer on node 1; membershipd E2E-sealed into the room stream, read through the member's control-plane-made pull consumer (explicit acks); plain through an ordered consumer", r.sz.latCount, r.sz.latRate)
+	r.note("pub-recv: %d messages at %g/s, one publisher and one consumer on node 1; membershipd E2E-sealed into the room stream, read through the member's control-plane-made pull consumer (explicit acks; %s); plain through an ordered consumer", r.sz.latCount, r.sz.latRate, m.placement(sctx))
 
 	r.set("throughput-msgs-per-s", tp[0], tp[1])
 	// What sealing alone allows one publishing goroutine: the ceiling of

@@ -106,7 +106,7 @@ func (m *member) dial(n chaos.Node, opts ...nats.Option) (*nats.Conn, error) {
 func (m *member) consumer(ctx context.Context, js jetstream.JetStream, from uint64) (jetstream.Consumer, error) {
 	var lastErr error
 	for {
-		rc, err := m.api.Consumer(ctx, m.room.ID, from)
+		rc, err := m.api.Consumer(ctx, m.room.ID, api.ConsumerRequest{DeliverFromSeq: from, ClientNode: js.Conn().ConnectedServerName()})
 		if err == nil {
 			cons, err := js.Consumer(ctx, api.RoomStream(m.room.ID), rc.Consumer)
 			if err == nil {
@@ -122,6 +122,29 @@ func (m *member) consumer(ctx context.Context, js jetstream.JetStream, from uint
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// placement names the leaders of the room stream, the member's consumer
+// and the meta layer: a consumer led by a stream follower (api pinTarget)
+// delivers a route hop later than one led by the stream's leader.
+func (m *member) placement(ctx context.Context) string {
+	nc, err := chaos.DialInternal(m.c, m.c.Nodes()[0])
+	if err != nil {
+		return "placement: " + err.Error()
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return "placement: " + err.Error()
+	}
+	stream, sl, cl := api.RoomStream(m.room.ID), "?", "?"
+	if st, err := js.Stream(ctx, stream); err == nil && st.CachedInfo().Cluster != nil {
+		sl = st.CachedInfo().Cluster.Leader
+	}
+	if c, err := js.Consumer(ctx, stream, authn.RoomConsumer(m.id.SignPub())); err == nil && c.CachedInfo().Cluster != nil {
+		cl = c.CachedInfo().Cluster.Leader
+	}
+	return fmt.Sprintf("room stream led by %s, the member's consumer by %s, the meta layer by %s", sl, cl, chaos.MetaLeader(ctx, nc))
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

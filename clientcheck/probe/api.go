@@ -209,10 +209,13 @@ func (a *API) AddMember(ctx context.Context, roomID, signPub string, key []byte)
 
 // Consumer asks the control plane for the caller's pull consumer on a
 // room's stream: created if missing; with from > 0, delivery (re)starts at
-// stream sequence from.
-func (a *API) Consumer(ctx context.Context, roomID string, from uint64) (api.RoomConsumer, error) {
+// stream sequence req.DeliverFromSeq. req.ClientNode names the node the
+// caller's NATS connection is on (nats.Conn.ConnectedServerName), so that
+// the consumer is never led from there when it is kept off the stream's
+// leader.
+func (a *API) Consumer(ctx context.Context, roomID string, req api.ConsumerRequest) (api.RoomConsumer, error) {
 	var c api.RoomConsumer
-	err := a.do(ctx, http.MethodPost, roomPath(api.PathConsumer, roomID), api.ConsumerRequest{DeliverFromSeq: from}, &c)
+	err := a.do(ctx, http.MethodPost, roomPath(api.PathConsumer, roomID), req, &c)
 	return c, err
 }
 
@@ -225,10 +228,10 @@ func (a *API) Consumer(ctx context.Context, roomID string, from uint64) (api.Roo
 // whose request waits for an election it does not need (seen: one
 // answering nothing for 10 s while another node could serve) then costs
 // try, not the whole call; the handler ends with the cut request.
-func (a *API) ConsumerVia(ctx context.Context, roomID string, from uint64, skip int, try time.Duration) (api.RoomConsumer, error) {
+func (a *API) ConsumerVia(ctx context.Context, roomID string, req api.ConsumerRequest, skip int, try time.Duration) (api.RoomConsumer, error) {
 	var c api.RoomConsumer
 	path := roomPath(api.PathConsumer, roomID)
-	body, err := json.Marshal(api.ConsumerRequest{DeliverFromSeq: from})
+	body, err := json.Marshal(req)
 	if err != nil {
 		return c, err
 	}

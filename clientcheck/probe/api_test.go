@@ -325,7 +325,7 @@ func TestConsumerViaStartsElsewhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.SetCluster("c1")
-	rc, err := a.ConsumerVia(context.Background(), "0123456789abcdef", 7, 1, 0)
+	rc, err := a.ConsumerVia(context.Background(), "0123456789abcdef", api.ConsumerRequest{DeliverFromSeq: 7}, 1, 0)
 	if err != nil || rc.Consumer != "u_x" {
 		t.Fatalf("ConsumerVia skip 1: %+v, %v", rc, err)
 	}
@@ -337,7 +337,7 @@ func TestConsumerViaStartsElsewhere(t *testing.T) {
 	// Starting at the node that hangs: its try runs out and the next one
 	// answers.
 	a.prefer(0)
-	rc, err = a.ConsumerVia(context.Background(), "0123456789abcdef", 7, 0, 50*time.Millisecond)
+	rc, err = a.ConsumerVia(context.Background(), "0123456789abcdef", api.ConsumerRequest{DeliverFromSeq: 7}, 0, 50*time.Millisecond)
 	if err != nil || rc.Consumer != "u_x" {
 		t.Fatalf("ConsumerVia past a hung node: %+v, %v", rc, err)
 	}

@@ -22,9 +22,11 @@ import (
 // member's ACL allows fetching from, acking and inspecting that one
 // consumer and nothing else (no consumer create or delete).
 //
-// The consumer is durable and R3 (api.RoomConsumerConfig), with its raft
-// leader kept on the stream's leader by the control plane, so it survives
-// the loss of any other node, the client's included: after a reconnect the
+// The consumer is durable and R3 (api.RoomConsumerConfig). The control
+// plane keeps its raft leader off the client's node (the reader names that
+// node in every consumer request), and off the stream's leader where a
+// follower that does not lead the meta layer can take it (api pinTarget).
+// So it survives the loss of the client's node: after a reconnect the
 // client keeps fetching from the same consumer (nats.go re-issues its pull
 // requests) and nothing is re-created. What a dead connection may lose is
 // deliveries in flight: the consumer counts them as delivered and would
@@ -43,10 +45,12 @@ import (
 // consumer leader are otherwise re-sent only after two missed
 // heartbeats). The reset runs beside the supervisor, one attempt at a
 // time, each starting at the next node (see supervise, launch). When the
-// stream's leader dies, the consumer's leader dies with it; the control
-// plane then replaces the consumer as soon as the stream has elected a new
-// leader, instead of waiting for the consumer's own raft election (4-9 s,
-// independent of the stream's).
+// stream's leader dies and the consumer's leader was elsewhere, delivery
+// resumes with the stream's election and nothing is reset. When the
+// consumer's leader dies (with the stream's, or alone), the control plane
+// replaces the consumer as soon as the stream has a leader, instead of
+// waiting for the consumer's own raft election (4-9 s, independent of the
+// stream's).
 //
 // Delivery is at least once; the reader hands messages on in stream order
 // and exactly once per stream sequence: a sequence seen before (a
@@ -139,11 +143,17 @@ func (rd *reader) start(ctx context.Context) error {
 	}
 	from := rd.next
 	rd.mu.Unlock()
-	rc, err := rd.r.api.Consumer(ctx, rd.r.room.ID, from)
+	rc, err := rd.r.api.Consumer(ctx, rd.r.room.ID, rd.request(from))
 	if err != nil {
 		return fmt.Errorf("room consumer from sequence %d: %w", from, err)
 	}
 	return rd.consume(ctx, rc)
+}
+
+// request asks for delivery from stream sequence from, naming the node
+// this client's connection is on (see api.ConsumerRequest).
+func (rd *reader) request(from uint64) api.ConsumerRequest {
+	return api.ConsumerRequest{DeliverFromSeq: from, ClientNode: rd.js.Conn().ConnectedServerName()}
 }
 
 // consume starts fetching from the named consumer (replacing a stopped
@@ -213,7 +223,7 @@ func (rd *reader) resetOnce(ctx context.Context, skip int, ended bool, try time.
 	}
 	rctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
-	rc, err := rd.r.api.ConsumerVia(rctx, rd.r.room.ID, from, skip, try)
+	rc, err := rd.r.api.ConsumerVia(rctx, rd.r.room.ID, rd.request(from), skip, try)
 	if err != nil {
 		return fmt.Errorf("reset the room consumer to sequence %d: %w", from, err)
 	}

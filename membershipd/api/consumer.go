@@ -80,6 +80,11 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 			s.d.Log.Info("consumer reset", append([]any{"room", r.PathValue("room"), "from_seq", req.DeliverFromSeq, "code", code}, t.attrs()...)...)
 		}()
 	}
+	client := req.ClientNode
+	if client == "" {
+		client = s.d.Node
+	}
+	ctx = context.WithValue(ctx, clientNodeKey{}, client)
 	room, code, v := s.consumerRoom(ctx, caller, r.PathValue("room"))
 	if code != 0 {
 		return code, v
@@ -193,7 +198,7 @@ const (
 )
 
 // replaceConsumer deletes the consumer and creates it again starting at
-// from, with its leader on the stream's leader. The replacement runs to
+// from, with its leader where pinTarget puts it. The replacement runs to
 // its end (within replaceTimeout) even when the request ends first: a
 // client that gives up and asks the next node would otherwise leave no
 // consumer when cut between the delete and the create. One at a time per
@@ -444,21 +449,71 @@ func (s *Server) streamLedWithin(ctx context.Context, stream string, timeout tim
 	return err == nil && st.CachedInfo().Cluster != nil && st.CachedInfo().Cluster.Leader != ""
 }
 
-// pinConsumer moves the consumer's raft leader onto the stream's leader
-// (best effort). Consumer and stream leaders on different nodes double the
-// nodes whose crash stalls delivery for a raft election (4-9 s): with them
-// together, a crash of any other node (the client's own included) costs
-// only a reconnect, and a crash of the leader costs the stream's election
-// (the consumer is then replaced, see roomConsumer). consumerLeader is the
-// consumer's leader if known ("" asks).
+// clientNodeKey carries the request's ConsumerRequest.ClientNode (or this
+// node, if the client did not say) to pins that run after the answer.
+type clientNodeKey struct{}
+
+func clientNodeOf(ctx context.Context) string {
+	n, _ := ctx.Value(clientNodeKey{}).(string)
+	return n
+}
+
+// pinTarget names the node that should lead the member's consumer, from
+// the stream's cluster info ("": leave it where it is): a current follower
+// of the stream that is neither the client's node nor the meta layer's
+// leader, else the stream's leader.
+//
+// Not the stream's leader, where it can be helped: a crash of the stream's
+// leader then leaves the consumer led, and delivery resumes with the
+// stream's own election. A consumer led by the crashed node has to be
+// replaced through the meta layer, and nats-server picks a new consumer's
+// leader at random among peers it still counts as online, the crashed node
+// included: that left the receive gap up to 0.5 s over the election with
+// the meta layer alive, and up to 1.9 s when the crashed node also led the
+// meta layer (its election too). The cost: a follower delivers a message
+// once it has learnt of the commit, one route hop after the leader.
+//
+// Not the client's node: its crash then costs only a reconnect. Not the
+// meta leader: a crash of the consumer's leader needs a replacement, which
+// needs the meta layer; with the consumer alone on that node the
+// replacement runs at once (a second after the client misses the
+// consumer's heartbeats). With no such follower (the third node leads the
+// meta layer, or lags) the consumer stays with the stream's leader, as a
+// crash of the meta leader then costs nothing.
+func (s *Server) pinTarget(ci *jetstream.ClusterInfo, clientNode string) string {
+	if ci == nil || ci.Leader == "" {
+		return ""
+	}
+	if clientNode == "" {
+		clientNode = s.d.Node
+	}
+	meta := ""
+	if s.d.MetaLeader != nil {
+		meta = s.d.MetaLeader()
+	}
+	want := ""
+	for _, r := range ci.Replicas {
+		// Sorted by name: the same pick on every node.
+		if r.Current && !r.Offline && r.Name != clientNode && r.Name != meta && (want == "" || r.Name < want) {
+			want = r.Name
+		}
+	}
+	if want == "" {
+		return ci.Leader
+	}
+	return want
+}
+
+// pinConsumer moves the consumer's raft leader to pinTarget's node (best
+// effort); consumerLeader is the consumer's leader if known ("" asks).
 func (s *Server) pinConsumer(ctx context.Context, stream, name, consumerLeader string) {
 	pctx, cancel := context.WithTimeout(ctx, pinTimeout)
 	defer cancel()
 	st, err := s.d.JS.Stream(pctx, stream)
-	if err != nil || st.CachedInfo().Cluster == nil {
+	if err != nil {
 		return
 	}
-	want := st.CachedInfo().Cluster.Leader
+	want := s.pinTarget(st.CachedInfo().Cluster, clientNodeOf(ctx))
 	if want == "" {
 		return
 	}
@@ -488,7 +543,7 @@ func (s *Server) pinConsumer(ctx context.Context, stream, name, consumerLeader s
 		time.Sleep(20 * time.Millisecond)
 	}
 	if s.d.Log != nil {
-		s.d.Log.Debug("consumer leader moved to the stream leader", "stream", stream, "consumer", name, "from", consumerLeader, "to", want, "err", err)
+		s.d.Log.Debug("consumer leader moved", "stream", stream, "consumer", name, "from", consumerLeader, "to", want, "stream_leader", st.CachedInfo().Cluster.Leader, "err", err)
 	}
 }
 

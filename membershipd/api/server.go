@@ -44,8 +44,12 @@ type Deps struct {
 	// ACLs are made of) whether signPub is a member of room id; false
 	// means "not known here", and the buckets are read.
 	IsMember func(signPub, roomID string) bool
-	Log      *slog.Logger
-	Now      func() time.Time
+	// MetaLeader, when set, names the JetStream meta layer's leader ("":
+	// none or unknown). It decides where a member's consumer is led (see
+	// pinTarget).
+	MetaLeader func() string
+	Log        *slog.Logger
+	Now        func() time.Time
 	// WaitApplied blocks until every node's ACLs reflect membership
 	// revision rev (or ctx ends) and returns the nodes still behind.
 	WaitApplied func(ctx context.Context, rev uint64) []string

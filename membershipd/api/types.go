@@ -134,8 +134,15 @@ func (k RoomKey) Grant(member string) e2e.Grant {
 // ConsumerRequest asks for the caller's pull consumer on a room stream.
 // DeliverFromSeq 0 keeps an existing consumer as it is (a new one starts at
 // sequence 1); otherwise delivery (re)starts at that stream sequence.
+//
+// ClientNode names the node (NATS server name) the caller's NATS
+// connection is on, if it knows it: when the control plane keeps the
+// consumer's leader off the stream's leader (see pinTarget), it also keeps
+// it off that node, so that the loss of the client's own node never takes
+// the consumer's leader with it. Without it the answering node is assumed.
 type ConsumerRequest struct {
 	DeliverFromSeq uint64 `json:"deliver_from_seq,omitempty"`
+	ClientNode     string `json:"client_node,omitempty"`
 }
 
 // RoomConsumer names the caller's consumer: fetch with

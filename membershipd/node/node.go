@@ -834,7 +834,8 @@ func (n *Node) startHTTP() error {
 			Node: n.cfg.Name, JS: n.js, Replicas: n.cfg.KVReplicas, Gate: n.apiGate,
 			MaxConsumers: n.cfg.RoomMaxConsumers, Cluster: n.cfg.Cluster,
 			Lookup: n.allow.Lookup, Log: n.log.With("component", "api"), Limits: n.cfg.Rooms,
-			IsMember: func(signPub, roomID string) bool { return slices.Contains(n.allow.Rooms(signPub), roomID) },
+			IsMember:   func(signPub, roomID string) bool { return slices.Contains(n.allow.Rooms(signPub), roomID) },
+			MetaLeader: n.metaLeader,
 			WaitApplied: func(ctx context.Context, rev uint64) []string {
 				return clusterinfo.WaitApplied(ctx, n.nc, n.cfg.size(), rev)
 			},
