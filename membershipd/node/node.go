@@ -247,6 +247,7 @@ func (n *Node) Start() error {
 	}
 	if n.api != nil {
 		loops = append(loops, n.api.Reap) // revoked members' consumers
+		loops = append(loops, func(ctx context.Context) { n.api.KeepPlacement(ctx, n.streamsLed) })
 	}
 	for _, loop := range loops {
 		n.wg.Add(1)
@@ -785,6 +786,27 @@ func msAge(ms int64) time.Duration {
 // Verdict is the quorum gate's current decision; later layers deny requests
 // on it.
 func (n *Node) Verdict() quorum.Verdict { return n.gate.Verdict(time.Now()) }
+
+// streamsLed names the streams (any account) whose raft group this node
+// leads, from its own server.
+func (n *Node) streamsLed() []string {
+	if n.srv == nil {
+		return nil
+	}
+	jsz, err := n.srv.Jsz(&server.JSzOptions{Accounts: true, Streams: true})
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, a := range jsz.AccountDetails {
+		for _, st := range a.Streams {
+			if st.Cluster != nil && st.Cluster.Leader == n.cfg.Name {
+				out = append(out, st.Name)
+			}
+		}
+	}
+	return out
+}
 
 func (n *Node) metaLeader() string {
 	if n.srv == nil {
