@@ -48,6 +48,10 @@ type kvAllowlist struct {
 	provenAt    time.Time         // send time of the newest proof
 	streakStart time.Time         // first proof of the current unbroken run
 	pending     []pendingProof    // leader answers the allowlist has not caught up with
+	// The leader the node's own users replica follows, and since when
+	// (quorum.ListProof.Leader).
+	replicaLeader      string
+	replicaLeaderSince time.Time
 }
 
 // pendingProof is a leader's answer naming a sequence not applied yet; it
@@ -141,11 +145,22 @@ func (a *kvAllowlist) proveLocked(sentAt time.Time) {
 // judges freshness.
 var listStreakGap = quorum.DefaultParams(1).ListFresh
 
+// sawReplicaLeader records the leader the node's own users replica
+// follows at now ("" for none).
+func (a *kvAllowlist) sawReplicaLeader(leader string, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if leader != a.replicaLeader {
+		a.replicaLeader, a.replicaLeaderSince = leader, now
+	}
+}
+
 // proof is the allowlist's freshness evidence at now.
 func (a *kvAllowlist) proof(now time.Time) quorum.ListProof {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	lp := quorum.ListProof{Loaded: a.usersReady && a.roomsReady, ProvenAt: a.provenAt}
+	lp := quorum.ListProof{Loaded: a.usersReady && a.roomsReady, ProvenAt: a.provenAt,
+		Leader: a.replicaLeader, LeaderSince: a.replicaLeaderSince}
 	if len(a.pending) > 0 {
 		p := a.pending[len(a.pending)-1]
 		lp.Behind = fmt.Sprintf("applied revision %d < leader's last sequence %d, asked %s ago",
@@ -422,7 +437,11 @@ func (n *Node) proofLoop(ctx context.Context) {
 	}
 	t := time.NewTicker(gateTick)
 	defer t.Stop()
+	replica := &usersReplica{srv: n.srv}
 	for {
+		// Read before the check is sent, so a proof is never older than
+		// the naming of the leader that gave it.
+		al.sawReplicaLeader(replica.leader(time.Now()), time.Now())
 		// Before the initial load no answer counts (leaderSaid drops it),
 		// and a check sent before the users stream has a leader waits out
 		// proofTimeout, delaying the first proof that bring-up waits for.

@@ -22,6 +22,12 @@ type ListProof struct {
 	// A node in contact with the leader but behind it has no excuse: its
 	// watch is stalled.
 	Behind string
+	// Leader is the users stream leader this node's own replica follows
+	// (its raft view), "" when the node holds no replica or the replica
+	// knows no leader (an election). LeaderSince is when the replica
+	// started naming that leader.
+	Leader      string
+	LeaderSince time.Time
 }
 
 // ListVerdict is the allowlist decision plus its reason.
@@ -51,6 +57,19 @@ type ListVerdict struct {
 // (every node regains contact within a tick or two) does not flap the
 // healthy nodes. The verdict assumes the caller is in quorum (the gate
 // checks that first).
+//
+// One exception to "nobody proves, so nobody can commit": this node's own
+// replica follows a leader that has not answered it for LeaderSilence
+// (counted from the later of the last proof and the replica naming that
+// leader). The leader's packets reach us but ours do not reach it (a
+// one-way cut): the leader cannot commit, and the replica hears it, so no
+// election starts on this side until the leader steps down on lost quorum
+// and an election timeout passes (14-29 s on 2.15.2; in the spec's runs
+// no new leader before the 22 s cut ended). A user write through this node
+// times out all that while, so the node must not answer 200: it denies
+// until its side elects a leader that answers. LeaderSilence is longer
+// than an election, as the replica names a crashed leader until its
+// election timer fires.
 func DecideAllowlist(now time.Time, lp ListProof, peers []PeerReport, p Params) ListVerdict {
 	v := ListVerdict{ProofAge: -1}
 	if err := p.Validate(); err != nil || p.ListFresh <= 0 {
@@ -97,6 +116,17 @@ func DecideAllowlist(now time.Time, lp ListProof, peers []PeerReport, p Params) 
 	if len(ahead) > 0 {
 		v.Reason = fmt.Sprintf("allowlist stale: nodes %v reached the users stream leader while this node has not for %s", ahead, fmtDur(own))
 		return v
+	}
+	if lp.Leader != "" && p.LeaderSilence > 0 {
+		from := lp.ProvenAt
+		if lp.LeaderSince.After(from) {
+			from = lp.LeaderSince
+		}
+		if silent := max(now.Sub(from), 0); silent >= p.LeaderSilence {
+			v.Reason = fmt.Sprintf("allowlist stale: this node's users replica follows leader %s, which has not answered this node for %s (cut off from it one way: a user write through this node cannot commit)",
+				lp.Leader, fmtDur(silent))
+			return v
+		}
 	}
 	// Nobody within two hops reaches a users leader: nobody can commit a
 	// revocation. Only a serving node can (the control plane and the CLI
