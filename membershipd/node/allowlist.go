@@ -50,8 +50,9 @@ type kvAllowlist struct {
 	pending     []pendingProof    // leader answers the allowlist has not caught up with
 	// The leader the node's own users replica follows, and since when
 	// (quorum.ListProof.Leader).
-	replicaLeader      string
-	replicaLeaderSince time.Time
+	replicaLeader       string
+	replicaLeaderSince  time.Time
+	replicaLeaderPinged time.Time
 }
 
 // pendingProof is a leader's answer naming a sequence not applied yet; it
@@ -146,13 +147,22 @@ func (a *kvAllowlist) proveLocked(sentAt time.Time) {
 var listStreakGap = quorum.DefaultParams(1).ListFresh
 
 // sawReplicaLeader records the leader the node's own users replica
-// follows at now ("" for none).
-func (a *kvAllowlist) sawReplicaLeader(leader string, now time.Time) {
+// follows at now ("" for none), and when that leader's daemon last
+// pinged this node (zero: never).
+func (a *kvAllowlist) sawReplicaLeader(leader string, pinged, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if leader != a.replicaLeader {
 		a.replicaLeader, a.replicaLeaderSince = leader, now
 	}
+	a.replicaLeaderPinged = pinged
+}
+
+// pingedAt is when peer's daemon last pinged this node (zero: never).
+func (n *Node) pingedAt(peer string) time.Time {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.pingedBy[peer]
 }
 
 // proof is the allowlist's freshness evidence at now.
@@ -160,7 +170,7 @@ func (a *kvAllowlist) proof(now time.Time) quorum.ListProof {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	lp := quorum.ListProof{Loaded: a.usersReady && a.roomsReady, ProvenAt: a.provenAt,
-		Leader: a.replicaLeader, LeaderSince: a.replicaLeaderSince}
+		Leader: a.replicaLeader, LeaderSince: a.replicaLeaderSince, LeaderPinged: a.replicaLeaderPinged}
 	if len(a.pending) > 0 {
 		p := a.pending[len(a.pending)-1]
 		lp.Behind = fmt.Sprintf("applied revision %d < leader's last sequence %d, asked %s ago",
@@ -441,7 +451,8 @@ func (n *Node) proofLoop(ctx context.Context) {
 	for {
 		// Read before the check is sent, so a proof is never older than
 		// the naming of the leader that gave it.
-		al.sawReplicaLeader(replica.leader(time.Now()), time.Now())
+		leader := replica.leader(time.Now())
+		al.sawReplicaLeader(leader, n.pingedAt(leader), time.Now())
 		// Before the initial load no answer counts (leaderSaid drops it),
 		// and a check sent before the users stream has a leader waits out
 		// proofTimeout, delaying the first proof that bring-up waits for.

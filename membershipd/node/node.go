@@ -88,6 +88,9 @@ type Node struct {
 	roomsWatchCancel    context.CancelFunc // restarts the memberships watch
 	proveNow            chan struct{}      // asks proofLoop for a check at once
 	putNow              chan struct{}      // asks heartbeatLoop for a put at once
+	// pingedBy: when each peer daemon's ping last reached this node (its
+	// packets reach us, whether or not ours reach it).
+	pingedBy map[string]time.Time
 }
 
 // New validates cfg, loads (or creates) the internal identity and builds
@@ -321,6 +324,14 @@ func (n *Node) subscribe() error {
 		now := time.Now()
 		var ping clusterinfo.Ping
 		_ = json.Unmarshal(m.Data, &ping) // an older pinger sends no body
+		if ping.Node != "" && ping.Node != n.cfg.Name {
+			n.mu.Lock()
+			if n.pingedBy == nil {
+				n.pingedBy = map[string]time.Time{}
+			}
+			n.pingedBy[ping.Node] = now
+			n.mu.Unlock()
+		}
 		pong := clusterinfo.Pong{Node: n.cfg.Name, Seq: ping.Seq, PutAgeMS: -1, PutStreakMS: -1, ListAgeMS: -1, ListStreakMS: -1, HopAgeMS: -1, HopStreakMS: -1}
 		if t, ok := n.gate.LastPut(); ok {
 			pong.PutAgeMS = now.Sub(t).Milliseconds()

@@ -28,6 +28,9 @@ type ListProof struct {
 	// started naming that leader.
 	Leader      string
 	LeaderSince time.Time
+	// LeaderPinged is when that leader's daemon last pinged this node
+	// (zero: never): its packets reach us.
+	LeaderPinged time.Time
 }
 
 // ListVerdict is the allowlist decision plus its reason.
@@ -69,7 +72,9 @@ type ListVerdict struct {
 // times out all that while, so the node must not answer 200: it denies
 // until its side elects a leader that answers. LeaderSilence is longer
 // than an election, as the replica names a crashed leader until its
-// election timer fires.
+// election timer fires; when the leader's own pings still reach this node
+// (it is alive and its packets arrive: not a crash, a pause or a
+// symmetric cut) CutOff is enough, as for the heartbeat leader.
 func DecideAllowlist(now time.Time, lp ListProof, peers []PeerReport, p Params) ListVerdict {
 	v := ListVerdict{ProofAge: -1}
 	if err := p.Validate(); err != nil || p.ListFresh <= 0 {
@@ -122,9 +127,15 @@ func DecideAllowlist(now time.Time, lp ListProof, peers []PeerReport, p Params) 
 		if lp.LeaderSince.After(from) {
 			from = lp.LeaderSince
 		}
-		if silent := max(now.Sub(from), 0); silent >= p.LeaderSilence {
-			v.Reason = fmt.Sprintf("allowlist stale: this node's users replica follows leader %s, which has not answered this node for %s (cut off from it one way: a user write through this node cannot commit)",
-				lp.Leader, fmtDur(silent))
+		silent := max(now.Sub(from), 0)
+		pinged := !lp.LeaderPinged.IsZero() && now.Sub(lp.LeaderPinged) < p.PeerFresh
+		if silent >= p.LeaderSilence || pinged && silent >= p.CutOff {
+			how := ""
+			if pinged {
+				how = " though its pings reach this node"
+			}
+			v.Reason = fmt.Sprintf("allowlist stale: this node's users replica follows leader %s, which has not answered this node for %s%s (cut off from it one way: a user write through this node cannot commit)",
+				lp.Leader, fmtDur(silent), how)
 			return v
 		}
 	}

@@ -41,8 +41,9 @@ func replayList(t *testing.T, p Params, self listNode, peers []listNode, end tim
 
 // replayListLed is replayList where self's own users replica follows
 // leader(at) ("" for none; nil: it holds no replica), sampled every tick
-// like the daemon's proof loop.
-func replayListLed(t *testing.T, p Params, self listNode, peers []listNode, end time.Duration, leader func(time.Duration) string) []struct {
+// like the daemon's proof loop; pinging says whether that leader's pings
+// reach self then.
+func replayListLed(t *testing.T, p Params, self listNode, peers []listNode, end time.Duration, leader func(time.Duration) (name string, pinging bool)) []struct {
 	at time.Duration
 	v  ListVerdict
 } {
@@ -89,12 +90,17 @@ func replayListLed(t *testing.T, p Params, self listNode, peers []listNode, end 
 		proven      time.Time
 		named       string
 		namedSince  time.Time
+		pinged      time.Time
 		nextLeading time.Duration
 	)
 	for at := time.Duration(0); at <= end; at += step {
 		if leader != nil && at >= nextLeading {
-			if l := leader(at); l != named {
+			l, pinging := leader(at)
+			if l != named {
 				named, namedSince = l, t0.Add(at)
+			}
+			if pinging {
+				pinged = t0.Add(at)
 			}
 			nextLeading += tick
 		}
@@ -106,7 +112,7 @@ func replayListLed(t *testing.T, p Params, self listNode, peers []listNode, end 
 				tr.PeerReported(PeerReport{Node: a.peer, AnsweredAt: t0.Add(a.at), PutAge: 0, ListAge: a.age, ListStreak: a.strk})
 			}
 		}
-		v := tr.Allowlist(t0.Add(at), ListProof{Loaded: true, ProvenAt: proven, Leader: named, LeaderSince: namedSince})
+		v := tr.Allowlist(t0.Add(at), ListProof{Loaded: true, ProvenAt: proven, Leader: named, LeaderSince: namedSince, LeaderPinged: pinged})
 		out = append(out, struct {
 			at time.Duration
 			v  ListVerdict
@@ -201,53 +207,60 @@ func TestAllowlistOneWayToLeaderStale(t *testing.T) {
 		end      = elected + 5*time.Second
 	)
 	p := DefaultParams(3)
-	leader := func(at time.Duration) string {
-		switch {
-		case at < stepDown+4*time.Second: // named until self's election timer fires
-			return "n2"
-		case at < elected:
-			return ""
-		default:
-			return "n3"
+	for _, c := range []struct {
+		name    string
+		pinging bool // the leader's daemon still reaches self
+		within  time.Duration
+	}{{"leader's pings arrive", true, p.CutOff}, {"no pings from the leader", false, p.LeaderSilence}} {
+		leader := func(at time.Duration) (string, bool) {
+			switch {
+			case at < stepDown+4*time.Second: // named until self's election timer fires
+				return "n2", c.pinging || at < cut
+			case at < elected:
+				return "", false
+			default:
+				return "n3", true
+			}
 		}
-	}
-	for _, ph := range phases {
-		t.Run(fmt.Sprint("phase=", ph), func(t *testing.T) {
-			self := listNode{name: "n1", phase: ph, proves: outside(cut, elected)}
-			peers := []listNode{
-				{name: "n2", phase: tick / 2, proves: before(cut), answers: before(cut)},
-				{name: "n3", phase: tick - 1 - ph, proves: outside(cut, elected), answers: always},
-			}
-			var first, last time.Duration = -1, -1
-			for _, x := range replayListLed(t, p, self, peers, end, leader) {
-				switch {
-				case x.at >= time.Second && x.at < cut && !x.v.Fresh:
-					t.Fatalf("stale at %v before the cut: %s", x.at, x.v.Reason)
-				case x.at >= cut && x.at < stepDown && !x.v.Fresh && first < 0:
-					first = x.at
-					if !strings.Contains(x.v.Reason, "follows leader n2, which has not answered") {
-						t.Fatalf("reason = %q", x.v.Reason)
-					}
-				case first >= 0 && x.at < stepDown && x.v.Fresh:
-					t.Fatalf("fresh again at %v while the silent leader is named: %s", x.at, x.v.Reason)
-				case x.at >= elected && !x.v.Fresh:
-					last = x.at
+		for _, ph := range phases {
+			t.Run(fmt.Sprintf("%s/phase=%v", c.name, ph), func(t *testing.T) {
+				self := listNode{name: "n1", phase: ph, proves: outside(cut, elected)}
+				peers := []listNode{
+					{name: "n2", phase: tick / 2, proves: before(cut), answers: before(cut)},
+					{name: "n3", phase: tick - 1 - ph, proves: outside(cut, elected), answers: always},
 				}
-			}
-			if first < 0 || first-cut > p.LeaderSilence+time.Second {
-				t.Fatalf("stale %v after the cut, want within %v", first-cut, p.LeaderSilence+time.Second)
-			}
-			if last > elected+time.Second {
-				t.Fatalf("still stale at %v, %v after the new leader answered", last, last-elected)
-			}
-		})
+				var first, last time.Duration = -1, -1
+				for _, x := range replayListLed(t, p, self, peers, end, leader) {
+					switch {
+					case x.at >= time.Second && x.at < cut && !x.v.Fresh:
+						t.Fatalf("stale at %v before the cut: %s", x.at, x.v.Reason)
+					case x.at >= cut && x.at < stepDown && !x.v.Fresh && first < 0:
+						first = x.at
+						if !strings.Contains(x.v.Reason, "follows leader n2, which has not answered") {
+							t.Fatalf("reason = %q", x.v.Reason)
+						}
+					case first >= 0 && x.at < stepDown && x.v.Fresh:
+						t.Fatalf("fresh again at %v while the silent leader is named: %s", x.at, x.v.Reason)
+					case x.at >= elected && !x.v.Fresh:
+						last = x.at
+					}
+				}
+				if first < 0 || first-cut > c.within+time.Second {
+					t.Fatalf("stale %v after the cut, want within %v", first-cut, c.within+time.Second)
+				}
+				if last > elected+time.Second {
+					t.Fatalf("still stale at %v, %v after the new leader answered", last, last-elected)
+				}
+			})
+		}
 	}
 }
 
 // A crashed users leader: self's replica keeps naming it until self's
 // election timer fires (up to 9 s on 2.15.2), nobody proves meanwhile,
 // and the new leader answers 9.5 s after the crash. That is an election,
-// not a cut: the allowlist stays current throughout.
+// not a cut: the allowlist stays current throughout (a paused leader is
+// the same: its daemon pings no more either).
 func TestAllowlistCrashedLeaderNamedNotStale(t *testing.T) {
 	const (
 		crash   = 10 * time.Second
@@ -256,14 +269,14 @@ func TestAllowlistCrashedLeaderNamedNotStale(t *testing.T) {
 		end     = elected + 10*time.Second
 	)
 	p := DefaultParams(3)
-	leader := func(at time.Duration) string {
+	leader := func(at time.Duration) (string, bool) {
 		switch {
 		case at < crash+timer:
-			return "n2"
+			return "n2", at < crash // a crashed daemon pings no more
 		case at < elected:
-			return ""
+			return "", false
 		default:
-			return "n3"
+			return "n3", true
 		}
 	}
 	for _, ph := range phases {
