@@ -50,9 +50,9 @@ type kvAllowlist struct {
 	pending     []pendingProof    // leader answers the allowlist has not caught up with
 	// The leader the node's own users replica follows, and since when
 	// (quorum.ListProof.Leader).
-	replicaLeader       string
-	replicaLeaderSince  time.Time
-	replicaLeaderPinged time.Time
+	replicaLeader      string
+	replicaLeaderSince time.Time
+	replicaLeaderPing  pingSeen
 }
 
 // pendingProof is a leader's answer naming a sequence not applied yet; it
@@ -147,19 +147,19 @@ func (a *kvAllowlist) proveLocked(sentAt time.Time) {
 var listStreakGap = quorum.DefaultParams(1).ListFresh
 
 // sawReplicaLeader records the leader the node's own users replica
-// follows at now ("" for none), and when that leader's daemon last
-// pinged this node (zero: never).
-func (a *kvAllowlist) sawReplicaLeader(leader string, pinged, now time.Time) {
+// follows at now ("" for none), and that leader's daemon's last ping to
+// this node.
+func (a *kvAllowlist) sawReplicaLeader(leader string, ping pingSeen, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if leader != a.replicaLeader {
 		a.replicaLeader, a.replicaLeaderSince = leader, now
 	}
-	a.replicaLeaderPinged = pinged
+	a.replicaLeaderPing = ping
 }
 
-// pingedAt is when peer's daemon last pinged this node (zero: never).
-func (n *Node) pingedAt(peer string) time.Time {
+// pingedAt is peer's daemon's last ping to this node (zero: never).
+func (n *Node) pingedAt(peer string) pingSeen {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.pingedBy[peer]
@@ -170,7 +170,10 @@ func (a *kvAllowlist) proof(now time.Time) quorum.ListProof {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	lp := quorum.ListProof{Loaded: a.usersReady && a.roomsReady, ProvenAt: a.provenAt,
-		Leader: a.replicaLeader, LeaderSince: a.replicaLeaderSince, LeaderPinged: a.replicaLeaderPinged}
+		Leader: a.replicaLeader, LeaderSince: a.replicaLeaderSince}
+	if !a.replicaLeaderPing.at.IsZero() && a.replicaLeaderPing.noQuorum {
+		lp.LeaderNoQuorum = a.replicaLeaderPing.at
+	}
 	if len(a.pending) > 0 {
 		p := a.pending[len(a.pending)-1]
 		lp.Behind = fmt.Sprintf("applied revision %d < leader's last sequence %d, asked %s ago",
