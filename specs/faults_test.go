@@ -246,10 +246,22 @@ func newProber() *prober { return &prober{as: map[string][]check.Attempt{}, stop
 
 // every runs try every interval under key until Stop.
 func (p *prober) every(key string, interval time.Duration, try func() check.Attempt) {
+	p.everyFrom(key, time.Time{}, interval, try)
+}
+
+// everyFrom is every, starting at from (unless Stop comes first): an
+// attempt that blocks (a CLI's 10 s timeout) leaves gaps in one prober's
+// starts, so a window a claim judges gets a prober of its own.
+func (p *prober) everyFrom(key string, from time.Time, interval time.Duration, try func() check.Attempt) {
 	p.wg.Add(1)
 	go func() {
 		defer GinkgoRecover()
 		defer p.wg.Done()
+		select {
+		case <-p.stop:
+			return
+		case <-time.After(time.Until(from)):
+		}
 		for {
 			a := try()
 			p.mu.Lock()

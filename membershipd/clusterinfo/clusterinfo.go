@@ -106,6 +106,10 @@ func WaitApplied(ctx context.Context, nc *nats.Conn, size int, rev uint64) []str
 type Ping struct {
 	Node string `json:"node"`
 	Seq  uint64 `json:"seq"`
+	// NoQuorum: the pinger's own quorum gate denies. A stream leader that
+	// says so commits nothing; a node whose replica follows it cannot
+	// write through it (the one-way cut towards a leader).
+	NoQuorum bool `json:"no_quorum,omitempty"`
 }
 
 // Pong is a peer's answer to a ping. PutAgeMS is the age of the peer's own

@@ -48,6 +48,11 @@ type kvAllowlist struct {
 	provenAt    time.Time         // send time of the newest proof
 	streakStart time.Time         // first proof of the current unbroken run
 	pending     []pendingProof    // leader answers the allowlist has not caught up with
+	// The leader the node's own users replica follows, and since when
+	// (quorum.ListProof.Leader).
+	replicaLeader      string
+	replicaLeaderSince time.Time
+	replicaLeaderPing  pingSeen
 }
 
 // pendingProof is a leader's answer naming a sequence not applied yet; it
@@ -141,11 +146,34 @@ func (a *kvAllowlist) proveLocked(sentAt time.Time) {
 // judges freshness.
 var listStreakGap = quorum.DefaultParams(1).ListFresh
 
+// sawReplicaLeader records the leader the node's own users replica
+// follows at now ("" for none), and that leader's daemon's last ping to
+// this node.
+func (a *kvAllowlist) sawReplicaLeader(leader string, ping pingSeen, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if leader != a.replicaLeader {
+		a.replicaLeader, a.replicaLeaderSince = leader, now
+	}
+	a.replicaLeaderPing = ping
+}
+
+// pingedAt is peer's daemon's last ping to this node (zero: never).
+func (n *Node) pingedAt(peer string) pingSeen {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.pingedBy[peer]
+}
+
 // proof is the allowlist's freshness evidence at now.
 func (a *kvAllowlist) proof(now time.Time) quorum.ListProof {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	lp := quorum.ListProof{Loaded: a.usersReady && a.roomsReady, ProvenAt: a.provenAt}
+	lp := quorum.ListProof{Loaded: a.usersReady && a.roomsReady, ProvenAt: a.provenAt,
+		Leader: a.replicaLeader, LeaderSince: a.replicaLeaderSince}
+	if !a.replicaLeaderPing.at.IsZero() && a.replicaLeaderPing.noQuorum {
+		lp.LeaderNoQuorum = a.replicaLeaderPing.at
+	}
 	if len(a.pending) > 0 {
 		p := a.pending[len(a.pending)-1]
 		lp.Behind = fmt.Sprintf("applied revision %d < leader's last sequence %d, asked %s ago",
@@ -422,7 +450,12 @@ func (n *Node) proofLoop(ctx context.Context) {
 	}
 	t := time.NewTicker(gateTick)
 	defer t.Stop()
+	replica := &usersReplica{srv: n.srv}
 	for {
+		// Read before the check is sent, so a proof is never older than
+		// the naming of the leader that gave it.
+		leader := replica.leader(time.Now())
+		al.sawReplicaLeader(leader, n.pingedAt(leader), time.Now())
 		// Before the initial load no answer counts (leaderSaid drops it),
 		// and a check sent before the users stream has a leader waits out
 		// proofTimeout, delaying the first proof that bring-up waits for.

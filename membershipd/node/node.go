@@ -88,6 +88,16 @@ type Node struct {
 	roomsWatchCancel    context.CancelFunc // restarts the memberships watch
 	proveNow            chan struct{}      // asks proofLoop for a check at once
 	putNow              chan struct{}      // asks heartbeatLoop for a put at once
+	// pingedBy: each peer daemon's last ping that reached this node (its
+	// packets reach us, whether or not ours reach it).
+	pingedBy map[string]pingSeen
+}
+
+// pingSeen is a peer's last ping: when it arrived and whether the peer's
+// own gate then said no quorum.
+type pingSeen struct {
+	at       time.Time
+	noQuorum bool
 }
 
 // New validates cfg, loads (or creates) the internal identity and builds
@@ -322,6 +332,14 @@ func (n *Node) subscribe() error {
 		now := time.Now()
 		var ping clusterinfo.Ping
 		_ = json.Unmarshal(m.Data, &ping) // an older pinger sends no body
+		if ping.Node != "" && ping.Node != n.cfg.Name {
+			n.mu.Lock()
+			if n.pingedBy == nil {
+				n.pingedBy = map[string]pingSeen{}
+			}
+			n.pingedBy[ping.Node] = pingSeen{at: now, noQuorum: ping.NoQuorum}
+			n.mu.Unlock()
+		}
 		pong := clusterinfo.Pong{Node: n.cfg.Name, Seq: ping.Seq, PutAgeMS: -1, PutStreakMS: -1, ListAgeMS: -1, ListStreakMS: -1, HopAgeMS: -1, HopStreakMS: -1}
 		if t, ok := n.gate.LastPut(); ok {
 			pong.PutAgeMS = now.Sub(t).Milliseconds()
@@ -747,7 +765,7 @@ func (n *Node) pingLoop(ctx context.Context) {
 			}
 		}
 		mu.Unlock()
-		b, _ := json.Marshal(clusterinfo.Ping{Node: n.cfg.Name, Seq: seq})
+		b, _ := json.Marshal(clusterinfo.Ping{Node: n.cfg.Name, Seq: seq, NoQuorum: !n.gate.Verdict(now).InQuorum})
 		_ = n.nc.PublishRequest(clusterinfo.PingSubject, inbox, b)
 		// At start the first pings go out before the routes (or the
 		// peers' subscriptions) are up and are lost: ping again soon

@@ -22,6 +22,17 @@ type ListProof struct {
 	// A node in contact with the leader but behind it has no excuse: its
 	// watch is stalled.
 	Behind string
+	// Leader is the users stream leader this node's own replica follows
+	// (its raft view), "" when the node holds no replica or the replica
+	// knows no leader (an election). LeaderSince is when the replica
+	// started naming that leader.
+	Leader      string
+	LeaderSince time.Time
+	// LeaderNoQuorum is when that leader's daemon last told this node, in
+	// a ping, that its own gate has no quorum (zero: its last ping did
+	// not say so, or none came): its packets reach us, and as a leader it
+	// commits nothing.
+	LeaderNoQuorum time.Time
 }
 
 // ListVerdict is the allowlist decision plus its reason.
@@ -51,6 +62,26 @@ type ListVerdict struct {
 // (every node regains contact within a tick or two) does not flap the
 // healthy nodes. The verdict assumes the caller is in quorum (the gate
 // checks that first).
+//
+// One exception to "nobody proves, so nobody can commit": this node's own
+// replica follows a leader that has not answered it for LeaderSilence
+// (counted from the later of the last proof and the replica naming that
+// leader). The leader's packets reach us but ours do not reach it (a
+// one-way cut): the leader cannot commit, and the replica hears it, so no
+// election starts on this side until the leader steps down on lost quorum
+// and an election timeout passes (14-29 s on 2.15.2; in the spec's runs
+// no new leader before the 22 s cut ended). A user write through this node
+// times out all that while, so the node must not answer 200: it denies
+// until its side elects a leader that answers. LeaderSilence is longer
+// than an election, as the replica names a crashed leader until its
+// election timer fires. When the leader's own pings still reach this node
+// saying its gate has no quorum (alive, its packets arriving, and
+// committing nothing: not a crash, a pause, a symmetric cut or an election
+// elsewhere) CutOff is enough, as for the heartbeat leader. A leader that
+// is in quorum but slow to answer (the meta group's election after a heal
+// delays stream info for seconds while KV writes commit) is left to the
+// 12 s rule: measured, a healthy majority node blinked 503 for 0.5 s after
+// each heal when any pinging leader silent for 4 s counted.
 func DecideAllowlist(now time.Time, lp ListProof, peers []PeerReport, p Params) ListVerdict {
 	v := ListVerdict{ProofAge: -1}
 	if err := p.Validate(); err != nil || p.ListFresh <= 0 {
@@ -97,6 +128,23 @@ func DecideAllowlist(now time.Time, lp ListProof, peers []PeerReport, p Params) 
 	if len(ahead) > 0 {
 		v.Reason = fmt.Sprintf("allowlist stale: nodes %v reached the users stream leader while this node has not for %s", ahead, fmtDur(own))
 		return v
+	}
+	if lp.Leader != "" && p.LeaderSilence > 0 {
+		from := lp.ProvenAt
+		if lp.LeaderSince.After(from) {
+			from = lp.LeaderSince
+		}
+		silent := max(now.Sub(from), 0)
+		stuck := !lp.LeaderNoQuorum.IsZero() && now.Sub(lp.LeaderNoQuorum) < p.PeerFresh
+		if silent >= p.LeaderSilence || stuck && silent >= p.CutOff {
+			how := ""
+			if stuck {
+				how = " and its pings say it has no quorum"
+			}
+			v.Reason = fmt.Sprintf("allowlist stale: this node's users replica follows leader %s, which has not answered this node for %s%s (cut off from it one way: a user write through this node cannot commit)",
+				lp.Leader, fmtDur(silent), how)
+			return v
+		}
 	}
 	// Nobody within two hops reaches a users leader: nobody can commit a
 	// revocation. Only a serving node can (the control plane and the CLI

@@ -36,6 +36,18 @@ func replayList(t *testing.T, p Params, self listNode, peers []listNode, end tim
 	v  ListVerdict
 } {
 	t.Helper()
+	return replayListLed(t, p, self, peers, end, nil)
+}
+
+// replayListLed is replayList where self's own users replica follows
+// leader(at) ("" for none; nil: it holds no replica), sampled every tick
+// like the daemon's proof loop; noQuorum says whether that leader's ping
+// then reached self saying its gate has no quorum.
+func replayListLed(t *testing.T, p Params, self listNode, peers []listNode, end time.Duration, leader func(time.Duration) (name string, noQuorum bool)) []struct {
+	at time.Duration
+	v  ListVerdict
+} {
+	t.Helper()
 	tr := NewTracker(p)
 	own := self.proofs(end)
 	type ans struct {
@@ -74,8 +86,25 @@ func replayList(t *testing.T, p Params, self listNode, peers []listNode, end tim
 		v  ListVerdict
 	}
 	oi := 0
-	var proven time.Time
+	var (
+		proven      time.Time
+		named       string
+		namedSince  time.Time
+		stuck       time.Time
+		nextLeading time.Duration
+	)
 	for at := time.Duration(0); at <= end; at += step {
+		if leader != nil && at >= nextLeading {
+			l, noQuorum := leader(at)
+			if l != named {
+				named, namedSince = l, t0.Add(at)
+			}
+			stuck = time.Time{}
+			if noQuorum {
+				stuck = t0.Add(at)
+			}
+			nextLeading += tick
+		}
 		for ; oi < len(own) && own[oi]+putLatency <= at; oi++ {
 			proven = t0.Add(own[oi])
 		}
@@ -84,7 +113,7 @@ func replayList(t *testing.T, p Params, self listNode, peers []listNode, end tim
 				tr.PeerReported(PeerReport{Node: a.peer, AnsweredAt: t0.Add(a.at), PutAge: 0, ListAge: a.age, ListStreak: a.strk})
 			}
 		}
-		v := tr.Allowlist(t0.Add(at), ListProof{Loaded: true, ProvenAt: proven})
+		v := tr.Allowlist(t0.Add(at), ListProof{Loaded: true, ProvenAt: proven, Leader: named, LeaderSince: namedSince, LeaderNoQuorum: stuck})
 		out = append(out, struct {
 			at time.Duration
 			v  ListVerdict
@@ -159,6 +188,140 @@ func TestAllowlistLeaderElectionNotStale(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// The one-way cut towards the users leader (claim one-way-partition, the
+// others' packets to the leader lost): the leader's appends still reach
+// self's replica, which keeps naming it, but neither self nor any peer
+// proves, so "nobody can commit a revocation" holds and the old rule kept
+// the allowlist current, while no user write through self could commit
+// (measured: the leader steps down on lost quorum at +19 s, no new leader
+// before the 22 s cut ends). Self must deny within LeaderSilence of its
+// last proof, stay denied while the silent leader is named, and serve
+// again once its side's new leader answers.
+func TestAllowlistOneWayToLeaderStale(t *testing.T) {
+	const (
+		cut      = 10 * time.Second
+		stepDown = cut + 19*time.Second // the old leader's lost-quorum step-down
+		elected  = stepDown + 5*time.Second
+		end      = elected + 5*time.Second
+	)
+	p := DefaultParams(3)
+	for _, c := range []struct {
+		name    string
+		pinging bool // the leader's pings still reach self, saying no quorum
+		within  time.Duration
+	}{{"leader's pings say no quorum", true, p.CutOff}, {"no pings from the leader", false, p.LeaderSilence}} {
+		leader := func(at time.Duration) (string, bool) {
+			switch {
+			case at < stepDown+4*time.Second: // named until self's election timer fires
+				// The leader's gate denies ~1 s after the cut (no peer answers).
+				return "n2", c.pinging && at >= cut+time.Second
+			case at < elected:
+				return "", false
+			default:
+				return "n3", false
+			}
+		}
+		for _, ph := range phases {
+			t.Run(fmt.Sprintf("%s/phase=%v", c.name, ph), func(t *testing.T) {
+				self := listNode{name: "n1", phase: ph, proves: outside(cut, elected)}
+				peers := []listNode{
+					{name: "n2", phase: tick / 2, proves: before(cut), answers: before(cut)},
+					{name: "n3", phase: tick - 1 - ph, proves: outside(cut, elected), answers: always},
+				}
+				var first, last time.Duration = -1, -1
+				for _, x := range replayListLed(t, p, self, peers, end, leader) {
+					switch {
+					case x.at >= time.Second && x.at < cut && !x.v.Fresh:
+						t.Fatalf("stale at %v before the cut: %s", x.at, x.v.Reason)
+					case x.at >= cut && x.at < stepDown && !x.v.Fresh && first < 0:
+						first = x.at
+						if !strings.Contains(x.v.Reason, "follows leader n2, which has not answered") {
+							t.Fatalf("reason = %q", x.v.Reason)
+						}
+					case first >= 0 && x.at < stepDown && x.v.Fresh:
+						t.Fatalf("fresh again at %v while the silent leader is named: %s", x.at, x.v.Reason)
+					case x.at >= elected && !x.v.Fresh:
+						last = x.at
+					}
+				}
+				if first < 0 || first-cut > c.within+time.Second {
+					t.Fatalf("stale %v after the cut, want within %v", first-cut, c.within+time.Second)
+				}
+				if last > elected+time.Second {
+					t.Fatalf("still stale at %v, %v after the new leader answered", last, last-elected)
+				}
+			})
+		}
+	}
+}
+
+// A crashed users leader: self's replica keeps naming it until self's
+// election timer fires (up to 9 s on 2.15.2), nobody proves meanwhile,
+// and the new leader answers 9.5 s after the crash. That is an election,
+// not a cut: the allowlist stays current throughout (a paused leader is
+// the same: its daemon pings no more either).
+func TestAllowlistCrashedLeaderNamedNotStale(t *testing.T) {
+	const (
+		crash   = 10 * time.Second
+		timer   = 9 * time.Second
+		elected = crash + timer + 500*time.Millisecond
+		end     = elected + 10*time.Second
+	)
+	p := DefaultParams(3)
+	leader := func(at time.Duration) (string, bool) {
+		switch {
+		case at < crash+timer:
+			return "n2", false // in quorum until the crash, then silent
+		case at < elected:
+			return "", false
+		default:
+			return "n3", false
+		}
+	}
+	for _, ph := range phases {
+		t.Run(fmt.Sprint("phase=", ph), func(t *testing.T) {
+			self := listNode{name: "n1", phase: ph, proves: outside(crash, elected)}
+			peers := []listNode{
+				{name: "n2", phase: tick / 2, proves: before(crash), answers: before(crash)},
+				{name: "n3", phase: tick - 1 - ph, proves: outside(crash, elected), answers: always},
+			}
+			for _, x := range replayListLed(t, p, self, peers, end, leader) {
+				if x.at >= time.Second && !x.v.Fresh {
+					t.Fatalf("stale at %v: %s", x.at, x.v.Reason)
+				}
+			}
+		})
+	}
+}
+
+// After a heal the meta group's election delays stream info (the proof)
+// for seconds while the users leader stays in quorum, named and pinging
+// (measured: 4-5 s, KV writes committing meanwhile). Silent but not
+// saying "no quorum", it is left to the 12 s rule: no blink.
+func TestAllowlistSlowLeaderInQuorumNotStale(t *testing.T) {
+	const (
+		heal  = 10 * time.Second
+		storm = 8 * time.Second
+		end   = heal + storm + 10*time.Second
+	)
+	p := DefaultParams(3)
+	leader := func(time.Duration) (string, bool) { return "n3", false }
+	for _, ph := range phases {
+		t.Run(fmt.Sprint("phase=", ph), func(t *testing.T) {
+			self := listNode{name: "n2", phase: ph, proves: outside(heal, heal+storm)}
+			peers := []listNode{
+				{name: "n1", phase: tick / 2, proves: outside(heal, heal+storm), answers: always},
+				{name: "n3", phase: tick - 1 - ph, proves: outside(heal, heal+storm), answers: always},
+			}
+			for _, x := range replayListLed(t, p, self, peers, end, leader) {
+				if x.at >= time.Second && !x.v.Fresh {
+					t.Fatalf("stale at %v: %s", x.at, x.v.Reason)
+				}
+			}
+		})
 	}
 }
 

@@ -56,19 +56,33 @@ type Params struct {
 	// current on its own. It bounds how long a revocation can go unseen
 	// (the claim is 2 s).
 	ListFresh time.Duration
+	// LeaderSilence: how long the users stream leader this node's own
+	// replica follows may leave this node's requests unanswered before
+	// the allowlist is stale even though no other node proves either (0
+	// disables the rule). It is the one-way cut towards the leader: the
+	// leader's appends still reach this node's replica, so it never calls
+	// an election, while nothing sent through this node can commit until
+	// the leader steps down on lost quorum (10-20 s on 2.15.2) and an
+	// election follows (4-9 s more). It must be longer than an election:
+	// a replica keeps naming a crashed or paused leader until its own
+	// election timer fires (at most 9 s), so shorter would deny the
+	// healthy majority at every leader crash.
+	LeaderSilence time.Duration
 }
 
 // DefaultParams are the measured values: 1 s freshness with 250 ms ticks
 // flips a minority in ~1 s; 12 s grace covers elections (≤ ~6.5 s) and
-// step-down storms (4–8 s) with margin.
+// step-down storms (4–8 s) with margin; a followed users leader silent for
+// the same 12 s is not an election (one names no leader after ≤ 9 s).
 func DefaultParams(clusterSize int) Params {
 	return Params{
-		ClusterSize: clusterSize,
-		WriteFresh:  time.Second,
-		PeerFresh:   time.Second,
-		Grace:       12 * time.Second,
-		CutOff:      4 * time.Second,
-		ListFresh:   time.Second,
+		ClusterSize:   clusterSize,
+		WriteFresh:    time.Second,
+		PeerFresh:     time.Second,
+		Grace:         12 * time.Second,
+		CutOff:        4 * time.Second,
+		ListFresh:     time.Second,
+		LeaderSilence: 12 * time.Second,
 	}
 }
 
@@ -103,6 +117,9 @@ func (p Params) Validate() error {
 	}
 	if p.ListFresh < 0 {
 		errs = append(errs, fmt.Errorf("allowlist freshness %v < 0", p.ListFresh))
+	}
+	if p.LeaderSilence < 0 {
+		errs = append(errs, fmt.Errorf("leader silence %v < 0", p.LeaderSilence))
 	}
 	return errors.Join(errs...)
 }
