@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -159,6 +160,15 @@ func (r *run) fail(what string, err error) {
 func f(v float64) *float64           { return &v }
 func msOf(d time.Duration) *float64  { return f(float64(d) / float64(time.Millisecond)) }
 func secOf(d time.Duration) *float64 { return f(d.Seconds()) }
+
+// hostPort is the host:port of a client URL (tls://host:port).
+func hostPort(u string) string {
+	if _, hp, ok := strings.Cut(u, "://"); ok {
+		return hp
+	}
+	return u
+}
+
 func orNil(ok bool, v *float64) *float64 {
 	if ok {
 		return v
@@ -547,16 +557,19 @@ func (r *run) faults(ctx context.Context) error {
 	mdial := func(opts ...nats.Option) (*nats.Conn, error) {
 		return m.dialAll(opts...)
 	}
-	ms, mlost, mdrop, merr := storm(sctx, r.sz.stormConns, mdial, func() error {
+	ms, mlost, mdrop, merr := storm(sctx, r.sz.stormConns, mdial, hostPort(c.Nodes()[0].ClientURL()), func() error {
 		return c.Nodes()[0].(chaos.Killer).Kill(sctx, chaos.DefaultLease)
 	}, limit)
 	if merr != nil {
 		r.fail("reconnect-storm membershipd", merr)
+		// Why node 1 took no client: what its healthz said then.
+		pr := hc.Get(sctx, c.Nodes()[0].HealthzURL())
+		r.note("reconnect-storm membershipd: node 1's healthz after the failure: %s", pr)
 	}
 	if err := c.Nodes()[0].Start(sctx); err != nil {
 		return err
 	}
-	ps, plost, pdrop, perr := storm(sctx, r.sz.stormConns, pdial, func() error { return p.signal(0, syscall.SIGKILL) }, limit)
+	ps, plost, pdrop, perr := storm(sctx, r.sz.stormConns, pdial, hostPort(p.urls()[0]), func() error { return p.signal(0, syscall.SIGKILL) }, limit)
 	if perr != nil {
 		r.fail("reconnect-storm plain", perr)
 	}

@@ -426,7 +426,10 @@ func failClosed(ctx context.Context, c chaos.Cluster, id *identity.Identity) (ti
 // returns the time from the kill until every client that lost its
 // connection was re-admitted, how many were not within limit, and how many
 // lost their connection.
-func storm(ctx context.Context, clients int, dial func(...nats.Option) (*nats.Conn, error), kill func() error, limit time.Duration) (time.Duration, int, int, error) {
+//
+// victimAddr is the killed node's client host:port: a storm whose clients
+// all connected elsewhere measures nothing, so that is an error.
+func storm(ctx context.Context, clients int, dial func(...nats.Option) (*nats.Conn, error), victimAddr string, kill func() error, limit time.Duration) (time.Duration, int, int, error) {
 	type client struct {
 		nc      *nats.Conn
 		dropped atomic.Bool
@@ -471,6 +474,15 @@ func storm(ctx context.Context, clients int, dial func(...nats.Option) (*nats.Co
 	if firstErr != nil {
 		return 0, 0, 0, firstErr
 	}
+	onVictim := 0
+	for _, cl := range cs {
+		if cl.nc.ConnectedAddr() == victimAddr {
+			onVictim++
+		}
+	}
+	if onVictim == 0 {
+		return 0, 0, 0, fmt.Errorf("none of %d clients connected to the node to be killed (%s): nothing to measure", clients, victimAddr)
+	}
 	t0 := time.Now()
 	if err := kill(); err != nil {
 		return 0, 0, 0, err
@@ -492,11 +504,13 @@ func storm(ctx context.Context, clients int, dial func(...nats.Option) (*nats.Co
 				latest = bt
 			}
 		}
-		if waiting == 0 {
+		// Done once every client on the victim has noticed the kill (the
+		// first look may come before any has) and none is still away.
+		if waiting == 0 && dropped >= onVictim {
 			return latest.Sub(t0), 0, dropped, nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return time.Since(t0), waiting, dropped, nil
+			return time.Since(t0), waiting + max(onVictim-dropped, 0), dropped, nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
