@@ -492,7 +492,8 @@ func clientNodeOf(ctx context.Context) string {
 // replacement runs at once (a second after the client misses the
 // consumer's heartbeats). With no such follower (the third node leads the
 // meta layer, or lags) the consumer stays with the stream's leader, as a
-// crash of the meta leader then costs nothing.
+// crash of the meta leader then costs nothing. A follower whose daemon does
+// not answer this node's pings (PeerAlive) is never picked.
 func (s *Server) pinTarget(ci *jetstream.ClusterInfo, clientNode string) string {
 	if ci == nil || ci.Leader == "" {
 		return ""
@@ -507,7 +508,8 @@ func (s *Server) pinTarget(ci *jetstream.ClusterInfo, clientNode string) string 
 	want := ""
 	for _, r := range ci.Replicas {
 		// Sorted by name: the same pick on every node.
-		if r.Current && !r.Offline && r.Name != clientNode && r.Name != meta && (want == "" || r.Name < want) {
+		alive := s.d.PeerAlive == nil || s.d.PeerAlive(r.Name)
+		if r.Current && !r.Offline && alive && r.Name != clientNode && r.Name != meta && (want == "" || r.Name < want) {
 			want = r.Name
 		}
 	}

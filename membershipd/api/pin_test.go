@@ -31,11 +31,12 @@ func TestPinTarget(t *testing.T) {
 		{"client outside the stream's peers (five nodes): the first by name", "n1", "n5", peers(cur("n3"), cur("n2")), "n2"},
 		{"the other follower lags: the stream's leader", "n1", "n2", peers(cur("n2"), &jetstream.PeerInfo{Name: "n3"}), "n1"},
 		{"the other follower is offline: the stream's leader", "n1", "n2", peers(cur("n2"), &jetstream.PeerInfo{Name: "n3", Current: true, Offline: true}), "n1"},
+		{"the other follower's daemon does not answer (killed, still listed current): the stream's leader", "n1", "n2", peers(cur("n2"), cur("dead")), "n1"},
 		{"no leader: leave it", "n1", "n2", &jetstream.ClusterInfo{Replicas: []*jetstream.PeerInfo{}}, ""},
 		{"no cluster (R1): leave it", "n1", "n2", nil, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := &Server{d: Deps{Node: "n2", MetaLeader: func() string { return tc.meta }}}
+			s := &Server{d: Deps{Node: "n2", MetaLeader: func() string { return tc.meta }, PeerAlive: func(n string) bool { return n != "dead" }}}
 			if got := s.pinTarget(tc.ci, tc.client); got != tc.want {
 				t.Errorf("pinTarget = %q, want %q", got, tc.want)
 			}

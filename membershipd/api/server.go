@@ -48,8 +48,14 @@ type Deps struct {
 	// none or unknown). It decides where a member's consumer is led (see
 	// pinTarget).
 	MetaLeader func() string
-	Log        *slog.Logger
-	Now        func() time.Time
+	// PeerAlive, when set, reports whether a node's daemon answers this
+	// node now (its pings): a consumer's leader is never moved to a node
+	// that does not (nats-server lists a killed node as a current replica
+	// for a while, and a step-down naming it leaves the consumer without
+	// a leader).
+	PeerAlive func(node string) bool
+	Log       *slog.Logger
+	Now       func() time.Time
 	// WaitApplied blocks until every node's ACLs reflect membership
 	// revision rev (or ctx ends) and returns the nodes still behind.
 	WaitApplied func(ctx context.Context, rev uint64) []string

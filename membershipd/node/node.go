@@ -876,6 +876,10 @@ func (n *Node) startHTTP() error {
 			Lookup: n.allow.Lookup, Log: n.log.With("component", "api"), Limits: n.cfg.Rooms,
 			IsMember:   func(signPub, roomID string) bool { return slices.Contains(n.allow.Rooms(signPub), roomID) },
 			MetaLeader: n.metaLeader,
+			PeerAlive: func(peer string) bool {
+				// Pings go out every gateTick: four missed are a dead peer.
+				return peer == n.cfg.Name || n.gate.AnsweredWithin(peer, time.Now(), 4*gateTick)
+			},
 			WaitApplied: func(ctx context.Context, rev uint64) []string {
 				return clusterinfo.WaitApplied(ctx, n.nc, n.cfg.size(), rev)
 			},

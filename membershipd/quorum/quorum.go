@@ -388,6 +388,15 @@ func (t *Tracker) FreshestPeerProof(now time.Time, exclude string) (age, streak 
 	return age, streak, ok
 }
 
+// AnsweredWithin reports whether peer's daemon answered a ping within d
+// before now.
+func (t *Tracker) AnsweredWithin(peer string, now time.Time, d time.Duration) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r, ok := t.peers[peer]
+	return ok && now.Sub(r.AnsweredAt) <= d
+}
+
 func (t *Tracker) snapshot() (time.Time, []PeerReport) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
