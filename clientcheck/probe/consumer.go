@@ -77,10 +77,6 @@ type reader struct {
 	// a NAK for a sequence that never arrived (see nakMissing).
 	ackTmpl  string
 	restarts int // resets and restarts
-	// placeAt: when to ask the control plane to place the consumer (a
-	// while after a reconnect; zero: not due). See place.
-	placeAt time.Time
-	placing sync.WaitGroup // place running (supervise waits for it)
 
 	// Control-plane resets run beside the supervisor, never in it (see
 	// supervise): inflight counts the attempts running (at most one),
@@ -276,44 +272,9 @@ func (rd *reader) launch(ctx context.Context, counted, ended bool) {
 // shows as a gap (see onMsg). The server ignores a NAK of a sequence the
 // consumer has not delivered.
 func (rd *reader) reconnected() {
-	rd.mu.Lock()
-	rd.placeAt = time.Now().Add(placeAfter)
-	rd.mu.Unlock()
 	select {
 	case rd.nak <- struct{}{}:
 	default:
-	}
-}
-
-// placeAfter: a reconnect is followed this long after by a placement
-// request (place), once the failover has settled.
-const placeAfter = 2 * time.Second
-
-// place asks the control plane to place the consumer for this client's
-// node now (a consumer request naming the node, without a sequence: the
-// reset-free path). After a reconnect the client's node has changed and
-// may lead the consumer, whose loss would then cost a replacement (a
-// second or two) instead of a reconnect; the request moves the consumer's
-// leader if so. A move strands the pull requests waiting at the old
-// leader, so a moved consumer is pulled afresh. Best effort: a failure is
-// logged, and the next reconnect or reset places it again.
-func (rd *reader) place(ctx context.Context) {
-	rctx, cancel := context.WithTimeout(ctx, apiTimeout)
-	defer cancel()
-	rc, err := rd.r.api.Consumer(rctx, rd.r.room.ID, api.ConsumerRequest{ClientNode: rd.js.Conn().ConnectedServerName()})
-	if err != nil {
-		rd.r.log.Debug("consumer placement", "err", err)
-		return
-	}
-	rd.mu.Lock()
-	cons := rd.cons
-	rd.mu.Unlock()
-	if !rc.Moved || cons == nil || ctx.Err() != nil {
-		return
-	}
-	rd.r.log.Debug("consumer placed: pulling afresh")
-	if err := rd.consumeFrom(cons, rc.Consumer); err != nil {
-		rd.r.log.Debug("consumer placement", "err", err)
 	}
 }
 
@@ -350,7 +311,6 @@ func (rd *reader) supervise(ctx context.Context) {
 		for ; rd.inflight > 0; rd.inflight-- {
 			<-rd.results
 		}
-		rd.placing.Wait()
 	}()
 	want := false // a reset is wanted and none succeeded yet
 	for {
@@ -392,15 +352,6 @@ func (rd *reader) supervise(ctx context.Context) {
 		case <-t.C:
 		}
 		rd.skipStuckGap()
-		rd.mu.Lock()
-		placeNow := !rd.placeAt.IsZero() && time.Now().After(rd.placeAt) && rd.inflight == 0 && !want
-		if placeNow {
-			rd.placeAt = time.Time{}
-		}
-		rd.mu.Unlock()
-		if placeNow {
-			rd.placing.Go(func() { rd.place(ctx) })
-		}
 		oldest := rd.r.led.oldestWaiting()
 		rd.mu.Lock()
 		cc, last, next := rd.cc, rd.lastRecv, rd.next

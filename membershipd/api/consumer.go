@@ -129,19 +129,6 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 	info := c.CachedInfo()
 	out.DeliverFromSeq = info.Config.OptStartSeq
 	if req.DeliverFromSeq == 0 {
-		if req.ClientNode == "" || info.Cluster == nil {
-			return http.StatusOK, out
-		}
-		// Placement only: it moves the consumer's leader, so a replay
-		// must not repeat it, and moves are rate-limited like resets.
-		if code, v := nonceChecked(ctx); code != 0 {
-			return code, v
-		}
-		if !s.allowReset(room.Stream + "." + name) {
-			return http.StatusTooManyRequests, Error{Error: "consumer moved too soon after the last change; retry in a moment"}
-		}
-		out.Moved = s.pinConsumer(ctx, room.Stream, name, info.Cluster.Leader)
-		traceStep(ctx, "pin")
 		return http.StatusOK, out
 	}
 	if code, v := nonceChecked(ctx); code != 0 {
@@ -520,18 +507,17 @@ func (s *Server) pinTarget(ci *jetstream.ClusterInfo, clientNode string) string 
 }
 
 // pinConsumer moves the consumer's raft leader to pinTarget's node (best
-// effort) and reports whether it asked for a move; consumerLeader is the
-// consumer's leader if known ("" asks).
-func (s *Server) pinConsumer(ctx context.Context, stream, name, consumerLeader string) bool {
+// effort); consumerLeader is the consumer's leader if known ("" asks).
+func (s *Server) pinConsumer(ctx context.Context, stream, name, consumerLeader string) {
 	pctx, cancel := context.WithTimeout(ctx, pinTimeout)
 	defer cancel()
 	st, err := s.d.JS.Stream(pctx, stream)
 	if err != nil {
-		return false
+		return
 	}
 	want := s.pinTarget(st.CachedInfo().Cluster, clientNodeOf(ctx))
 	if want == "" {
-		return false
+		return
 	}
 	if consumerLeader == "" {
 		// A new consumer's leader is elected a moment after the create.
@@ -545,7 +531,7 @@ func (s *Server) pinConsumer(ctx context.Context, stream, name, consumerLeader s
 		}
 	}
 	if consumerLeader == "" || consumerLeader == want {
-		return false
+		return
 	}
 	body, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": want}})
 	_, err = s.d.JS.Conn().RequestWithContext(pctx, "$JS.API.CONSUMER.LEADER.STEPDOWN."+stream+"."+name, body)
@@ -561,7 +547,6 @@ func (s *Server) pinConsumer(ctx context.Context, stream, name, consumerLeader s
 	if s.d.Log != nil {
 		s.d.Log.Debug("consumer leader moved", "stream", stream, "consumer", name, "from", consumerLeader, "to", want, "stream_leader", st.CachedInfo().Cluster.Leader, "err", err)
 	}
-	return err == nil
 }
 
 func (s *Server) createConsumer(ctx context.Context, stream, name string, from uint64) (int, any) {

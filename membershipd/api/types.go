@@ -140,9 +140,6 @@ func (k RoomKey) Grant(member string) e2e.Grant {
 // consumer's leader off the stream's leader (see pinTarget), it also keeps
 // it off that node, so that the loss of the client's own node never takes
 // the consumer's leader with it. Without it the answering node is assumed.
-// A request with ClientNode and no DeliverFromSeq only places an existing
-// consumer (a client does that a while after a reconnect: its node
-// changed, and leaders may have moved).
 type ConsumerRequest struct {
 	DeliverFromSeq uint64 `json:"deliver_from_seq,omitempty"`
 	ClientNode     string `json:"client_node,omitempty"`
@@ -151,17 +148,11 @@ type ConsumerRequest struct {
 // RoomConsumer names the caller's consumer: fetch with
 // $JS.API.CONSUMER.MSG.NEXT.<Stream>.<Consumer>, the only consumer the
 // caller's ACL lets it read, ack or inspect.
-//
-// Moved says the request moved the consumer's raft leader (see
-// ConsumerRequest: a request without deliver_from_seq that names the
-// client's node places the consumer): pull requests waiting at the old
-// leader are answered by nobody, so pull afresh.
 type RoomConsumer struct {
 	Room           string `json:"room"`
 	Stream         string `json:"stream"`
 	Consumer       string `json:"consumer"`
 	DeliverFromSeq uint64 `json:"deliver_from_seq"`
-	Moved          bool   `json:"moved,omitempty"`
 }
 
 // Me is the caller as the server knows it.
