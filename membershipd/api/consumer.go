@@ -515,6 +515,12 @@ func (s *Server) pinConsumer(ctx context.Context, stream, name, consumerLeader s
 	if err != nil {
 		return
 	}
+	if !s.whole(st.CachedInfo().Cluster) {
+		// A replica is down: a move could leave the consumer without a
+		// leader (see whole), and the next crash would end the quorum
+		// anyway. The next reset with every node up places it.
+		return
+	}
 	want := s.pinTarget(st.CachedInfo().Cluster, clientNodeOf(ctx))
 	if want == "" {
 		return

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // placementEvery spaces the placement keeper's rounds.
@@ -40,6 +42,26 @@ func (s *Server) KeepPlacement(ctx context.Context, streamsLed func() []string) 
 	}
 }
 
+// whole reports whether every replica of a stream is current and its
+// daemon answers: only then does the keeper move a consumer's leader. With
+// a replica down the consumer's group has two members, a move needs the
+// old leader's vote for the new one, and one that did not come left a
+// consumer without a leader for a second (measured with a client's own
+// re-placement after a failover, since removed); and with a node down, the
+// next crash ends the quorum anyway, so the placement matters again only
+// once the node is back.
+func (s *Server) whole(ci *jetstream.ClusterInfo) bool {
+	if ci == nil || ci.Leader == "" {
+		return false
+	}
+	for _, r := range ci.Replicas {
+		if !r.Current || r.Offline || (s.d.PeerAlive != nil && !s.d.PeerAlive(r.Name)) {
+			return false
+		}
+	}
+	return true
+}
+
 // placeOnce is one round of KeepPlacement over the streams this node leads.
 func (s *Server) placeOnce(ctx context.Context, led []string) {
 	meta := s.d.MetaLeader()
@@ -55,7 +77,7 @@ func (s *Server) placeOnce(ctx context.Context, led []string) {
 		}
 		rctx, cancel := context.WithTimeout(ctx, pinTimeout)
 		st, err := s.d.JS.Stream(rctx, stream)
-		if err != nil {
+		if err != nil || !s.whole(st.CachedInfo().Cluster) {
 			cancel()
 			continue
 		}
