@@ -42,8 +42,9 @@ func (s *Server) KeepPlacement(ctx context.Context, streamsLed func() []string) 
 	}
 }
 
-// whole reports whether every replica of a stream is current and its
-// daemon answers: only then does the keeper move a consumer's leader. With
+// whole reports whether every replica of a stream is online and its
+// daemon answers (a replica still catching up counts: a new stream's
+// followers lag its first messages): only then does the keeper move a consumer's leader. With
 // a replica down the consumer's group has two members, a move needs the
 // old leader's vote for the new one, and one that did not come left a
 // consumer without a leader for a second (measured with a client's own
@@ -55,7 +56,7 @@ func (s *Server) whole(ci *jetstream.ClusterInfo) bool {
 		return false
 	}
 	for _, r := range ci.Replicas {
-		if !r.Current || r.Offline || (s.d.PeerAlive != nil && !s.d.PeerAlive(r.Name)) {
+		if r.Offline || (s.d.PeerAlive != nil && !s.d.PeerAlive(r.Name)) {
 			return false
 		}
 	}
