@@ -332,15 +332,7 @@ func metaLeader(ctx context.Context, c chaos.Cluster, n chaos.Node) string {
 func placeStreamLeader(ctx context.Context, t *testing.T, c chaos.Cluster, stream, mode string) {
 	t.Helper()
 	n0 := c.Nodes()[0]
-	nc, err := chaos.DialInternal(c, n0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := internalJS(t, c, n0)
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		meta := chaos.MetaLeader(ctx, nc)
 		ictx, cancel := context.WithTimeout(ctx, time.Second)
@@ -442,18 +434,26 @@ func electionTimes(ctx context.Context, c chaos.Cluster, survivor chaos.Node, st
 	return se, ce
 }
 
-// waitCurrent waits until every replica of the stream is current.
-func waitCurrent(ctx context.Context, t *testing.T, c chaos.Cluster, stream string) {
+// internalJS connects to node n with the internal identity (closed when
+// the test ends).
+func internalJS(t *testing.T, c chaos.Cluster, n chaos.Node) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := chaos.DialInternal(c, c.Nodes()[0])
+	nc, err := chaos.DialInternal(c, n)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return nc, js
+}
+
+// waitCurrent waits until every replica of the stream is current.
+func waitCurrent(ctx context.Context, t *testing.T, c chaos.Cluster, stream string) {
+	t.Helper()
+	_, js := internalJS(t, c, c.Nodes()[0])
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		st, err := js.Stream(ctx, stream)
 		if err != nil || st.CachedInfo().Cluster == nil || st.CachedInfo().Cluster.Leader == "" {

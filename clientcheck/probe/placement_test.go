@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/unibus/clusterkit/chaos"
 	"github.com/unibus/clusterkit/chaos/clustertest"
 	"github.com/unibus/clusterkit/chaos/inproc"
@@ -42,15 +40,7 @@ func TestConsumerOffTheMetaLeader(t *testing.T) {
 	}
 	stream, consumer := api.RoomStream(rep.RoomID), authn.RoomConsumer(user.SignPub())
 
-	nc, err := chaos.DialInternal(c, c.Nodes()[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := internalJS(t, c, c.Nodes()[0])
 	leaders := func() (meta, streamLeader, consLeader string) {
 		meta = chaos.MetaLeader(ctx, nc)
 		ictx, cancel := context.WithTimeout(ctx, time.Second)
