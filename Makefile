@@ -205,6 +205,7 @@ test-vps: build
 	  LIVEFLAGS='--allow-disruptive --allow-wipe --sim-dir=$(SIMDIR)' LIVEOUT=out/vps/sim \
 	  SPECFLAGS="$${rest[*]} --label-filter=$$only" || rc=1; \
 	{ set +x; } 2>/dev/null; \
+	[ $$rc = 0 ] || specs/failed-specs.sh $(SIMOUT)/*/junit.xml; \
 	echo "test-vps: fault leases heal without the controller $${lease}s, read-only live run $${ro}s (out/vps/readonly), operator's disruptive live run $${live}s (out/vps/live), sim-only specs $$((SECONDS-start))s (out/vps/sim); exit $$rc"; \
 	exit $$rc
 

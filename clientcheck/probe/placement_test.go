@@ -17,9 +17,11 @@ import (
 
 // TestConsumerOffTheMetaLeader: a member's consumer whose leader ends up
 // on the meta layer's leader (leaders move on their own after a crash; the
-// test moves it there with a step-down) is moved back to the stream's
-// leader by the daemon that leads the stream (api KeepPlacement), within
-// a few of its 10 s rounds, on three in-process nodes.
+// test moves it there with a step-down) is moved off it by the daemon that
+// leads the stream (api KeepPlacement), within a few of its 10 s rounds,
+// on three in-process nodes; and so is one moved onto the node the member
+// reads through (after a failover the client reconnects elsewhere, and
+// no reset places anything while a node is down).
 func TestConsumerOffTheMetaLeader(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster")
@@ -82,14 +84,36 @@ func TestConsumerOffTheMetaLeader(t *testing.T) {
 		}
 	}
 moved:
-	// Three of the keeper's rounds, with margin.
-	var m2, s2, c2 string
-	for deadline := time.Now().Add(45 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
-		m2, s2, c2 = leaders()
-		if c2 != "" && c2 != m2 && c2 == s2 {
-			t.Logf("consumer moved to the stream's leader %s (meta leader %s)", c2, m2)
-			return
+	// offWithin waits three of the keeper's rounds, with margin, for the
+	// consumer to lead from neither the meta leader nor avoid.
+	offWithin := func(what, avoid string) {
+		t.Helper()
+		var m2, s2, c2 string
+		for deadline := time.Now().Add(45 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+			m2, s2, c2 = leaders()
+			if c2 != "" && m2 != "" && c2 != m2 && c2 != avoid {
+				t.Logf("consumer moved off %s: led by %s (meta leader %s, stream leader %s)", what, c2, m2, s2)
+				return
+			}
 		}
+		t.Fatalf("consumer still led by %q (meta leader %q, stream leader %q, %s %q) after 45 s", c2, m2, s2, what, avoid)
 	}
-	t.Fatalf("consumer still led by %q (meta leader %q, stream leader %q) after 45 s", c2, m2, s2)
+	offWithin("the meta leader", "")
+
+	// The member now reads through the node that leads its consumer (as
+	// after a failover, when its node died and it reconnected there): it
+	// says so in a consumer request, as clientcheck does after a reconnect.
+	_, _, client := leaders()
+	if client == "" {
+		t.Fatal("the consumer has no leader")
+	}
+	a, err := probe.NewAPI(cfg.APIURLs, cfg.CA, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Consumer(ctx, rep.RoomID, api.ConsumerRequest{ClientNode: client}); err != nil {
+		t.Fatalf("consumer request naming client node %s: %v", client, err)
+	}
+	t.Logf("the member reads through %s, which leads its consumer", client)
+	offWithin("the client's node", client)
 }

@@ -92,7 +92,7 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 	traceStep(ctx, "membership")
 	name := authn.RoomConsumer(caller.SignPub)
 	out := RoomConsumer{Room: room.ID, Stream: room.Stream, Consumer: name}
-	c, led, silent, err := s.consumerOrLeader(ctx, room.Stream, name, req.DeliverFromSeq != 0)
+	c, replace, silent, err := s.consumerOrLeader(ctx, room.Stream, name, req.DeliverFromSeq != 0)
 	traceStep(ctx, "consumer info")
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
@@ -105,13 +105,14 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 		s.pinConsumer(ctx, room.Stream, name, "")
 		out.DeliverFromSeq = max(req.DeliverFromSeq, 1)
 		return http.StatusCreated, out
-	case err != nil && led:
-		// The stream has a leader but the consumer answers nothing: its
-		// leader died with its node, and its followers wait out a raft
-		// election timeout (4-9 s) before one takes over. A new consumer
-		// elects its preferred leader at once, so replacing it (the
-		// client passes where to restart) ends the stall with the
-		// stream's own election.
+	case err != nil && replace:
+		// The consumer answers nothing while the stream has a leader, or
+		// while its leader's daemon is dead: its leader died with its
+		// node, and its followers wait out a raft election timeout (4-9 s)
+		// before one takes over. A new consumer elects its preferred
+		// leader at once, so replacing it (the client passes where to
+		// restart) ends the stall with the stream's own election, or
+		// before it.
 		if code, v := nonceChecked(ctx); code != 0 {
 			return code, v
 		}
@@ -128,6 +129,11 @@ func (s *Server) roomConsumer(ctx context.Context, caller store.User, r *http.Re
 	}
 	info := c.CachedInfo()
 	out.DeliverFromSeq = info.Config.OptStartSeq
+	if info.Config.Metadata[ClientNodeMetadata] != client {
+		// The client now reads through another node: the placement
+		// keeper moves the consumer off it (see noteClientNode).
+		s.queueClientNote(room.Stream, name, client)
+	}
 	if req.DeliverFromSeq == 0 {
 		return http.StatusOK, out
 	}
@@ -353,13 +359,18 @@ func (s *Server) deleteConsumer(ctx context.Context, stream, name string) error 
 // consumerOrLeader asks for the consumer's info; for a reset it asks the
 // stream's info at the same time, and again every resetPoll until the
 // consumer answers (its raft group has a leader: a reset in place), or it
-// does not while the stream has a leader (led: the consumer's leader died
-// with the stream's, and it is replaced), or resetWait has passed. So a
-// reset sent during the stream's election is answered as soon as the
-// stream has a leader, not at the client's next attempt.
+// does not while the stream has a leader or while the leader this node's
+// replica follows is dead (replace: the consumer's leader died, and it is
+// replaced), or resetWait has passed. So a reset sent during the stream's
+// election is answered as soon as the stream has a leader, not at the
+// client's next attempt; and a consumer that died with the stream's leader
+// is replaced during the stream's election, not after it (the
+// replacement's leader is picked at random among nodes nats-server still
+// counts as online, the dead one included: each wrong pick cost ~0.25 s
+// when the replacement waited for the stream's election).
 //
 // silent says the consumer did not answer at once (a failover).
-func (s *Server) consumerOrLeader(ctx context.Context, stream, name string, reset bool) (c jetstream.Consumer, led, silent bool, err error) {
+func (s *Server) consumerOrLeader(ctx context.Context, stream, name string, reset bool) (c jetstream.Consumer, replace, silent bool, err error) {
 	if !reset {
 		ictx, cancel := context.WithTimeout(ctx, consumerInfoTimeout)
 		defer cancel()
@@ -370,9 +381,12 @@ func (s *Server) consumerOrLeader(ctx context.Context, stream, name string, rese
 	timeout := resetInfoTimeout
 	for {
 		round := time.Now()
-		c, led, err = s.consumerAndStream(ctx, stream, name, timeout, silent)
-		if err == nil || errors.Is(err, jetstream.ErrConsumerNotFound) || led {
-			return c, led, silent || led, err
+		c, replace, err = s.consumerAndStream(ctx, stream, name, timeout, silent)
+		if err == nil || errors.Is(err, jetstream.ErrConsumerNotFound) || replace {
+			return c, replace, silent || replace, err
+		}
+		if s.consumerLeaderDead(stream, name) {
+			return nil, true, true, errNoConsumerLeader
 		}
 		timeout, silent = leaderlessInfoTimeout, true
 		wait := time.Until(round.Add(resetPoll))
@@ -385,6 +399,19 @@ func (s *Server) consumerOrLeader(ctx context.Context, stream, name string, rese
 		case <-time.After(wait):
 		}
 	}
+}
+
+// consumerLeaderDead reports whether the leader that this node's replica
+// of the consumer follows is another node whose daemon does not answer
+// (PeerAlive): a follower keeps naming a crashed leader until its own
+// election timeout (4-9 s). Unknown (no replica here, no leader named)
+// is not dead: the reset then waits for the stream as before.
+func (s *Server) consumerLeaderDead(stream, name string) bool {
+	if s.d.ConsumerLeader == nil || s.d.PeerAlive == nil {
+		return false
+	}
+	l, replica := s.d.ConsumerLeader(stream, name)
+	return replica && l != "" && l != s.d.Node && !s.d.PeerAlive(l)
 }
 
 // errNoConsumerLeader: the consumer did not answer its info.
@@ -447,6 +474,86 @@ func (s *Server) streamLedWithin(ctx context.Context, stream string, timeout tim
 	defer cancel()
 	st, err := s.d.JS.Stream(sctx, stream)
 	return err == nil && st.CachedInfo().Cluster != nil && st.CachedInfo().Cluster.Leader != ""
+}
+
+// ClientNodeMetadata is the consumer's metadata key naming the node the
+// member last read through (ConsumerRequest.ClientNode, or the answering
+// node): the placement keeper, which runs where no request names it, keeps
+// the consumer's leader off that node.
+const ClientNodeMetadata = "unibus_client_node"
+
+// clientNote asks to record that a member reads through node.
+type clientNote struct {
+	stream, name, node string
+	at                 time.Time // when it was asked
+}
+
+// maxPendingNotes bounds the queue of client nodes to record; a note that
+// does not fit is dropped (the member's next consumer request repeats it).
+const maxPendingNotes = 1024
+
+// queueClientNote hands a client node to record to the placement keeper,
+// which records them one at a time, each noteDelay after it was asked: a
+// node's crash sends every client on it to the others at once, and each
+// record is a config update through the meta layer, which the same
+// failover may be electing and the clients' consumer replacements need.
+func (s *Server) queueClientNote(stream, name, node string) {
+	select {
+	case s.notes <- clientNote{stream, name, node, time.Now()}:
+	default:
+	}
+}
+
+// noteTimeout bounds one record (a consumer info and an update).
+const noteTimeout = 2 * time.Second
+
+// noteDelay: a client node is recorded this long after it was asked, once
+// the failover that moved the client has settled.
+const noteDelay = 2 * time.Second
+
+// recordClientNotes records queued client nodes (noteClientNode) until
+// ctx ends.
+func (s *Server) recordClientNotes(ctx context.Context) {
+	for {
+		var n clientNote
+		select {
+		case <-ctx.Done():
+			return
+		case n = <-s.notes:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(n.at.Add(noteDelay))):
+		}
+		s.noteClientNode(ctx, n.stream, n.name, n.node)
+	}
+}
+
+// noteClientNode records in the consumer's metadata that the member now
+// reads through node (best effort). Only the metadata changes; delivery
+// state is untouched.
+func (s *Server) noteClientNode(ctx context.Context, stream, name, node string) {
+	ctx, cancel := context.WithTimeout(ctx, noteTimeout)
+	defer cancel()
+	c, err := s.d.JS.Consumer(ctx, stream, name)
+	if err != nil {
+		return
+	}
+	cfg := c.CachedInfo().Config
+	if cfg.Metadata[ClientNodeMetadata] == node {
+		return
+	}
+	md := make(map[string]string, len(cfg.Metadata)+1)
+	for k, v := range cfg.Metadata {
+		md[k] = v
+	}
+	md[ClientNodeMetadata] = node
+	cfg.Metadata = md
+	_, err = s.d.JS.UpdateConsumer(ctx, stream, cfg)
+	if s.d.Log != nil {
+		s.d.Log.Info("consumer's client node noted", "stream", stream, "consumer", name, "client_node", node, "err", err)
+	}
 }
 
 // clientNodeKey carries the request's ConsumerRequest.ClientNode (or this
@@ -556,7 +663,11 @@ func (s *Server) pinConsumer(ctx context.Context, stream, name, consumerLeader s
 }
 
 func (s *Server) createConsumer(ctx context.Context, stream, name string, from uint64) (int, any) {
-	_, err := s.d.JS.CreateConsumer(ctx, stream, RoomConsumerConfig(name, from))
+	cfg := RoomConsumerConfig(name, from)
+	if n := clientNodeOf(ctx); n != "" {
+		cfg.Metadata = map[string]string{ClientNodeMetadata: n}
+	}
+	_, err := s.d.JS.CreateConsumer(ctx, stream, cfg)
 	var apiErr *jetstream.APIError
 	switch {
 	case err == nil:
@@ -674,13 +785,16 @@ func (s *Server) deleteConsumersOf(ctx context.Context, member string) {
 		}
 		failed := false
 		for _, id := range rooms {
+			// deleteGone, not one DeleteConsumer: nats-server never answers
+			// the delete of a consumer whose leader is gone, yet applies
+			// it; the next delete then says "not found".
 			dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			err := s.d.JS.DeleteConsumer(dctx, RoomStream(id), name)
+			err := s.deleteGone(dctx, RoomStream(id), name)
 			cancel()
 			switch {
 			case err == nil:
 				if s.d.Log != nil {
-					s.d.Log.Info("deleted a revoked member's room consumer", "member", member, "room", id, "consumer", name)
+					s.d.Log.Info("deleted a revoked member's room consumer (or it was gone)", "member", member, "room", id, "consumer", name)
 				}
 			case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
 			default:

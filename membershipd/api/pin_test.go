@@ -43,3 +43,34 @@ func TestPinTarget(t *testing.T) {
 		})
 	}
 }
+
+// TestConsumerLeaderDead: a silent consumer is replaced during the
+// stream's election only when this node's replica names a leader on
+// another node whose daemon does not answer; anything unknown waits.
+func TestConsumerLeaderDead(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		leader  string
+		replica bool
+		want    bool
+	}{
+		{"the replica follows a dead node", "dead", true, true},
+		{"the replica follows a live node", "n3", true, false},
+		{"this node leads it", "n2", true, false},
+		{"no leader named (an election)", "", true, false},
+		{"no replica here (five nodes)", "", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &Server{d: Deps{Node: "n2",
+				PeerAlive:      func(n string) bool { return n != "dead" },
+				ConsumerLeader: func(string, string) (string, bool) { return tc.leader, tc.replica },
+			}}
+			if got := s.consumerLeaderDead("S", "C"); got != tc.want {
+				t.Errorf("consumerLeaderDead = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if (&Server{d: Deps{Node: "n2"}}).consumerLeaderDead("S", "C") {
+		t.Error("without ConsumerLeader (tests, older wiring) nothing is dead")
+	}
+}

@@ -12,24 +12,33 @@ import (
 // placementEvery spaces the placement keeper's rounds.
 const placementEvery = 10 * time.Second
 
-// KeepPlacement moves, every placementEvery until ctx ends, the consumers
-// of the room streams this node leads off the meta layer's leader and
-// onto this node (the stream's leader). pinTarget never puts a consumer on
-// the meta leader, but leaders move on their own: after a crash the meta
-// layer may elect the node that leads a consumer. A crash of that node
-// would then take the consumer's leader and the meta layer at once, and
-// the consumer's replacement (a create, through the meta layer) would wait
-// for the meta election: a multi-second receive stall from the loss of a
-// node that leads neither the client's connection nor the stream. The
-// keeper does not know the client's node, so it never moves a consumer
-// anywhere else: the stream's leader is the placement of the first
-// design, where the loss of any node but the stream's leader costs at most
-// a reconnect. The next reset of the consumer places it fully again.
-// streamsLed names the streams this node leads.
+// KeepPlacement keeps, every placementEvery until ctx ends, the consumers
+// of the room streams this node leads where pinTarget would put them, when
+// they lead from a node that costs a failover more than it must: the
+// client's node (ClientNodeMetadata: the node the member last read
+// through) or the meta layer's leader. Leaders move on their own, and a
+// failover places nothing while a node is down (see whole):
+//   - after the client's node died, the member reads through another node,
+//     perhaps the one that leads its consumer: that node's crash would then
+//     cost a consumer replacement (a second of missed heartbeats and more)
+//     where it should cost a reconnect;
+//   - after a crash the meta layer may elect the node that leads a
+//     consumer: that node's crash would take the consumer's leader and the
+//     meta layer at once, and the replacement (a create, through the meta
+//     layer) would wait for the meta election, a multi-second stall from
+//     the loss of a node that leads neither the client's connection nor
+//     the stream.
+//
+// A consumer without the metadata (made by an older daemon) is only moved
+// off the meta leader, onto this node (the stream's leader). streamsLed
+// names the streams this node leads. KeepPlacement also records the
+// client nodes that consumer requests on this node report (see
+// queueClientNote).
 func (s *Server) KeepPlacement(ctx context.Context, streamsLed func() []string) {
 	if s.d.MetaLeader == nil || streamsLed == nil {
 		return
 	}
+	go s.recordClientNotes(ctx)
 	t := time.NewTicker(placementEvery)
 	defer t.Stop()
 	for {
@@ -66,10 +75,8 @@ func (s *Server) whole(ci *jetstream.ClusterInfo) bool {
 // placeOnce is one round of KeepPlacement over the streams this node leads.
 func (s *Server) placeOnce(ctx context.Context, led []string) {
 	meta := s.d.MetaLeader()
-	if meta == "" || meta == s.d.Node {
-		// No meta leader (its election: nothing can be moved), or this
-		// node leads both: no consumer of these streams can lead from the
-		// meta leader without leading from the stream's.
+	if meta == "" {
+		// The meta layer's election: where it lands is not known yet.
 		return
 	}
 	for _, stream := range led {
@@ -82,21 +89,30 @@ func (s *Server) placeOnce(ctx context.Context, led []string) {
 			cancel()
 			continue
 		}
+		type move struct{ name, from, to, client string }
+		var moves []move
 		l := st.ListConsumers(rctx)
-		var move []string
 		for ci := range l.Info() {
-			if ci.Cluster != nil && ci.Cluster.Leader == meta {
-				move = append(move, ci.Name)
+			if ci.Cluster == nil || ci.Cluster.Leader == "" {
+				continue
+			}
+			leader, client := ci.Cluster.Leader, ci.Config.Metadata[ClientNodeMetadata]
+			to := s.d.Node
+			if client != "" {
+				to = s.pinTarget(st.CachedInfo().Cluster, client)
+			}
+			if (leader == meta || (client != "" && leader == client)) && to != "" && to != leader {
+				moves = append(moves, move{ci.Name, leader, to, client})
 			}
 		}
 		cancel()
-		for _, name := range move {
-			body, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": s.d.Node}})
+		for _, m := range moves {
+			body, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": m.to}})
 			mctx, cancel := context.WithTimeout(ctx, pinTimeout)
-			_, err := s.d.JS.Conn().RequestWithContext(mctx, "$JS.API.CONSUMER.LEADER.STEPDOWN."+stream+"."+name, body)
+			_, err := s.d.JS.Conn().RequestWithContext(mctx, "$JS.API.CONSUMER.LEADER.STEPDOWN."+stream+"."+m.name, body)
 			cancel()
 			if s.d.Log != nil {
-				s.d.Log.Info("consumer led by the meta leader moved to the stream's leader", "stream", stream, "consumer", name, "from", meta, "to", s.d.Node, "err", err)
+				s.d.Log.Info("consumer moved off the meta leader or the client's node", "stream", stream, "consumer", m.name, "from", m.from, "to", m.to, "meta_leader", meta, "client_node", m.client, "err", err)
 			}
 		}
 	}

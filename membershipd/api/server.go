@@ -54,8 +54,13 @@ type Deps struct {
 	// for a while, and a step-down naming it leaves the consumer without
 	// a leader).
 	PeerAlive func(node string) bool
-	Log       *slog.Logger
-	Now       func() time.Time
+	// ConsumerLeader, when set, names the leader that this node's replica
+	// of a consumer follows ("" none known) and whether this node holds a
+	// replica: a reset whose consumer is silent replaces it at once when
+	// that leader's daemon is dead (see consumerLeaderDead).
+	ConsumerLeader func(stream, consumer string) (leader string, replica bool)
+	Log            *slog.Logger
+	Now            func() time.Time
 	// WaitApplied blocks until every node's ACLs reflect membership
 	// revision rev (or ctx ends) and returns the nodes still behind.
 	WaitApplied func(ctx context.Context, rev uint64) []string
@@ -70,7 +75,8 @@ type Deps struct {
 type Server struct {
 	d      Deps
 	resets resets
-	nonces localNonces // the consumer endpoint's (see recordFailoverNonce)
+	nonces localNonces     // the consumer endpoint's (see recordFailoverNonce)
+	notes  chan clientNote // client nodes to record, drained by KeepPlacement
 }
 
 // New makes a server; Register mounts it.
@@ -81,7 +87,7 @@ func New(d Deps) *Server {
 	if d.MaxConsumers <= 0 {
 		d.MaxConsumers = DefaultMaxConsumers
 	}
-	return &Server{d: d}
+	return &Server{d: d, notes: make(chan clientNote, maxPendingNotes)}
 }
 
 // Register mounts every /v1 endpoint on mux.

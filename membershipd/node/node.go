@@ -801,6 +801,37 @@ func msAge(ms int64) time.Duration {
 	return time.Duration(ms) * time.Millisecond
 }
 
+// consumerLeader names the leader that this node's replica of a consumer
+// follows (this node's name when it leads, "" while none is known) and
+// whether this node holds a replica of it: the local raft state, which
+// needs no leader to answer. Asked only by a reset whose consumer is
+// silent, so it walks the server's consumers without a cache.
+func (n *Node) consumerLeader(stream, consumer string) (string, bool) {
+	if n.srv == nil {
+		return "", false
+	}
+	jsz, err := n.srv.Jsz(&server.JSzOptions{Accounts: true, Streams: true, Consumer: true})
+	if err != nil {
+		return "", false
+	}
+	for _, a := range jsz.AccountDetails {
+		for _, st := range a.Streams {
+			if st.Name != stream {
+				continue
+			}
+			for _, c := range st.Consumer {
+				if c != nil && c.Name == consumer {
+					if c.Cluster == nil {
+						return "", true
+					}
+					return c.Cluster.Leader, true
+				}
+			}
+		}
+	}
+	return "", false
+}
+
 // Verdict is the quorum gate's current decision; later layers deny requests
 // on it.
 func (n *Node) Verdict() quorum.Verdict { return n.gate.Verdict(time.Now()) }
@@ -874,8 +905,9 @@ func (n *Node) startHTTP() error {
 			Node: n.cfg.Name, JS: n.js, Replicas: n.cfg.KVReplicas, Gate: n.apiGate,
 			MaxConsumers: n.cfg.RoomMaxConsumers, Cluster: n.cfg.Cluster,
 			Lookup: n.allow.Lookup, Log: n.log.With("component", "api"), Limits: n.cfg.Rooms,
-			IsMember:   func(signPub, roomID string) bool { return slices.Contains(n.allow.Rooms(signPub), roomID) },
-			MetaLeader: n.metaLeader,
+			IsMember:       func(signPub, roomID string) bool { return slices.Contains(n.allow.Rooms(signPub), roomID) },
+			MetaLeader:     n.metaLeader,
+			ConsumerLeader: n.consumerLeader,
 			PeerAlive: func(peer string) bool {
 				// Pings go out every gateTick: four missed are a dead peer.
 				return peer == n.cfg.Name || n.gate.AnsweredWithin(peer, time.Now(), 4*gateTick)

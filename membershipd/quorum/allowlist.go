@@ -116,11 +116,15 @@ func DecideAllowlist(now time.Time, lp ListProof, peers []PeerReport, p Params) 
 	// been committed since our proof. Absolute times, so the evidence
 	// outlives that node's own contact (after a heal every leader steps
 	// down, and nobody proving then must not excuse what we missed).
+	// A run that has since ended counts as well: the users leader's
+	// election (a cut node's own campaigns start one) restarts every
+	// streak, and forgetting the run before it let a cut node serve its
+	// stale allowlist for 0.8 s in one chaos run.
 	var ahead []string
 	for _, r := range latestPerPeer(peers) {
-		if provedAfter(r.AnsweredAt, r.ListAge, r.ListStreak, lp.ProvenAt, p.ListFresh) {
+		if provedAfter(r.AnsweredAt, r.ListAge, r.ListStreak, lp.ProvenAt, p.ListFresh) || spannedAfter(r.EarlierList, lp.ProvenAt, p.ListFresh) {
 			ahead = append(ahead, r.Node)
-		} else if provedAfter(r.AnsweredAt, r.HopAge, r.HopStreak, lp.ProvenAt, p.ListFresh) {
+		} else if provedAfter(r.AnsweredAt, r.HopAge, r.HopStreak, lp.ProvenAt, p.ListFresh) || spannedAfter(r.EarlierHop, lp.ProvenAt, p.ListFresh) {
 			ahead = append(ahead, "via "+r.Node)
 		}
 	}
@@ -170,6 +174,20 @@ func latestPerPeer(peers []PeerReport) map[string]PeerReport {
 		}
 	}
 	return latest
+}
+
+// spannedAfter: one of runs spans at least fresh after since.
+func spannedAfter(runs []Span, since time.Time, fresh time.Duration) bool {
+	for _, r := range runs {
+		from := r.From
+		if since.After(from) {
+			from = since
+		}
+		if r.To.Sub(from) >= fresh {
+			return true
+		}
+	}
+	return false
 }
 
 // provedAfter: a report (answered at, proof age, streak) shows an unbroken

@@ -441,6 +441,43 @@ func TestAllowlistStaysStaleThroughHealStorm(t *testing.T) {
 	}
 }
 
+// The revoke-under-partition chaos failure: a is cut from the users
+// leader c; b still reaches it and proves on, until a's own campaigns
+// (its election timer fires, with a higher term) start a users leader
+// election: b's proofs stop for 1.5 s, then resume as a new, short run. a
+// must stay stale throughout: b's first run proved a leader served while a
+// did not reach it. It went fresh for 0.8 s when only b's latest run
+// counted.
+func TestAllowlistStaysStaleThroughPeerLeaderChange(t *testing.T) {
+	const (
+		cut      = 10 * time.Second
+		election = cut + 6*time.Second
+		end      = cut + 20*time.Second
+	)
+	p := DefaultParams(3)
+	for _, ph := range phases {
+		t.Run(fmt.Sprint("phase=", ph), func(t *testing.T) {
+			self := listNode{name: "a", proves: before(cut)}
+			peers := []listNode{
+				{name: "b", phase: ph, proves: outside(election, election+1500*time.Millisecond), answers: always},
+				{name: "c", phase: tick - 1 - ph, proves: outside(election, election+1500*time.Millisecond), answers: before(cut)},
+			}
+			var first time.Duration = -1
+			for _, x := range replayList(t, p, self, peers, end) {
+				if first < 0 && x.at >= cut && !x.v.Fresh {
+					first = x.at
+				}
+				if first >= 0 && x.v.Fresh {
+					t.Fatalf("fresh at %v (stale since %v; b's proofs broke at %v): %s", x.at, first, election, x.v.Reason)
+				}
+			}
+			if first < 0 || first-cut > 2*time.Second {
+				t.Fatalf("stale %v after the cut", first-cut)
+			}
+		})
+	}
+}
+
 func TestFreshestPeerProof(t *testing.T) {
 	tr := NewTracker(DefaultParams(5))
 	now := t0.Add(time.Minute)

@@ -144,6 +144,43 @@ type PeerReport struct {
 	// could commit a revocation is always within two hops of a node in
 	// quorum. Negative: none.
 	HopAge, HopStreak time.Duration
+	// EarlierList and EarlierHop are the peer's earlier runs of proofs
+	// (its own, and one hop further), in absolute times, newest last:
+	// filled by the Tracker from the reports before this one. A run that
+	// ended (a users leader election broke it) still proves that a leader
+	// served while this node did not reach it.
+	EarlierList, EarlierHop []Span
+}
+
+// Span is a run of allowlist proofs: the first at From, the last at To.
+type Span struct{ From, To time.Time }
+
+// spanOf is the run a report shows, from its answer time, proof age and
+// streak; ok is false when it shows none.
+func spanOf(answered time.Time, age, streak time.Duration) (Span, bool) {
+	if age < 0 || streak < 0 {
+		return Span{}, false
+	}
+	return Span{From: answered.Add(-streak), To: answered.Add(-age)}, true
+}
+
+// maxEarlierRuns bounds the earlier runs kept per peer (and per kind).
+const maxEarlierRuns = 8
+
+// carryRuns returns the earlier runs for a new report: prev's, plus prev's
+// own run when the new report's run began after it ended (a new run).
+func carryRuns(earlier []Span, prev, next Span, prevOK, nextOK bool) []Span {
+	if !prevOK {
+		return earlier
+	}
+	if nextOK && !next.From.After(prev.To) {
+		return earlier // the same run, extended
+	}
+	out := append(append([]Span(nil), earlier...), prev)
+	if len(out) > maxEarlierRuns {
+		out = out[len(out)-maxEarlierRuns:]
+	}
+	return out
 }
 
 // Verdict is the gate's decision plus the evidence behind it.
@@ -340,11 +377,23 @@ func (t *Tracker) PeerReported(r PeerReport) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if old, ok := t.peers[peer]; ok && !at.After(old.AnsweredAt) {
+	old, had := t.peers[peer]
+	if had && !at.After(old.AnsweredAt) {
 		return
 	}
 	if t.peers == nil {
 		t.peers = make(map[string]PeerReport)
+	}
+	if had {
+		// Keep the runs this report no longer shows: its streak restarts
+		// when the peer's proofs break, and evidence that a leader served
+		// while this node did not reach it must outlive that.
+		prev, pok := spanOf(old.AnsweredAt, old.ListAge, old.ListStreak)
+		next, nok := spanOf(r.AnsweredAt, r.ListAge, r.ListStreak)
+		r.EarlierList = carryRuns(old.EarlierList, prev, next, pok, nok)
+		prev, pok = spanOf(old.AnsweredAt, old.HopAge, old.HopStreak)
+		next, nok = spanOf(r.AnsweredAt, r.HopAge, r.HopStreak)
+		r.EarlierHop = carryRuns(old.EarlierHop, prev, next, pok, nok)
 	}
 	t.peers[peer] = r
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -594,7 +595,7 @@ func TestDecideDedupesSortsAndDoesNotMutate(t *testing.T) {
 	}
 	orig := slices.Clone(peers)
 	v := Decide(now, now.Add(-2*time.Second), peers, p)
-	if !slices.Equal(peers, orig) {
+	if !reflect.DeepEqual(peers, orig) {
 		t.Fatal("Decide modified its input")
 	}
 	if !slices.Equal(v.ReachablePeers, []string{"b", "c", "d"}) || len(v.WritablePeers) != 0 {
