@@ -122,9 +122,9 @@ func DecideAllowlist(now time.Time, lp ListProof, peers []PeerReport, p Params) 
 	// stale allowlist for 0.8 s in one chaos run.
 	var ahead []string
 	for _, r := range latestPerPeer(peers) {
-		if provedAfter(r.AnsweredAt, r.ListAge, r.ListStreak, lp.ProvenAt, p.ListFresh) || spannedAfter(r.EarlierList, lp.ProvenAt, p.ListFresh) {
+		if spannedAfter(runsOf(r.EarlierList, r.AnsweredAt, r.ListAge, r.ListStreak), lp.ProvenAt, p.ListFresh) {
 			ahead = append(ahead, r.Node)
-		} else if provedAfter(r.AnsweredAt, r.HopAge, r.HopStreak, lp.ProvenAt, p.ListFresh) || spannedAfter(r.EarlierHop, lp.ProvenAt, p.ListFresh) {
+		} else if spannedAfter(runsOf(r.EarlierHop, r.AnsweredAt, r.HopAge, r.HopStreak), lp.ProvenAt, p.ListFresh) {
 			ahead = append(ahead, "via "+r.Node)
 		}
 	}
@@ -190,16 +190,11 @@ func spannedAfter(runs []Span, since time.Time, fresh time.Duration) bool {
 	return false
 }
 
-// provedAfter: a report (answered at, proof age, streak) shows an unbroken
-// run of proofs spanning at least fresh after since.
-func provedAfter(answered time.Time, age, streak time.Duration, since time.Time, fresh time.Duration) bool {
-	if age < 0 || streak < 0 {
-		return false
+// runsOf is a report's earlier runs plus the one it shows now (answered
+// at, proof age, streak), if any.
+func runsOf(earlier []Span, answered time.Time, age, streak time.Duration) []Span {
+	if cur, ok := spanOf(answered, age, streak); ok {
+		return append(earlier[:len(earlier):len(earlier)], cur)
 	}
-	proved := answered.Add(-age)
-	from := answered.Add(-streak)
-	if since.After(from) {
-		from = since
-	}
-	return proved.Sub(from) >= fresh
+	return earlier
 }
